@@ -1,0 +1,70 @@
+"""AppContext: what every tool reaches through `ctx`, and who the caller is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+
+from agentchat_mcp.errors import NotAuthenticated
+from agentchat_mcp.services.conversations import Conversations
+from agentchat_mcp.services.feed import ChangeFeed
+from agentchat_mcp.services.identity import Caller, Identity
+from agentchat_mcp.settings import Settings
+from agentchat_mcp.store import Store
+from agentchat_mcp.telemetry import Telemetry
+
+PROCESS_SESSION = "process"  # stdio and in-memory clients: one connection per lifespan
+
+
+@dataclass
+class AppContext:
+    """The services of one running server, shared by every request."""
+
+    settings: Settings
+    store: Store
+    identity: Identity
+    conversations: Conversations
+    feed: ChangeFeed
+    telemetry: Telemetry
+    # API keys of identities chosen inside a session (stdio env, or registered in-session), by slot.
+    session_keys: dict[str, str] = field(default_factory=dict)
+
+    def session_slot(self, headers: Any) -> str | None:
+        """Where a session-bound identity lives: the HTTP session id, or the process on stdio."""
+        if headers is None:
+            return PROCESS_SESSION
+        session_id = headers.get("mcp-session-id")
+        return f"http:{session_id}" if session_id else None
+
+    def api_key_for(self, headers: Any) -> str | None:
+        """The bearer token verified by the HTTP layer, else the session's own identity."""
+        token = get_access_token()
+        if token is not None:
+            return token.token
+        slot = self.session_slot(headers)
+        return self.session_keys.get(slot) if slot else None
+
+    def bind_session(self, headers: Any, api_key: str) -> bool:
+        """After registration: act as the new principal for the rest of this session, if it has one."""
+        slot = self.session_slot(headers)
+        if slot is None or get_access_token() is not None:
+            return False
+        self.session_keys[slot] = api_key
+        return True
+
+    async def maybe_caller(self, headers: Any) -> Caller | None:
+        """The authenticated caller, or None for an anonymous session."""
+        api_key = self.api_key_for(headers)
+        return None if api_key is None else await self.identity.authenticate(api_key)
+
+    async def caller(self, headers: Any) -> Caller:
+        """The authenticated caller; anonymous sessions are told how to get an identity."""
+        found = await self.maybe_caller(headers)
+        if found is None:
+            raise NotAuthenticated(
+                "No identity in this session. Call register_agent or register_user first, or start the server "
+                "with AGENTCHAT_API_KEY (stdio) / send 'Authorization: Bearer <api key>' (HTTP)."
+            )
+        return found

@@ -1,0 +1,192 @@
+"""The `agentchat-mcp` command: serve (default), demo, accounts, database and schema chores.
+
+stdout is the MCP protocol under `serve --transport stdio`: everything else logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agentchat_mcp import __version__
+from agentchat_mcp.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        overrides["db"] = Path(args.db)
+    return Settings(**overrides)
+
+
+def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    return anyio.run(coro)
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from agentchat_mcp.server import build_server
+
+    if args.transport == "stdio":
+        build_server(settings).run("stdio")
+        return 0
+    from agentchat_mcp import http
+
+    return http.serve(settings, args)
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+def _price_cents(text: str) -> int:
+    from agentchat_mcp.money import to_cents
+
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise SystemExit(f"--peek-price must be a number like 2.50, not {text!r}") from None
+    cents = to_cents(value)
+    if not 50 <= cents <= 50_000:
+        raise SystemExit("--peek-price must be between 0.50 and 500.00")
+    return cents
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from agentchat_mcp import server_secret
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.services.identity import Identity
+    from agentchat_mcp.store import open_store
+
+    role = args.role
+
+    async def create() -> int:
+        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+            identity = Identity(store, server_secret.load_or_create(settings.resolved_secret_file()))
+            try:
+                principal, api_key = await identity.register(
+                    role,
+                    args.name,
+                    description=getattr(args, "description", "") or "",
+                    peek_price_cents=_price_cents(args.peek_price) if role == "agent" else None,
+                    can_refuse=not getattr(args, "no_refuse", False) if role == "agent" else None,
+                    tags=getattr(args, "tag", None),
+                )
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        print(json.dumps({"id": principal.id, "role": role, "name": principal.name, "api_key": api_key}, indent=2))
+        print("The API key is shown only this once; store it (e.g. as AGENTCHAT_API_KEY).", file=sys.stderr)
+        return 0
+
+    return _run(create)
+
+
+# --- database ---------------------------------------------------------------------------------
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from agentchat_mcp.store import migrations, open_store
+
+    async def run() -> int:
+        upgrade = args.db_command == "upgrade"
+        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds, upgrade=upgrade) as store:
+            if args.db_command == "backup":
+                await store.backup(Path(args.path))
+                print(f"backed up {store.path} to {Path(args.path).resolve()}")
+                return 0
+            current = await migrations.current_revision(store)
+            head = migrations.head_revision()
+            print(json.dumps({"db": str(store.path), "revision": current, "head": head, "up_to_date": current == head}))
+            return 0
+
+    return _run(run)
+
+
+# --- schemas and demo -------------------------------------------------------------------------
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from agentchat_mcp.contract import export_schemas
+
+    written = export_schemas(Path(args.out))
+    print(f"wrote {written} schema files to {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from agentchat_mcp.demo import run_demo
+
+    return _run(lambda: run_demo(keep=args.keep))
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentchat-mcp", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"agentchat-mcp {__version__}")
+    parser.add_argument("--db", help="SQLite database file (default: AGENTCHAT_DB or the user data folder)")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the MCP server (default: stdio)")
+    serve.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--allowed-host", action="append", default=[], help="extra Host header value to accept")
+    serve.add_argument("--allowed-origin", action="append", default=[], help="extra Origin to accept")
+    serve.add_argument("--behind-tls", action="store_true", help="send HSTS (a TLS proxy is in front)")
+    serve.set_defaults(handler=cmd_serve)
+
+    sub.add_parser("demo", help="run two agents end to end on a temp database and print the transcript").set_defaults(
+        handler=cmd_demo, keep=False
+    )
+
+    for role in ("agent", "user", "admin"):
+        group = sub.add_parser(role, help=f"manage {role} accounts")
+        actions = group.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help=f"create a {role}; prints its id and API key once")
+        create.add_argument("--name", required=True)
+        if role == "agent":
+            create.add_argument("--description", default="")
+            create.add_argument("--peek-price", default="1.00", help="USD per peek, 0.50-500.00")
+            create.add_argument("--no-refuse", action="store_true", help="standing consent to every paid peek")
+            create.add_argument("--tag", action="append")
+        create.set_defaults(handler=cmd_create, role=role)
+
+    db = sub.add_parser("db", help="database chores")
+    db_actions = db.add_subparsers(dest="db_command", required=True)
+    db_actions.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(handler=cmd_db)
+    db_actions.add_parser("status", help="show the schema revision").set_defaults(handler=cmd_db)
+    backup = db_actions.add_parser("backup", help="online backup to PATH")
+    backup.add_argument("path")
+    backup.set_defaults(handler=cmd_db)
+
+    schemas = sub.add_parser("schemas", help="the tool contract")
+    schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schema_actions.add_parser("export", help="write schemas/*.json from the code")
+    export.add_argument("--out", default="schemas")
+    export.set_defaults(handler=cmd_schemas)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `agentchat-mcp` console script."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `agentchat-mcp` is `serve --transport stdio`
+        args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
+    settings = _settings(args)
+    sys.exit(args.handler(args, settings))

@@ -1,0 +1,163 @@
+"""MCP resources (me, agents, conversations, messages), their subscriptions, and id completion."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import ResourceUpdated
+from mcp_types import (
+    INVALID_PARAMS,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
+    EmptyResult,
+    ResourceTemplateReference,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
+from mcp.shared.exceptions import MCPError
+
+from agentchat_mcp.app import AppContext
+from agentchat_mcp.errors import AgentChatError, NotFound
+from agentchat_mcp.tools.conversations import info_of
+from agentchat_mcp.tools.identity import me_of, profile_of
+from agentchat_mcp.tools.registry import current_request
+
+logger = logging.getLogger(__name__)
+AppCtx = Context[AppContext, Any]
+CONVERSATION_URI = re.compile(r"^agentchat://conversations/(cnv_[a-z0-9]{20})(/messages)?$")
+
+
+async def _guarded(coro: Any) -> Any:
+    try:
+        return await coro
+    except NotFound as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+    except AgentChatError as exc:
+        raise ResourceError(str(exc)) from exc
+
+
+async def me() -> dict[str, Any]:
+    """Your own profile: id, role, name and (agents) peek price."""
+    request = current_request.get()
+    if request is None:
+        raise ResourceError("No request context.")
+    app = request.lifespan_context
+    caller = await _guarded(app.caller(getattr(request.request, "headers", None)))
+    p = await _guarded(app.identity.get(caller.id))
+    return me_of(p).model_dump()
+
+
+async def agent(agent_id: str, ctx: AppCtx) -> dict[str, Any]:
+    """An agent's public profile."""
+    app: AppContext = ctx.request_context.lifespan_context
+    return profile_of(await _guarded(app.identity.get_agent(agent_id))).model_dump()
+
+
+async def conversation(conversation_id: str, ctx: AppCtx) -> dict[str, Any]:
+    """A conversation you take part in: topic, participants, last seq, unread count."""
+    app: AppContext = ctx.request_context.lifespan_context
+    caller = await _guarded(app.caller(ctx.headers))
+    return info_of(await _guarded(app.conversations.get(caller, conversation_id))).model_dump()
+
+
+async def conversation_messages(conversation_id: str, ctx: AppCtx) -> dict[str, Any]:
+    """The newest 50 messages of a conversation you take part in, decrypted for you (untrusted data)."""
+    app: AppContext = ctx.request_context.lifespan_context
+    caller = await _guarded(app.caller(ctx.headers))
+    conv = await _guarded(app.conversations.get(caller, conversation_id))
+    page = await _guarded(app.conversations.read(caller, conversation_id, max(0, conv.last_seq - 50), 50))
+    return {
+        "conversation_id": conversation_id,
+        "messages": [m.__dict__ for m in page.messages],
+    }
+
+
+class Subscriptions:
+    """Handshake-era resources/subscribe: which sessions hear about which conversation URIs."""
+
+    def __init__(self, server: MCPServer[Any]) -> None:
+        self._server = server
+        self._sessions: dict[str, list[ServerSession]] = {}
+
+    async def subscribe(self, ctx: ServerRequestContext[AppContext, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        match = CONVERSATION_URI.match(uri)
+        if match is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"Only agentchat://conversations/{{id}}[/messages] can be subscribed, not {uri}.")
+        app = ctx.lifespan_context
+        try:
+            caller = await app.caller(getattr(ctx.request, "headers", None))
+            await app.conversations.get(caller, match.group(1))
+        except AgentChatError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
+        sessions = self._sessions.setdefault(uri, [])
+        if ctx.session not in sessions:
+            sessions.append(ctx.session)
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: ServerRequestContext[AppContext, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        sessions = self._sessions.get(str(params.uri), [])
+        if ctx.session in sessions:
+            sessions.remove(ctx.session)
+        return EmptyResult()
+
+    async def conversation_changed(self, conversation_id: str) -> None:
+        """Tell subscribers (both protocol eras) that a conversation has a new message."""
+        for uri in (f"agentchat://conversations/{conversation_id}", f"agentchat://conversations/{conversation_id}/messages"):
+            await self._server._subscriptions.publish(ResourceUpdated(uri=uri))
+            for session in list(self._sessions.get(uri, [])):
+                try:
+                    await session.send_resource_updated(uri)
+                except Exception:  # the client went away: forget it
+                    self._sessions[uri].remove(session)
+
+
+async def set_logging_level(ctx: ServerRequestContext[AppContext, Any], params: SetLevelRequestParams) -> EmptyResult:
+    """logging/setLevel: accepted; the server logs to stderr and sends no log notifications by default."""
+    return EmptyResult()
+
+
+async def complete(ctx: ServerRequestContext[AppContext, Any], params: CompleteRequestParams) -> CompleteResult:
+    """Complete agent ids (public directory) and the caller's own conversation ids."""
+    app = ctx.lifespan_context
+    ref, argument = params.ref, params.argument
+    values: list[str] = []
+    try:
+        if isinstance(ref, ResourceTemplateReference) and argument.name == "agent_id":
+            agents, _ = await app.identity.find_agents(query=None, tag=None, limit=100, cursor=None)
+            values = [a.id for a in agents if a.id.startswith(argument.value)]
+        elif isinstance(ref, ResourceTemplateReference) and argument.name == "conversation_id":
+            caller = await app.maybe_caller(getattr(ctx.request, "headers", None))
+            if caller is not None and caller.role == "agent":
+                page, _ = await app.conversations.list_for(caller, 100, None)
+                values = [c.id for c in page if c.id.startswith(argument.value)]
+    except AgentChatError:
+        values = []
+    return CompleteResult(completion=Completion(values=values[:100], total=len(values), has_more=False))
+
+
+def register(server: MCPServer[Any]) -> Subscriptions:
+    server.resource("agentchat://me", name="me", mime_type="application/json")(me)
+    server.resource("agentchat://agents/{agent_id}", name="agent", mime_type="application/json")(agent)
+    server.resource("agentchat://conversations/{conversation_id}", name="conversation", mime_type="application/json")(
+        conversation
+    )
+    server.resource(
+        "agentchat://conversations/{conversation_id}/messages", name="conversation_messages", mime_type="application/json"
+    )(conversation_messages)
+    subscriptions = Subscriptions(server)
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscriptions.subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, subscriptions.unsubscribe)
+    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_logging_level)
+    lowlevel.add_request_handler("completion/complete", CompleteRequestParams, complete)
+    return subscriptions

@@ -1,0 +1,1 @@
+"""The domain: plain async Python over the store; no MCP types here."""

@@ -1,0 +1,103 @@
+"""Change notifications: who should wake up when a message lands.
+
+In-process, a send publishes at once. Writes by other processes on the same SQLite file are
+found by polling `PRAGMA data_version` (cheap: no query runs unless something changed) and
+then reading the new message rows. A Redis or PostgreSQL LISTEN feed can replace the poller
+for several replicas without touching callers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from sqlalchemy import func, select
+
+from agentchat_mcp.store import Store
+from agentchat_mcp.store.tables import messages
+
+logger = logging.getLogger(__name__)
+Listener = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class _Waiter:
+    conversations: frozenset[str] | None  # None: any conversation
+    event: anyio.Event = field(default_factory=anyio.Event)
+
+
+class ChangeFeed:
+    """Fans 'conversation X has a new message' out to waiters and listeners."""
+
+    def __init__(self, store: Store, poll_seconds: float) -> None:
+        self._store = store
+        self._poll_seconds = poll_seconds
+        self._waiters: list[_Waiter] = []
+        self._listeners: list[Listener] = []
+        self._last_message_id = 0
+        self._local_ids: set[int] = set()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(conversation_id)` for every new message (resource subscriptions)."""
+        self._listeners.append(listener)
+
+    async def published(self, conversation_id: str, message_id: int) -> None:
+        """A message this process wrote (after commit)."""
+        self._local_ids.add(message_id)
+        await self._fan_out(conversation_id)
+
+    async def wait(self, conversations: frozenset[str] | None, timeout: float) -> bool:
+        """Block until one of `conversations` (or any) changes; False on timeout."""
+        waiter = _Waiter(conversations)
+        self._waiters.append(waiter)
+        try:
+            with anyio.move_on_after(timeout):
+                await waiter.event.wait()
+                return True
+            return False
+        finally:
+            self._waiters.remove(waiter)
+
+    async def _fan_out(self, conversation_id: str) -> None:
+        for waiter in self._waiters:
+            if waiter.conversations is None or conversation_id in waiter.conversations:
+                waiter.event.set()
+        for listener in self._listeners:
+            try:
+                await listener(conversation_id)
+            except Exception:  # one broken subscriber must not stop the others
+                logger.exception("change listener failed")
+
+    async def run(self) -> None:
+        """Poll for other processes' writes until cancelled."""
+        async with self._store.read() as conn:
+            self._last_message_id = (await conn.execute(select(func.max(messages.c.id)))).scalar() or 0
+        version = self._store.data_version()
+        while True:
+            await anyio.sleep(self._poll_seconds)
+            current = self._store.data_version()
+            if current == version:
+                continue
+            version = current
+            await self._scan()
+
+    async def _scan(self) -> None:
+        async with self._store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(messages.c.id, messages.c.conversation_id)
+                    .where(messages.c.id > self._last_message_id)
+                    .order_by(messages.c.id)
+                )
+            ).all()
+        changed: list[str] = []
+        for row in rows:
+            self._last_message_id = max(self._last_message_id, row.id)
+            if row.id in self._local_ids:
+                self._local_ids.discard(row.id)
+            elif row.conversation_id not in changed:
+                changed.append(row.conversation_id)
+        for conversation_id in changed:
+            await self._fan_out(conversation_id)

@@ -1,0 +1,292 @@
+"""Principals (agents, users, admins): registration, API keys, profiles, the public directory."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agentchat_mcp import clock
+from agentchat_mcp.crypto import EpochKey, KeyBundle, hash_api_key, new_api_key, new_id
+from agentchat_mcp.errors import DecryptionFailed, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from agentchat_mcp.store import Store
+from agentchat_mcp.store.tables import agent_tags, principals
+
+Role = Literal["agent", "user", "admin"]
+ID_PREFIX: dict[str, str] = {"agent": "agt", "user": "usr", "admin": "adm"}
+AUTH_CACHE_SECONDS = 10.0  # bounds how long another process may accept a key rotated elsewhere
+AUTH_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A principal's public profile (what the directory shows)."""
+
+    id: str
+    role: Role
+    name: str
+    description: str
+    peek_price_cents: int | None
+    can_refuse: bool | None
+    verified: bool
+    tags: tuple[str, ...]
+    created_at: str
+
+
+@dataclass
+class Caller:
+    """An authenticated principal with its private keys unwrapped, for this process only."""
+
+    id: str
+    role: Role
+    name: str
+    keys: KeyBundle
+    key_hash: str
+    _epoch_keys: dict[tuple[str, int], EpochKey] = field(default_factory=dict, repr=False)
+
+    def epoch_key(self, conversation_id: str, epoch: int, wrapped: bytes) -> EpochKey:
+        """Unseal (once) this caller's copy of an epoch key."""
+        cached = self._epoch_keys.get((conversation_id, epoch))
+        if cached is None:
+            cached = EpochKey.unwrap(wrapped, self.keys)
+            if len(self._epoch_keys) > 1024:
+                self._epoch_keys.clear()
+            self._epoch_keys[(conversation_id, epoch)] = cached
+        return cached
+
+
+def require_role(caller: Caller, *roles: Role) -> None:
+    """Refuse a caller whose role is not one of `roles`, naming what would work."""
+    if caller.role not in roles:
+        raise Forbidden(f"This is for {' or '.join(roles)} accounts; you are signed in as {caller.role} {caller.id}.")
+
+
+def _normalize_tags(tags: list[str] | None) -> tuple[str, ...]:
+    return tuple(sorted({t.strip().lower() for t in tags or [] if t.strip()}))
+
+
+def _principal(row: object, tags: tuple[str, ...]) -> Principal:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Principal(
+        id=r["id"],
+        role=r["role"],
+        name=r["name"],
+        description=r["description"],
+        peek_price_cents=r["peek_price_cents"],
+        can_refuse=None if r["can_refuse"] is None else bool(r["can_refuse"]),
+        verified=bool(r["verified"]),
+        tags=tags,
+        created_at=r["created_at"],
+    )
+
+
+class Identity:
+    """Registration and authentication; the only place that handles API keys."""
+
+    def __init__(self, store: Store, secret: bytes) -> None:
+        self._store = store
+        self._secret = secret
+        self._cache: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+
+    def key_hash(self, api_key: str) -> str:
+        return hash_api_key(self._secret, api_key)
+
+    async def register(
+        self,
+        role: Role,
+        name: str,
+        *,
+        description: str = "",
+        peek_price_cents: int | None = None,
+        can_refuse: bool | None = None,
+        tags: list[str] | None = None,
+    ) -> tuple[Principal, str]:
+        """Create a principal; returns it and its API key (shown once, never stored)."""
+        name = name.strip()
+        if not name:
+            raise InvalidInput("name must not be empty or only spaces.")
+        if role == "agent" and peek_price_cents is None:
+            raise InvalidInput("An agent needs a peek_price (e.g. '2.50').")
+        api_key = new_api_key()
+        keys = KeyBundle.generate()
+        now = clock.now_iso()
+        principal_id = new_id(ID_PREFIX[role])
+        clean_tags = _normalize_tags(tags)
+        async with self._store.write() as conn:
+            await conn.execute(
+                insert(principals).values(
+                    id=principal_id,
+                    role=role,
+                    name=name,
+                    description=description.strip(),
+                    peek_price_cents=peek_price_cents if role == "agent" else None,
+                    can_refuse=(True if can_refuse is None else can_refuse) if role == "agent" else None,
+                    api_key_hash=self.key_hash(api_key),
+                    box_public=keys.public.box,
+                    sign_public=keys.public.sign,
+                    wrapped_private=keys.wrap(api_key),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if clean_tags:
+                await conn.execute(insert(agent_tags), [{"principal_id": principal_id, "tag": t} for t in clean_tags])
+            principal = await self._get(conn, principal_id)
+        return principal, api_key
+
+    async def authenticate(self, api_key: str) -> Caller:
+        """The caller behind an API key, private keys unwrapped; NotAuthenticated if unknown."""
+        key_hash = self.key_hash(api_key)
+        hit = self._cache.get(key_hash)
+        if hit is not None and hit[0] > time.monotonic():
+            self._cache.move_to_end(key_hash)
+            return hit[1]
+        async with self._store.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        principals.c.id, principals.c.role, principals.c.name, principals.c.wrapped_private
+                    ).where(principals.c.api_key_hash == key_hash)
+                )
+            ).first()
+        if row is None:
+            raise NotAuthenticated("This API key is not valid (unknown, or rotated). Use your current key.")
+        try:
+            keys = KeyBundle.unwrap(row.wrapped_private, api_key)
+        except DecryptionFailed as exc:
+            raise NotAuthenticated("This API key is not valid for its account.") from exc
+        caller = Caller(id=row.id, role=row.role, name=row.name, keys=keys, key_hash=key_hash)
+        self._cache[key_hash] = (time.monotonic() + AUTH_CACHE_SECONDS, caller)
+        while len(self._cache) > AUTH_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return caller
+
+    def forget(self, principal_id: str) -> None:
+        """Drop cached callers of a principal (after rotation or a profile change)."""
+        for key_hash in [h for h, (_, c) in self._cache.items() if c.id == principal_id]:
+            del self._cache[key_hash]
+
+    async def rotate_api_key(self, caller: Caller) -> str:
+        """Issue a new API key, re-wrap the private keys under it; the old key stops working now."""
+        api_key = new_api_key()
+        async with self._store.write() as conn:
+            await conn.execute(
+                update(principals)
+                .where(principals.c.id == caller.id)
+                .values(
+                    api_key_hash=self.key_hash(api_key),
+                    wrapped_private=caller.keys.wrap(api_key),
+                    updated_at=clock.now_iso(),
+                )
+            )
+        self.forget(caller.id)
+        return api_key
+
+    async def update_profile(
+        self,
+        caller: Caller,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        peek_price_cents: int | None = None,
+        can_refuse: bool | None = None,
+        tags: list[str] | None = None,
+    ) -> Principal:
+        """Change the given fields only; agent-only fields are refused for other roles."""
+        values: dict[str, object] = {}
+        if name is not None:
+            if not name.strip():
+                raise InvalidInput("name must not be empty or only spaces.")
+            values["name"] = name.strip()
+        if description is not None:
+            values["description"] = description.strip()
+        if caller.role != "agent" and (peek_price_cents is not None or can_refuse is not None or tags is not None):
+            raise InvalidInput("peek_price, can_refuse and tags apply to agents only.")
+        if peek_price_cents is not None:
+            values["peek_price_cents"] = peek_price_cents
+        if can_refuse is not None:
+            values["can_refuse"] = can_refuse
+        async with self._store.write() as conn:
+            if values:
+                values["updated_at"] = clock.now_iso()
+                await conn.execute(update(principals).where(principals.c.id == caller.id).values(**values))
+            if tags is not None:
+                await conn.execute(agent_tags.delete().where(agent_tags.c.principal_id == caller.id))
+                clean = _normalize_tags(tags)
+                if clean:
+                    await conn.execute(insert(agent_tags), [{"principal_id": caller.id, "tag": t} for t in clean])
+            principal = await self._get(conn, caller.id)
+        self.forget(caller.id)
+        return principal
+
+    async def get(self, principal_id: str) -> Principal:
+        """Any principal by id (NotFound if absent)."""
+        async with self._store.read() as conn:
+            return await self._get(conn, principal_id)
+
+    async def get_agent(self, agent_id: str) -> Principal:
+        """A public directory entry; users and admins are not listed, so they read as not found."""
+        principal = await self.get(agent_id)
+        if principal.role != "agent":
+            raise NotFound(f"No agent {agent_id}. Use find_agents to look agents up.")
+        return principal
+
+    async def _get(self, conn: AsyncConnection, principal_id: str) -> Principal:
+        row = (await conn.execute(select(principals).where(principals.c.id == principal_id))).first()
+        if row is None:
+            raise NotFound(f"No agent {principal_id}. Use find_agents to look agents up.")
+        tags = (
+            await conn.execute(select(agent_tags.c.tag).where(agent_tags.c.principal_id == principal_id))
+        ).scalars()
+        return _principal(row, tuple(sorted(tags)))
+
+    async def find_agents(
+        self, *, query: str | None, tag: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Principal], str | None]:
+        """Agents whose name or description contains `query` and that carry `tag`, by id."""
+        stmt = select(principals).where(principals.c.role == "agent")
+        if query:
+            pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            stmt = stmt.where(
+                or_(
+                    func.lower(principals.c.name).like(pattern, escape="\\"),
+                    func.lower(principals.c.description).like(pattern, escape="\\"),
+                )
+            )
+        if tag:
+            stmt = stmt.where(
+                principals.c.id.in_(select(agent_tags.c.principal_id).where(agent_tags.c.tag == tag.strip().lower()))
+            )
+        if cursor:
+            stmt = stmt.where(principals.c.id > cursor)
+        stmt = stmt.order_by(principals.c.id).limit(limit + 1)
+        async with self._store.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+            ids = [r.id for r in rows[:limit]]
+            tag_rows = (
+                await conn.execute(select(agent_tags).where(agent_tags.c.principal_id.in_(ids)))
+            ).all() if ids else []
+        tags: dict[str, list[str]] = {}
+        for t in tag_rows:
+            tags.setdefault(t.principal_id, []).append(t.tag)
+        found = [_principal(r, tuple(sorted(tags.get(r.id, [])))) for r in rows[:limit]]
+        next_cursor = found[-1].id if len(rows) > limit else None
+        return found, next_cursor
+
+    async def public_keys(self, conn: AsyncConnection, ids: list[str]) -> dict[str, tuple[bytes, bytes]]:
+        """id -> (box public, sign public) for the given principals."""
+        rows = await conn.execute(
+            select(principals.c.id, principals.c.box_public, principals.c.sign_public).where(principals.c.id.in_(ids))
+        )
+        return {r.id: (r.box_public, r.sign_public) for r in rows}
+
+    async def agents_exist(self, conn: AsyncConnection, ids: list[str]) -> set[str]:
+        """Which of `ids` are agents."""
+        rows = await conn.execute(
+            select(principals.c.id).where(and_(principals.c.id.in_(ids), principals.c.role == "agent"))
+        )
+        return set(rows.scalars())

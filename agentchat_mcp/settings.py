@@ -1,0 +1,37 @@
+"""One Settings object, built at the edge (CLI or test) and passed down; nothing global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_dir
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_db_path() -> Path:
+    """The per-user data folder of this OS, e.g. ~/.local/share/agentchat-mcp/agentchat.db."""
+    return Path(user_data_dir("agentchat-mcp", appauthor=False)) / "agentchat.db"
+
+
+class Settings(BaseSettings):
+    """Server configuration; every field can be set as AGENTCHAT_<NAME> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTCHAT_", extra="ignore")
+
+    db: Path = Field(default_factory=default_db_path, description="SQLite database file.")
+    secret_file: Path | None = Field(
+        default=None, description="Server secret for API-key hashes; default: agentchat.secret beside the db."
+    )
+    api_key: SecretStr | None = Field(default=None, description="stdio identity (AGENTCHAT_API_KEY).")
+    registration: Literal["open", "invite", "closed"] = "open"
+    payments: Literal["ledger", "stripe"] = "ledger"
+    platform_fee_percent: int = Field(default=20, ge=0, le=100)
+    rate_limit_storage: str = "memory://"
+    change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    busy_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    def resolved_secret_file(self) -> Path:
+        """Where the server secret lives: the setting, or beside the database."""
+        return self.secret_file or self.db.with_name("agentchat.secret")

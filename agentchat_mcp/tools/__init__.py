@@ -1,0 +1,11 @@
+"""The MCP surface: thin tool adapters over the services, one module per domain."""
+
+from __future__ import annotations
+
+from agentchat_mcp.tools import conversations, identity
+from agentchat_mcp.tools.registry import ToolRegistry
+
+
+def register_all(registry: ToolRegistry) -> None:
+    identity.register(registry)
+    conversations.register(registry)

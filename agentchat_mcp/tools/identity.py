@@ -1,0 +1,194 @@
+"""Tools for principals: register, who am I, profile, key rotation, the agent directory."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from agentchat_mcp.app import AppContext
+from agentchat_mcp.errors import Forbidden, agent_facing_errors
+from agentchat_mcp.models import (
+    AgentId,
+    AgentPage,
+    AgentProfile,
+    CanRefuse,
+    Cursor,
+    Description,
+    KeyRotated,
+    Limit,
+    Me,
+    Name,
+    PeekPrice,
+    Registered,
+    Tags,
+)
+from agentchat_mcp.money import fmt, to_cents
+from agentchat_mcp.services.identity import Principal
+from agentchat_mcp.tools.registry import ANONYMOUS, EVERYONE, SIGNED_IN, ToolRegistry, app_of
+
+AppCtx = Context[AppContext, Any]
+
+
+def profile_of(p: Principal) -> AgentProfile:
+    return AgentProfile(
+        id=p.id,
+        name=p.name,
+        description=p.description,
+        peek_price=fmt(p.peek_price_cents or 0),
+        can_refuse=bool(p.can_refuse),
+        verified=p.verified,
+        tags=list(p.tags),
+        created_at=p.created_at,
+    )
+
+
+def _check_registration(app: AppContext) -> None:
+    if app.settings.registration == "closed":
+        raise Forbidden("Registration is closed on this server; ask its operator for an API key.")
+    if app.settings.registration == "invite":
+        raise Forbidden("Registration is by invitation on this server; ask its operator for an API key.")
+
+
+async def register_agent(
+    name: Name,
+    peek_price: PeekPrice,
+    ctx: AppCtx,
+    description: Description = "",
+    can_refuse: CanRefuse = True,
+    tags: Tags | None = None,
+) -> Registered:
+    """Register a new AI agent identity and act as it for the rest of this session.
+
+    Use this once, when you have no identity yet. Returns your agent id and an API key that is shown
+    only now: keep it, it is the only way back into this identity and its encrypted conversations.
+    Other agents find you by name, description and tags.
+    """
+    app = app_of(ctx)
+    with agent_facing_errors("register_agent"):
+        _check_registration(app)
+        principal, api_key = await app.identity.register(
+            "agent",
+            name,
+            description=description,
+            peek_price_cents=to_cents(peek_price),
+            can_refuse=can_refuse,
+            tags=tags,
+        )
+        app.bind_session(ctx.headers, api_key)
+    return Registered(id=principal.id, role="agent", name=principal.name, api_key=api_key)
+
+
+async def register_user(display_name: Name, ctx: AppCtx) -> Registered:
+    """Register a user account (a person who peeks at agent conversations) and act as it in this session.
+
+    Returns the user id and an API key shown only now: keep it.
+    """
+    app = app_of(ctx)
+    with agent_facing_errors("register_user"):
+        _check_registration(app)
+        principal, api_key = await app.identity.register("user", display_name)
+        app.bind_session(ctx.headers, api_key)
+    return Registered(id=principal.id, role="user", name=principal.name, api_key=api_key)
+
+
+async def whoami(ctx: AppCtx) -> Me:
+    """Show who this session acts as: id, role, name and (for agents) peek price and consent setting."""
+    app = app_of(ctx)
+    with agent_facing_errors("whoami"):
+        caller = await app.caller(ctx.headers)
+        p = await app.identity.get(caller.id)
+    return me_of(p)
+
+
+def me_of(p: Principal) -> Me:
+    return Me(
+        id=p.id,
+        role=p.role,
+        name=p.name,
+        description=p.description,
+        peek_price=None if p.peek_price_cents is None else fmt(p.peek_price_cents),
+        can_refuse=p.can_refuse,
+        tags=list(p.tags),
+        created_at=p.created_at,
+    )
+
+
+async def update_profile(
+    ctx: AppCtx,
+    name: Name | None = None,
+    description: Description | None = None,
+    peek_price: PeekPrice | None = None,
+    can_refuse: CanRefuse | None = None,
+    tags: Tags | None = None,
+) -> Me:
+    """Change your name, description, and (agents) peek price, consent setting or tags.
+
+    Only the fields you pass change. Returns your updated profile.
+    """
+    app = app_of(ctx)
+    with agent_facing_errors("update_profile"):
+        caller = await app.caller(ctx.headers)
+        await app.identity.update_profile(
+            caller,
+            name=name,
+            description=description,
+            peek_price_cents=None if peek_price is None else to_cents(peek_price),
+            can_refuse=can_refuse,
+            tags=tags,
+        )
+    return await whoami(ctx)
+
+
+async def rotate_api_key(ctx: AppCtx) -> KeyRotated:
+    """Replace your API key with a new one (e.g. if it leaked). The old key stops working at once.
+
+    The new key is shown only now. Update AGENTCHAT_API_KEY or your Authorization header with it.
+    """
+    app = app_of(ctx)
+    with agent_facing_errors("rotate_api_key"):
+        caller = await app.caller(ctx.headers)
+        api_key = await app.identity.rotate_api_key(caller)
+        slot = app.session_slot(ctx.headers)
+        if slot is not None and app.session_keys.get(slot) is not None:
+            app.session_keys[slot] = api_key
+    return KeyRotated(api_key=api_key)
+
+
+async def find_agents(
+    ctx: AppCtx,
+    query: Annotated[
+        str | None, Field(max_length=100, description="Words to look for in agent names and descriptions.")
+    ] = None,
+    tag: Annotated[str | None, Field(max_length=40, description="Only agents with this tag.")] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> AgentPage:
+    """Search the public directory of agents by text and tag, a page at a time.
+
+    Use it to find agents to talk to (their ids go into start_conversation) or to peek at.
+    """
+    app = app_of(ctx)
+    with agent_facing_errors("find_agents"):
+        found, next_cursor = await app.identity.find_agents(query=query, tag=tag, limit=limit, cursor=cursor)
+    return AgentPage(agents=[profile_of(p) for p in found], next_cursor=next_cursor)
+
+
+async def get_agent(agent_id: AgentId, ctx: AppCtx) -> AgentProfile:
+    """Read one agent's public profile: name, description, peek price, consent setting, tags."""
+    app = app_of(ctx)
+    with agent_facing_errors("get_agent"):
+        p = await app.identity.get_agent(agent_id)
+    return profile_of(p)
+
+
+def register(registry: ToolRegistry) -> None:
+    anonymous_only = frozenset({ANONYMOUS})
+    registry.add(register_agent, roles=anonymous_only, title="Register as an agent")
+    registry.add(register_user, roles=anonymous_only, title="Register as a user")
+    registry.add(whoami, roles=SIGNED_IN, title="Who am I", read_only=True, idempotent=True)
+    registry.add(update_profile, roles=SIGNED_IN, title="Update my profile", idempotent=True)
+    registry.add(rotate_api_key, roles=SIGNED_IN, title="Rotate my API key", destructive=True)
+    registry.add(find_agents, roles=EVERYONE, title="Find agents", read_only=True, idempotent=True)
+    registry.add(get_agent, roles=EVERYONE, title="Get an agent's profile", read_only=True, idempotent=True)

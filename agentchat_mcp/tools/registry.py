@@ -1,0 +1,129 @@
+"""Which roles may call which tool, enforced in one middleware for tools/list and tools/call."""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotations
+
+from agentchat_mcp.app import AppContext
+from agentchat_mcp.errors import AgentChatError
+
+logger = logging.getLogger(__name__)
+# The request being served, for handlers the SDK gives no Context (static resources).
+current_request: ContextVar[ServerRequestContext[AppContext, Any] | None] = ContextVar("current_request", default=None)
+
+ANONYMOUS = "anonymous"
+AGENT, USER, ADMIN = "agent", "user", "admin"
+EVERYONE = frozenset({ANONYMOUS, AGENT, USER, ADMIN})
+SIGNED_IN = frozenset({AGENT, USER, ADMIN})
+
+
+def app_of(ctx: Context[AppContext, Any]) -> AppContext:
+    """The running server's services."""
+    return ctx.request_context.lifespan_context
+
+
+def _error(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+class ToolRegistry:
+    """Registers tools with their roles and annotations; its middleware does the checks."""
+
+    def __init__(self, server: MCPServer[Any]) -> None:
+        self.server = server
+        self.roles: dict[str, frozenset[str]] = {}
+
+    def add(
+        self,
+        fn: Callable[..., Any],
+        *,
+        roles: frozenset[str],
+        title: str,
+        read_only: bool = False,
+        destructive: bool = False,
+        idempotent: bool = False,
+        open_world: bool = False,
+    ) -> None:
+        name = fn.__name__
+        self.server.add_tool(
+            fn,
+            title=title,
+            annotations=ToolAnnotations(
+                title=title,
+                read_only_hint=read_only,
+                destructive_hint=destructive,
+                idempotent_hint=idempotent,
+                open_world_hint=open_world,
+            ),
+        )
+        tool = self.server._tool_manager.get_tool(name)
+        assert tool is not None
+        tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
+        self.roles[name] = roles
+
+    def accepted_arguments(self, name: str) -> set[str]:
+        tool = self.server._tool_manager.get_tool(name)
+        return set(tool.parameters.get("properties", {})) if tool else set()
+
+    def _visible(self, result: HandlerResult, role: str) -> HandlerResult:
+        def allowed(name: str) -> bool:
+            return role in self.roles.get(name, frozenset())
+
+        if isinstance(result, ListToolsResult):
+            return result.model_copy(update={"tools": [t for t in result.tools if allowed(t.name)]})
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            return {**result, "tools": [t for t in result["tools"] if allowed(t.get("name", ""))]}
+        return result
+
+    async def _role(self, ctx: ServerRequestContext[AppContext, Any]) -> str:
+        app = ctx.lifespan_context
+        caller = await app.maybe_caller(getattr(ctx.request, "headers", None))
+        return caller.role if caller else ANONYMOUS
+
+    async def middleware(self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext) -> HandlerResult:
+        """Filter tools/list by role; refuse a tools/call the role may not make or with unknown arguments."""
+        current_request.set(ctx)
+        if ctx.method == "tools/list":
+            result = await call_next(ctx)
+            try:
+                role = await self._role(ctx)
+            except AgentChatError:
+                role = ANONYMOUS
+            return self._visible(result, role)
+        if ctx.method == "tools/call" and ctx.params:
+            name = ctx.params.get("name")
+            if isinstance(name, str) and name in self.roles:
+                refusal = await self._refusal(ctx, name)
+                if refusal is not None:
+                    return refusal
+        return await call_next(ctx)
+
+    async def _refusal(self, ctx: ServerRequestContext[AppContext, Any], name: str) -> CallToolResult | None:
+        arguments = (ctx.params or {}).get("arguments") or {}
+        if isinstance(arguments, dict):
+            unknown = sorted(set(arguments) - self.accepted_arguments(name))
+            if unknown:
+                accepted = ", ".join(sorted(self.accepted_arguments(name))) or "none"
+                return _error(f"Error executing tool {name}: unknown argument(s) {', '.join(unknown)}; accepted: {accepted}.")
+        try:
+            role = await self._role(ctx)
+        except AgentChatError as exc:
+            return _error(f"Error executing tool {name}: {exc}")
+        allowed = self.roles[name]
+        if role in allowed:
+            return None
+        if role == ANONYMOUS:
+            return _error(
+                f"Error executing tool {name}: it needs an identity. Call register_agent or register_user first, "
+                "or connect with your API key."
+            )
+        who = " or ".join(sorted(allowed - {ANONYMOUS}))
+        return _error(f"Error executing tool {name}: it is for {who} accounts; you are signed in as a {role}.")
