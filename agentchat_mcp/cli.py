@@ -42,9 +42,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.transport == "stdio":
         build_server(settings).run("stdio")
         return 0
-    from agentchat_mcp import http
+    from agentchat_mcp import http  # type: ignore[attr-defined]  # the hub issue adds it
 
-    return http.serve(settings, args)
+    return int(http.serve(settings, args))
 
 
 # --- accounts ---------------------------------------------------------------------------------

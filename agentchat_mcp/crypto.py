@@ -82,9 +82,7 @@ class PublicKeys:
 def _wrap_key(api_key: str) -> bytes:
     # API keys carry 256 random bits, so a fast KDF is right: there is nothing to brute-force, and a
     # slow (password) KDF would cost every authenticated request.
-    key: bytes = blake2b(
-        api_key.encode(), digest_size=SecretBox.KEY_SIZE, person=_WRAP_PERSON, encoder=RawEncoder
-    )
+    key: bytes = blake2b(api_key.encode(), digest_size=SecretBox.KEY_SIZE, person=_WRAP_PERSON, encoder=RawEncoder)
     return key
 
 
@@ -150,9 +148,7 @@ def verify_signature(public_sign: bytes, data: bytes, signature: bytes) -> None:
     try:
         VerifyKey(public_sign).verify(data, signature)
     except CryptoError as exc:
-        raise DecryptionFailed(
-            "The message signature does not match its sender: it was altered or forged."
-        ) from exc
+        raise DecryptionFailed("The message signature does not match its sender: it was altered or forged.") from exc
 
 
 @dataclass(frozen=True)

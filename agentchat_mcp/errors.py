@@ -1,14 +1,14 @@
 """Agent-safe errors, and the guard that turns them into tool results.
 
-    AgentChatError            str(exc) is shown to the calling model: actionable, no secrets
-    ├── InvalidInput          the arguments are well-typed but make no sense (empty name, bad id)
-    ├── NotAuthenticated      no identity, or an unknown / rotated API key
-    ├── Forbidden             the caller's role may not do this
-    ├── NotFound              missing, or not visible to the caller (the same answer on purpose)
-    ├── Conflict              the state does not allow it (already left, idempotency key reused)
-    ├── RateLimited           carries retry_after_seconds
-    ├── PaymentError          PaymentDeclined, PaymentUnavailable, InsufficientFunds
-    └── DecryptionFailed      a stored message failed to open (tampered, or not for this reader)
+AgentChatError            str(exc) is shown to the calling model: actionable, no secrets
+├── InvalidInput          the arguments are well-typed but make no sense (empty name, bad id)
+├── NotAuthenticated      no identity, or an unknown / rotated API key
+├── Forbidden             the caller's role may not do this
+├── NotFound              missing, or not visible to the caller (the same answer on purpose)
+├── Conflict              the state does not allow it (already left, idempotency key reused)
+├── RateLimited           carries retry_after_seconds
+├── PaymentError          PaymentDeclined, PaymentUnavailable, InsufficientFunds
+└── DecryptionFailed      a stored message failed to open (tampered, or not for this reader)
 """
 
 from __future__ import annotations

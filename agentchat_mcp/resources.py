@@ -12,6 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
     CompleteRequestParams,
@@ -23,7 +24,6 @@ from mcp_types import (
     SubscribeRequestParams,
     UnsubscribeRequestParams,
 )
-from mcp.shared.exceptions import MCPError
 
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError, NotFound
@@ -88,11 +88,16 @@ class Subscriptions:
         self._server = server
         self._sessions: dict[str, list[ServerSession]] = {}
 
-    async def subscribe(self, ctx: ServerRequestContext[AppContext, Any], params: SubscribeRequestParams) -> EmptyResult:
+    async def subscribe(
+        self, ctx: ServerRequestContext[AppContext, Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
         uri = str(params.uri)
         match = CONVERSATION_URI.match(uri)
         if match is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Only agentchat://conversations/{{id}}[/messages] can be subscribed, not {uri}.")
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"Only agentchat://conversations/{{id}}[/messages] can be subscribed, not {uri}.",
+            )
         app = ctx.lifespan_context
         try:
             caller = await app.caller(getattr(ctx.request, "headers", None))
@@ -104,7 +109,9 @@ class Subscriptions:
             sessions.append(ctx.session)
         return EmptyResult()
 
-    async def unsubscribe(self, ctx: ServerRequestContext[AppContext, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[AppContext, Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
         sessions = self._sessions.get(str(params.uri), [])
         if ctx.session in sessions:
             sessions.remove(ctx.session)
@@ -112,7 +119,10 @@ class Subscriptions:
 
     async def conversation_changed(self, conversation_id: str) -> None:
         """Tell subscribers (both protocol eras) that a conversation has a new message."""
-        for uri in (f"agentchat://conversations/{conversation_id}", f"agentchat://conversations/{conversation_id}/messages"):
+        for uri in (
+            f"agentchat://conversations/{conversation_id}",
+            f"agentchat://conversations/{conversation_id}/messages",
+        ):
             await self._server._subscriptions.publish(ResourceUpdated(uri=uri))
             for session in list(self._sessions.get(uri, [])):
                 try:
@@ -152,7 +162,9 @@ def register(server: MCPServer[Any]) -> Subscriptions:
         conversation
     )
     server.resource(
-        "agentchat://conversations/{conversation_id}/messages", name="conversation_messages", mime_type="application/json"
+        "agentchat://conversations/{conversation_id}/messages",
+        name="conversation_messages",
+        mime_type="application/json",
     )(conversation_messages)
     subscriptions = Subscriptions(server)
     lowlevel = server._lowlevel_server

@@ -63,7 +63,9 @@ class Hub:
         server = build_server(self.settings_for(account.api_key if account else None), telemetry=self.telemetry)
         return Client(server, mode=mode, **kwargs)  # type: ignore[arg-type]
 
-    async def register_agent(self, name: str, *, peek_price: str = "1.00", can_refuse: bool = True, tags: list[str] | None = None) -> Account:
+    async def register_agent(
+        self, name: str, *, peek_price: str = "1.00", can_refuse: bool = True, tags: list[str] | None = None
+    ) -> Account:
         async with self.client() as c:
             args: dict[str, Any] = {"name": name, "peek_price": peek_price, "can_refuse": can_refuse}
             if tags:

@@ -116,7 +116,8 @@ class Conversations:
                 )
             )
             await conn.execute(
-                insert(participants), [{"conversation_id": conversation_id, "principal_id": m, "joined_at": now} for m in members]
+                insert(participants),
+                [{"conversation_id": conversation_id, "principal_id": m, "joined_at": now} for m in members],
             )
             await self._new_epoch(conn, conversation_id, set(members))
             sent = await self._send(conn, caller, conversation_id, first_message) if first_message else None
@@ -146,17 +147,28 @@ class Conversations:
                 raise _not_found(conversation_id)
             await conn.execute(
                 update(participants)
-                .where(and_(participants.c.conversation_id == conversation_id, participants.c.principal_id == caller.id))
+                .where(
+                    and_(
+                        participants.c.conversation_id == conversation_id,
+                        participants.c.principal_id == caller.id,
+                    )
+                )
                 .values(left_at=clock.now_iso())
             )
             remaining = await self._members(conn, conversation_id)
             if remaining:
-                await self._new_epoch(conn, conversation_id, remaining | await self._extra_readers(conn, conversation_id))
+                await self._new_epoch(
+                    conn, conversation_id, remaining | await self._extra_readers(conn, conversation_id)
+                )
 
-    async def _send(self, conn: AsyncConnection, caller: Caller, conversation_id: str, text: str) -> tuple[SentMessage, int]:
+    async def _send(
+        self, conn: AsyncConnection, caller: Caller, conversation_id: str, text: str
+    ) -> tuple[SentMessage, int]:
         conv = (
             await conn.execute(
-                select(conversations.c.current_epoch, conversations.c.last_seq).where(conversations.c.id == conversation_id)
+                select(conversations.c.current_epoch, conversations.c.last_seq).where(
+                    conversations.c.id == conversation_id
+                )
             )
         ).one()
         epoch, key = await self._current_key(conn, caller, conversation_id, conv.current_epoch)
@@ -181,7 +193,12 @@ class Conversations:
         # Your own message is read by you.
         await conn.execute(
             update(participants)
-            .where(and_(participants.c.conversation_id == conversation_id, participants.c.principal_id == caller.id))
+            .where(
+                and_(
+                    participants.c.conversation_id == conversation_id,
+                    participants.c.principal_id == caller.id,
+                )
+            )
             .values(read_seq=seq)
         )
         message_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
@@ -226,11 +243,18 @@ class Conversations:
         await conn.execute(
             insert(epoch_keys),
             [
-                {"conversation_id": conversation_id, "epoch": epoch, "principal_id": r, "wrapped_key": key.wrap_for(public[r][0])}
+                {
+                    "conversation_id": conversation_id,
+                    "epoch": epoch,
+                    "principal_id": r,
+                    "wrapped_key": key.wrap_for(public[r][0]),
+                }
                 for r in sorted(readers)
             ],
         )
-        await conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(current_epoch=epoch))
+        await conn.execute(
+            update(conversations).where(conversations.c.id == conversation_id).values(current_epoch=epoch)
+        )
         return epoch, key
 
     async def grant_epochs(self, conn: AsyncConnection, caller: Caller, conversation_id: str, reader_id: str) -> int:
@@ -239,7 +263,10 @@ class Conversations:
         held = (
             await conn.execute(
                 select(epoch_keys.c.epoch, epoch_keys.c.wrapped_key).where(
-                    and_(epoch_keys.c.conversation_id == conversation_id, epoch_keys.c.principal_id == caller.id)
+                    and_(
+                        epoch_keys.c.conversation_id == conversation_id,
+                        epoch_keys.c.principal_id == caller.id,
+                    )
                 )
             )
         ).all()
@@ -247,7 +274,10 @@ class Conversations:
             (
                 await conn.execute(
                     select(epoch_keys.c.epoch).where(
-                        and_(epoch_keys.c.conversation_id == conversation_id, epoch_keys.c.principal_id == reader_id)
+                        and_(
+                            epoch_keys.c.conversation_id == conversation_id,
+                            epoch_keys.c.principal_id == reader_id,
+                        )
                     )
                 )
             ).scalars()
@@ -311,7 +341,9 @@ class Conversations:
         if r["wrapped_key"] is None:
             error = "Sent in a part of the conversation you hold no key for."
         else:
-            ctx = MessageContext(conversation_id=conversation_id, epoch=r["epoch"], seq=r["seq"], sender_id=r["sender_id"])
+            ctx = MessageContext(
+                conversation_id=conversation_id, epoch=r["epoch"], seq=r["seq"], sender_id=r["sender_id"]
+            )
             try:
                 verify_signature(r["sign_public"], signed_payload(ctx, r["sealed"]), r["signature"])
                 key = caller.epoch_key(conversation_id, r["epoch"], r["wrapped_key"])
@@ -320,7 +352,12 @@ class Conversations:
                 self._telemetry.encryption_failures.add(1)
                 error = f"Message {r['seq']} failed its integrity check (altered, moved or re-attributed); its text is withheld."
         return Message(
-            seq=r["seq"], sender_id=r["sender_id"], sender_name=r["name"], sent_at=r["created_at"], text=text, error=error
+            seq=r["seq"],
+            sender_id=r["sender_id"],
+            sender_name=r["name"],
+            sent_at=r["created_at"],
+            text=text,
+            error=error,
         )
 
     async def can_read(self, conn: AsyncConnection, caller: Caller, conversation_id: str) -> bool:
@@ -347,9 +384,9 @@ class Conversations:
             last_seq = (
                 await conn.execute(select(conversations.c.last_seq).where(conversations.c.id == conversation_id))
             ).scalar_one()
-            target = last_seq if up_to_seq is None else min(up_to_seq, last_seq)
+            target: int = last_seq if up_to_seq is None else min(up_to_seq, last_seq)
             where = and_(participants.c.conversation_id == conversation_id, participants.c.principal_id == caller.id)
-            current = (await conn.execute(select(participants.c.read_seq).where(where))).scalar_one()
+            current: int = (await conn.execute(select(participants.c.read_seq).where(where))).scalar_one()
             if target > current:
                 await conn.execute(update(participants).where(where).values(read_seq=target))
             return max(target, current)
@@ -445,7 +482,10 @@ class Conversations:
         read_seq = (
             await conn.execute(
                 select(participants.c.read_seq).where(
-                    and_(participants.c.conversation_id == conversation_id, participants.c.principal_id == caller.id)
+                    and_(
+                        participants.c.conversation_id == conversation_id,
+                        participants.c.principal_id == caller.id,
+                    )
                 )
             )
         ).scalar()

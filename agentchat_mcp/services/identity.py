@@ -148,9 +148,9 @@ class Identity:
         async with self._store.read() as conn:
             row = (
                 await conn.execute(
-                    select(
-                        principals.c.id, principals.c.role, principals.c.name, principals.c.wrapped_private
-                    ).where(principals.c.api_key_hash == key_hash)
+                    select(principals.c.id, principals.c.role, principals.c.name, principals.c.wrapped_private).where(
+                        principals.c.api_key_hash == key_hash
+                    )
                 )
             ).first()
         if row is None:
@@ -239,9 +239,7 @@ class Identity:
         row = (await conn.execute(select(principals).where(principals.c.id == principal_id))).first()
         if row is None:
             raise NotFound(f"No agent {principal_id}. Use find_agents to look agents up.")
-        tags = (
-            await conn.execute(select(agent_tags.c.tag).where(agent_tags.c.principal_id == principal_id))
-        ).scalars()
+        tags = (await conn.execute(select(agent_tags.c.tag).where(agent_tags.c.principal_id == principal_id))).scalars()
         return _principal(row, tuple(sorted(tags)))
 
     async def find_agents(
@@ -268,8 +266,8 @@ class Identity:
             rows = (await conn.execute(stmt)).all()
             ids = [r.id for r in rows[:limit]]
             tag_rows = (
-                await conn.execute(select(agent_tags).where(agent_tags.c.principal_id.in_(ids)))
-            ).all() if ids else []
+                (await conn.execute(select(agent_tags).where(agent_tags.c.principal_id.in_(ids)))).all() if ids else []
+            )
         tags: dict[str, list[str]] = {}
         for t in tag_rows:
             tags.setdefault(t.principal_id, []).append(t.tag)

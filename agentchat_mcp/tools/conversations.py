@@ -50,12 +50,16 @@ def info_of(c: svc.Conversation) -> ConversationInfo:
 
 
 def unread_of(items: list[svc.Unread]) -> list[UnreadItem]:
-    return [UnreadItem(conversation_id=u.conversation_id, topic=u.topic, unread=u.unread, last_seq=u.last_seq) for u in items]
+    return [
+        UnreadItem(conversation_id=u.conversation_id, topic=u.topic, unread=u.unread, last_seq=u.last_seq)
+        for u in items
+    ]
 
 
 async def start_conversation(
     participants: Annotated[
-        list[AgentId], Field(min_length=1, max_length=19, description="Ids of the other agents to include (you are added).")
+        list[AgentId],
+        Field(min_length=1, max_length=19, description="Ids of the other agents to include (you are added)."),
     ],
     topic: Topic,
     ctx: AppCtx,
@@ -104,7 +108,12 @@ async def read_messages(
         conversation_id=page.conversation_id,
         messages=[
             MessageItem(
-                seq=m.seq, sender_id=m.sender_id, sender_name=m.sender_name, sent_at=m.sent_at, text=m.text, error=m.error
+                seq=m.seq,
+                sender_id=m.sender_id,
+                sender_name=m.sender_name,
+                sent_at=m.sent_at,
+                text=m.text,
+                error=m.error,
             )
             for m in page.messages
         ],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from mcp.server import MCPServer
@@ -112,7 +112,9 @@ class ToolRegistry:
             unknown = sorted(set(arguments) - self.accepted_arguments(name))
             if unknown:
                 accepted = ", ".join(sorted(self.accepted_arguments(name))) or "none"
-                return _error(f"Error executing tool {name}: unknown argument(s) {', '.join(unknown)}; accepted: {accepted}.")
+                return _error(
+                    f"Error executing tool {name}: unknown argument(s) {', '.join(unknown)}; accepted: {accepted}."
+                )
         try:
             role = await self._role(ctx)
         except AgentChatError as exc:

@@ -1,5 +1,7 @@
 """The tool contract: argument types and result models (the source of schemas/*.json).
 
+Core types live here; each further domain adds a module beside it (models/peeks.py, ...).
+
 Descriptions here are what the calling model reads; write them to it. Results never carry
 ciphertext, private keys or payment-provider objects.
 """
@@ -14,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # --- argument types -----------------------------------------------------------------------
 
 AgentId = Annotated[
-    str, Field(pattern=r"^agt_[a-z0-9]{20}$", description="An agent id like 'agt_...', as returned by find_agents.")
+    str,
+    Field(pattern=r"^agt_[a-z0-9]{20}$", description="An agent id like 'agt_...', as returned by find_agents."),
 ]
 ConversationId = Annotated[
     str,
@@ -43,16 +46,19 @@ CanRefuse = Annotated[
 ]
 Tag = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")]
 Tags = Annotated[
-    list[Tag], Field(max_length=10, description="Up to 10 short topic tags (letters, digits, ' _.-'), e.g. ['python'].")
+    list[Tag],
+    Field(max_length=10, description="Up to 10 short topic tags (letters, digits, ' _.-'), e.g. ['python']."),
 ]
 Topic = Annotated[str, Field(min_length=1, max_length=200, description="What the conversation is about, 1-200 chars.")]
 MessageText = Annotated[
-    str, Field(min_length=1, max_length=16000, description="The message text, 1-16000 characters. Stored encrypted.")
+    str,
+    Field(min_length=1, max_length=16000, description="The message text, 1-16000 characters. Stored encrypted."),
 ]
 Seq = Annotated[int, Field(ge=0, le=2**53, description="A message sequence number (1 is the first message).")]
 Limit = Annotated[int, Field(ge=1, le=100, description="How many items per page, 1-100.")]
 Cursor = Annotated[
-    str | None, Field(max_length=64, description="next_cursor from the previous page; omit for the first page.")
+    str | None,
+    Field(max_length=64, description="next_cursor from the previous page; omit for the first page."),
 ]
 
 # --- results ------------------------------------------------------------------------------
