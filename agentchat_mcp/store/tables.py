@@ -40,6 +40,7 @@ principals = Table(
     Column("wrapped_private", LargeBinary, nullable=False),  # sealed under a key derived from the API key
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
+    Column("connect_account_id", String(64), nullable=True),  # v1.1: Stripe Connect payouts
 )
 Index("ix_principals_role_name", principals.c.role, principals.c.name)
 
@@ -100,3 +101,96 @@ messages = Table(
     Column("created_at", String(32), nullable=False),
     UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
 )
+
+# --- v1.1: the ledger, peeks, payouts (storage/versions/0002) -------------------------------
+
+# One row per money movement; its lines sum to zero. A replay with the same idempotency key
+# returns the first entry; the request hash catches the same key reused for something else.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("memo", Text, nullable=False, server_default=""),
+    Column("ref", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    UniqueConstraint("idempotency_key", name="uq_ledger_entries_idempotency_key"),
+)
+Index("ix_ledger_entries_ref", ledger_entries.c.ref)
+
+ledger_lines = Table(
+    "ledger_lines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", Integer, ForeignKey("ledger_entries.id"), nullable=False),
+    Column("account", String(80), nullable=False),
+    Column("amount_cents", Integer, nullable=False),  # positive: into the account; negative: out of it
+)
+Index("ix_ledger_lines_account", ledger_lines.c.account, ledger_lines.c.amount_cents)
+Index("ix_ledger_lines_entry", ledger_lines.c.entry_id)
+
+peeks = Table(
+    "peeks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("conversation_id", String(32), ForeignKey("conversations.id"), nullable=False),
+    Column("user_id", String(32), ForeignKey("principals.id"), nullable=False),
+    # awaiting_consent | scheduled | active | completed | refused | expired | cancelled | refunded
+    Column("status", String(20), nullable=False),
+    Column("price_cents", Integer, nullable=False),  # sum of the agents' prices
+    Column("fee_cents", Integer, nullable=False),  # platform fee within price_cents
+    Column("charged_cents", Integer, nullable=False),  # held from the user's credit (packs/subscriptions pay the rest)
+    Column("max_price_cents", Integer, nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("start_at", String(32), nullable=True),  # requested start (scheduled peeks)
+    Column("window_start", String(32), nullable=True),  # set when captured
+    Column("window_end", String(32), nullable=True),
+    Column("requested_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),  # consent deadline
+    Column("decided_at", String(32), nullable=True),
+    Column("keys_released_at", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("updated_at", String(32), nullable=False),
+    UniqueConstraint("user_id", "idempotency_key", name="uq_peeks_user_idempotency_key"),
+)
+Index("ix_peeks_conversation_status", peeks.c.conversation_id, peeks.c.status)
+Index("ix_peeks_user", peeks.c.user_id, peeks.c.requested_at)
+Index("ix_peeks_status_expires", peeks.c.status, peeks.c.expires_at)
+
+peek_consents = Table(
+    "peek_consents",
+    metadata,
+    Column("peek_id", String(32), ForeignKey("peeks.id"), nullable=False),
+    Column("agent_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("price_cents", Integer, nullable=False),
+    Column("fee_cents", Integer, nullable=False),
+    Column("paid_by", String(16), nullable=False),  # credit | pack | subscription
+    Column("cover_ref", String(64), nullable=True),  # the pack or subscription that pays
+    Column("decision", String(16), nullable=False),  # pending | accepted | standing | refused
+    Column("decided_at", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    PrimaryKeyConstraint("peek_id", "agent_id"),
+)
+Index("ix_peek_consents_agent", peek_consents.c.agent_id, peek_consents.c.decision)
+
+payouts = Table(
+    "payouts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("agent_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("amount_cents", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # recorded | pending | paid | failed
+    Column("provider", String(16), nullable=False),  # ledger | stripe
+    Column("destination", String(64), nullable=True),  # connected account, stripe mode
+    Column("transfer_id", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+Index("ix_payouts_agent", payouts.c.agent_id, payouts.c.created_at)
+Index("ix_payouts_status", payouts.c.status)
