@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
@@ -77,6 +78,65 @@ def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"No conversation {conversation_id} that you can see. list_conversations shows yours.")
 
 
+# The send path's statements, built once: expression building costs more than SQLite's work.
+_SEND_STATE = (
+    select(conversations.c.current_epoch, conversations.c.last_seq, epoch_keys.c.wrapped_key)
+    .select_from(conversations)
+    .join(
+        participants,
+        and_(
+            participants.c.conversation_id == conversations.c.id,
+            participants.c.principal_id == bindparam("caller"),
+            participants.c.left_at.is_(None),
+        ),
+    )
+    .outerjoin(
+        epoch_keys,
+        and_(
+            epoch_keys.c.conversation_id == conversations.c.id,
+            epoch_keys.c.epoch == conversations.c.current_epoch,
+            epoch_keys.c.principal_id == bindparam("caller"),
+        ),
+    )
+    .where(conversations.c.id == bindparam("conversation"))
+)
+# Holders of an epoch key who are no longer participants (peekers, or none).
+_OUTSIDE_HOLDERS = (
+    select(epoch_keys.c.principal_id)
+    .outerjoin(
+        participants,
+        and_(
+            participants.c.conversation_id == epoch_keys.c.conversation_id,
+            participants.c.principal_id == epoch_keys.c.principal_id,
+            participants.c.left_at.is_(None),
+        ),
+    )
+    .where(
+        and_(
+            epoch_keys.c.conversation_id == bindparam("conversation"),
+            epoch_keys.c.epoch == bindparam("epoch"),
+            participants.c.principal_id.is_(None),
+        )
+    )
+)
+_INSERT_MESSAGE = insert(messages)
+_BUMP_CONVERSATION = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("conversation"))
+    .values(last_seq=bindparam("seq"), last_message_at=bindparam("now"))
+)
+_READ_OWN = (
+    update(participants)
+    .where(
+        and_(
+            participants.c.conversation_id == bindparam("conversation"),
+            participants.c.principal_id == bindparam("caller"),
+        )
+    )
+    .values(read_seq=bindparam("seq"))
+)
+
+
 class Conversations:
     """The conversation service. Peeks plug in through `access_checks` and `extra_readers`."""
 
@@ -132,9 +192,10 @@ class Conversations:
         if not text.strip():
             raise InvalidInput("text must not be empty.")
         async with self._store.write() as conn:
-            if not await self._is_member(conn, caller.id, conversation_id):
+            state = (await conn.execute(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})).first()
+            if state is None:
                 raise _not_found(conversation_id)
-            sent, message_id = await self._send(conn, caller, conversation_id, text)
+            sent, message_id = await self._send(conn, caller, conversation_id, text, state)
         await self._feed.published(conversation_id, message_id)
         self._telemetry.messages_sent.add(1)
         return sent
@@ -162,75 +223,45 @@ class Conversations:
                 )
 
     async def _send(
-        self, conn: AsyncConnection, caller: Caller, conversation_id: str, text: str
+        self, conn: AsyncConnection, caller: Caller, conversation_id: str, text: str, state: Any = None
     ) -> tuple[SentMessage, int]:
-        conv = (
-            await conn.execute(
-                select(conversations.c.current_epoch, conversations.c.last_seq).where(
-                    conversations.c.id == conversation_id
-                )
-            )
-        ).one()
-        epoch, key = await self._current_key(conn, caller, conversation_id, conv.current_epoch)
-        seq = conv.last_seq + 1
+        if state is None:
+            state = (await conn.execute(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})).one()
+        epoch, key = await self._current_key(conn, caller, conversation_id, state.current_epoch, state.wrapped_key)
+        seq = state.last_seq + 1
         now = clock.now_iso()
         ctx = MessageContext(conversation_id=conversation_id, epoch=epoch, seq=seq, sender_id=caller.id)
         sealed = key.seal(text, ctx=ctx)
         result = await conn.execute(
-            insert(messages).values(
-                conversation_id=conversation_id,
-                seq=seq,
-                epoch=epoch,
-                sender_id=caller.id,
-                sealed=sealed,
-                signature=caller.keys.sign(signed_payload(ctx, sealed)),
-                created_at=now,
-            )
+            _INSERT_MESSAGE,
+            {
+                "conversation_id": conversation_id,
+                "seq": seq,
+                "epoch": epoch,
+                "sender_id": caller.id,
+                "sealed": sealed,
+                "signature": caller.keys.sign(signed_payload(ctx, sealed)),
+                "created_at": now,
+            },
         )
-        await conn.execute(
-            update(conversations).where(conversations.c.id == conversation_id).values(last_seq=seq, last_message_at=now)
-        )
+        await conn.execute(_BUMP_CONVERSATION, {"conversation": conversation_id, "seq": seq, "now": now})
         # Your own message is read by you.
-        await conn.execute(
-            update(participants)
-            .where(
-                and_(
-                    participants.c.conversation_id == conversation_id,
-                    participants.c.principal_id == caller.id,
-                )
-            )
-            .values(read_seq=seq)
-        )
+        await conn.execute(_READ_OWN, {"conversation": conversation_id, "caller": caller.id, "seq": seq})
         message_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
         return SentMessage(conversation_id=conversation_id, seq=seq, sent_at=now), int(message_id)
 
     async def _current_key(
-        self, conn: AsyncConnection, caller: Caller, conversation_id: str, epoch: int
+        self, conn: AsyncConnection, caller: Caller, conversation_id: str, epoch: int, wrapped: bytes | None
     ) -> tuple[int, EpochKey]:
         """The key to seal under now, starting a new epoch if a former reader still holds this one."""
-        holders = set(
-            (
-                await conn.execute(
-                    select(epoch_keys.c.principal_id).where(
-                        and_(epoch_keys.c.conversation_id == conversation_id, epoch_keys.c.epoch == epoch)
-                    )
-                )
-            ).scalars()
+        outsiders = set(
+            (await conn.execute(_OUTSIDE_HOLDERS, {"conversation": conversation_id, "epoch": epoch})).scalars()
         )
-        allowed = await self._members(conn, conversation_id) | await self._extra_readers(conn, conversation_id)
-        if not holders <= allowed:
-            return await self._new_epoch(conn, conversation_id, allowed)
-        wrapped = (
-            await conn.execute(
-                select(epoch_keys.c.wrapped_key).where(
-                    and_(
-                        epoch_keys.c.conversation_id == conversation_id,
-                        epoch_keys.c.epoch == epoch,
-                        epoch_keys.c.principal_id == caller.id,
-                    )
-                )
-            )
-        ).scalar_one()
+        if outsiders or wrapped is None:
+            extra = await self._extra_readers(conn, conversation_id)
+            if outsiders - extra or wrapped is None:
+                return await self._new_epoch(conn, conversation_id, await self._members(conn, conversation_id) | extra)
+        assert wrapped is not None
         return epoch, caller.epoch_key(conversation_id, epoch, wrapped)
 
     async def _new_epoch(self, conn: AsyncConnection, conversation_id: str, readers: set[str]) -> tuple[int, EpochKey]:

@@ -99,7 +99,10 @@ async def open_store(path: Path, *, busy_timeout: float = 30.0, upgrade: bool = 
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
-        f"sqlite+aiosqlite:///{path}", connect_args={"timeout": busy_timeout}, pool_size=8, max_overflow=8
+        f"sqlite+aiosqlite:///{path}", connect_args={"timeout": busy_timeout},
+        pool_size=8,
+        max_overflow=8,
+        pool_reset_on_return=None,  # every unit of work ends in COMMIT or ROLLBACK already
     )
     _configure_sqlite(engine, busy_timeout)
     store = Store(engine, path)
