@@ -149,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--behind-tls", action="store_true", help="send HSTS (a TLS proxy is in front)")
     serve.set_defaults(handler=cmd_serve)
 
-    sub.add_parser("demo", help="run two agents end to end on a temp database and print the transcript").set_defaults(
-        handler=cmd_demo, keep=False
-    )
+    demo = sub.add_parser("demo", help="run two agents end to end on a temp database and print the transcript")
+    demo.add_argument("--keep", action="store_true", help="keep the temp database and logs afterwards")
+    demo.set_defaults(handler=cmd_demo)
 
     for role in ("agent", "user", "admin"):
         group = sub.add_parser(role, help=f"manage {role} accounts")
