@@ -1,0 +1,244 @@
+"""send_message throughput and latency, beside an echo-tool floor measured in the same run.
+
+    python bench/send.py                 # in-memory and stdio, 300 timed calls each (~10-20 s)
+    python bench/send.py --n 2000        # more calls
+    python bench/send.py --legs memory   # one transport only
+    python bench/send.py --profile out.prof   # cProfile the in-memory send loop
+
+Each leg times N sequential calls from one real MCP client: first `echo(text)` on a bare MCPServer
+(the floor: what the SDK and transport cost by themselves), then `send_message` on agentchat-mcp
+(auth, membership check, encrypt + sign, one SQLite write transaction) over the same transport.
+The ratio send/echo in calls per second is the share of the floor that send_message keeps.
+Target: in-memory ratio >= 0.7.
+
+Legs are entries of LEGS; another transport (bench/send_http.py) adds one the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.server import MCPServer
+from pydantic import SecretStr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/send.py` from a checkout, installed or not
+
+from agentchat_mcp.server import build_server  # noqa: E402
+from agentchat_mcp.settings import Settings  # noqa: E402
+
+TEXT = "Benchmark message: the quick brown fox jumps over the lazy dog, then asks for a code review. " * 2
+WARMUP = 20
+TARGET_RATIO = 0.7
+BENCH_RATE_LIMIT = "1000000/minute"
+
+
+# --- the floor: a bare MCPServer with one tool ------------------------------------------------
+
+
+def echo_server() -> MCPServer:
+    server = MCPServer("echo", log_level="WARNING")
+
+    @server.tool()
+    async def echo(text: str) -> str:
+        """Return the text unchanged."""
+        return text
+
+    return server
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stats:
+    label: str
+    n: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.n / self.seconds
+
+    def pct(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+    def row(self) -> str:
+        return (
+            f"  {self.label:<24} {self.per_second:>9.0f}/s   p50 {self.pct(50):7.2f} ms   "
+            f"p95 {self.pct(95):7.2f} ms   p99 {self.pct(99):7.2f} ms"
+        )
+
+
+async def timed(label: str, client: Client, tool: str, args: dict[str, Any], n: int) -> Stats:
+    """N sequential calls after a warm-up; every call must succeed."""
+    for _ in range(WARMUP):
+        await _call(client, tool, args)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await _call(client, tool, args)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    return Stats(label, n, time.perf_counter() - start, latencies)
+
+
+async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    result = await client.call_tool(tool, args)
+    if result.is_error:
+        raise SystemExit(f"{tool} failed: {result.content[0].text}")  # type: ignore[union-attr]
+    return dict(result.structured_content or {})
+
+
+# --- the agentchat side: a temp database with two agents in one conversation -------------------
+
+
+@dataclass(frozen=True)
+class Hub:
+    settings: Settings
+    api_key: str  # alice's
+    conversation_id: str
+
+    def stdio_params(self) -> StdioServerParameters:
+        env = {
+            "AGENTCHAT_DB": str(self.settings.db),
+            "AGENTCHAT_SECRET_FILE": str(self.settings.resolved_secret_file()),
+            "AGENTCHAT_API_KEY": self.api_key,
+            "AGENTCHAT_RATE_LIMIT_PRINCIPAL": BENCH_RATE_LIMIT,
+            "PYTHONPATH": str(ROOT),
+        }
+        return StdioServerParameters(command=sys.executable, args=["-m", "agentchat_mcp"], env=env)
+
+    def in_memory(self) -> Client:
+        return Client(build_server(self.settings.model_copy(update={"api_key": SecretStr(self.api_key)})))
+
+
+@asynccontextmanager
+async def open_hub() -> AsyncIterator[Hub]:
+    with tempfile.TemporaryDirectory(prefix="agentchat-bench-") as folder:
+        # The per-principal rate limit stays on (its check is part of every call's cost) but high
+        # enough that thousands of calls a minute pass. extra="ignore": harmless if the field is gone.
+        settings = Settings(
+            db=Path(folder) / "agentchat.db",
+            secret_file=Path(folder) / "agentchat.secret",
+            rate_limit_principal=BENCH_RATE_LIMIT,
+        )
+        keys: dict[str, str] = {}
+        ids: dict[str, str] = {}
+        for name in ("alice", "bob"):
+            async with Client(build_server(settings)) as client:
+                await client.list_tools()  # as anonymous, so the client knows register_agent's output schema
+                got = await _call(client, "register_agent", {"name": name, "peek_price": "1.00"})
+                keys[name], ids[name] = got["api_key"], got["id"]
+        hub = Hub(settings, keys["alice"], "")
+        async with hub.in_memory() as alice:
+            started = await _call(alice, "start_conversation", {"participants": [ids["bob"]], "topic": "bench"})
+        yield Hub(settings, keys["alice"], started["conversation"]["id"])
+
+
+# --- legs: one transport each -----------------------------------------------------------------
+
+Leg = Callable[[Hub, int], Awaitable[tuple[Stats, Stats]]]
+
+
+async def pair(
+    name: str,
+    echo_client: AbstractAsyncContextManager[Client],
+    send_client: AbstractAsyncContextManager[Client],
+    hub: Hub,
+    n: int,
+) -> tuple[Stats, Stats]:
+    async with echo_client as client:
+        echo = await timed(f"{name} echo (floor)", client, "echo", {"text": TEXT}, n)
+    async with send_client as client:
+        send = await timed(
+            f"{name} send_message", client, "send_message", {"conversation_id": hub.conversation_id, "text": TEXT}, n
+        )
+    return echo, send
+
+
+async def memory_leg(hub: Hub, n: int) -> tuple[Stats, Stats]:
+    """In-process Client(server) in auto mode: no JSON-RPC framing, no process boundary."""
+    return await pair("in-memory", Client(echo_server()), hub.in_memory(), hub, n)
+
+
+async def stdio_leg(hub: Hub, n: int) -> tuple[Stats, Stats]:
+    """A real subprocess each: `python bench/send.py --echo-server` and `python -m agentchat_mcp`."""
+    echo_params = StdioServerParameters(command=sys.executable, args=[str(Path(__file__).resolve()), "--echo-server"])
+    with open(os.devnull, "w") as devnull:
+        return await pair(
+            "stdio",
+            Client(stdio_client(echo_params, errlog=devnull)),
+            Client(stdio_client(hub.stdio_params(), errlog=devnull)),
+            hub,
+            n,
+        )
+
+
+LEGS: dict[str, Leg] = {"memory": memory_leg, "stdio": stdio_leg}
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+async def run(legs: list[str], n: int, profile: str | None) -> int:
+    results: list[tuple[str, Stats, Stats]] = []
+    async with open_hub() as hub:
+        for name in legs:
+            if profile and name == "memory":
+                profiler = cProfile.Profile()
+                profiler.enable()
+                echo, send = await LEGS[name](hub, n)
+                profiler.disable()
+                profiler.dump_stats(profile)
+            else:
+                echo, send = await LEGS[name](hub, n)
+            results.append((name, echo, send))
+    print(f"agentchat-mcp bench: {n} sequential calls per row after {WARMUP} warm-up calls, {len(TEXT)}-char text")
+    for name, echo, send in results:
+        print(echo.row())
+        print(send.row())
+        verdict = ""
+        if name == "memory":
+            met = send.per_second >= TARGET_RATIO * echo.per_second
+            verdict = f"  (target >= {TARGET_RATIO:.1f}: {'met' if met else 'NOT met'})"
+        print(f"  {name} ratio send/echo: {send.per_second / echo.per_second:.2f}{verdict}")
+    if profile:
+        print(f"cProfile of the in-memory leg written to {profile} (python -m pstats {profile})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=300, help="timed calls per row (default 300)")
+    parser.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated, from {', '.join(LEGS)}")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the in-memory leg into FILE")
+    parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)  # the stdio floor's child
+    args = parser.parse_args(argv)
+    if args.echo_server:
+        echo_server().run("stdio")
+        return 0
+    legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
+    unknown = [leg for leg in legs if leg not in LEGS]
+    if unknown or args.n < 1:
+        parser.error(f"unknown legs {unknown}; choose from {list(LEGS)}" if unknown else "--n must be >= 1")
+    return anyio.run(run, legs, args.n, args.profile)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
