@@ -11,12 +11,13 @@ from mcp.server import MCPServer
 
 from agentchat_mcp import __version__, prompts, resources, server_secret
 from agentchat_mcp.app import PROCESS_SESSION, AppContext
+from agentchat_mcp.ratelimit import RateLimiter, ToolCallLimits
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store, open_store
-from agentchat_mcp.telemetry import Telemetry
+from agentchat_mcp.telemetry import Telemetry, ToolCallObserver
 from agentchat_mcp.tools import register_all
 from agentchat_mcp.tools.registry import ToolRegistry
 
@@ -61,7 +62,7 @@ def build_server(
         async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
             app = build_app_context(settings, store, telemetry)
             app.feed.add_listener(subscriptions.conversation_changed)
-            async with anyio.create_task_group() as tasks:
+            async with telemetry.serving(store), anyio.create_task_group() as tasks:
                 tasks.start_soon(app.feed.run)
                 try:
                     yield app
@@ -79,7 +80,8 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
-        middleware=[guard],
+        # outermost first: observe (span, metrics, access log), then rate limits, then roles
+        middleware=[ToolCallObserver(telemetry), ToolCallLimits(RateLimiter.from_settings(settings, telemetry)), guard],
     )
     registry = ToolRegistry(server)
     registry_holder.append(registry)

@@ -29,6 +29,20 @@ class Settings(BaseSettings):
     payments: Literal["ledger", "stripe"] = "ledger"
     platform_fee_percent: int = Field(default=20, ge=0, le=100)
     rate_limit_storage: str = "memory://"
+    # --- guardrails and observability (ratelimit.py, telemetry.py, logs.py) ---
+    rate_limits_enabled: bool = True
+    rate_limit_principal: str = Field(default="100/minute", description="Tool calls per principal.")
+    rate_limit_ip: str = Field(default="1000/minute", description="HTTP requests per client IP address.")
+    rate_limit_request_peek: str = Field(default="10/minute", description="request_peek calls per user.")
+    rate_limit_registration: str = Field(default="20/hour", description="Registrations per client IP (HTTP).")
+    rate_limit_tools: dict[str, str] = Field(
+        default_factory=dict, description='More per-principal limits by tool, e.g. {"send_message": "30/minute"}.'
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="If set, GET /metrics needs 'Authorization: Bearer <token>'."
+    )
+    log_level: str = Field(default="WARNING", description="Level of the JSON log on stderr.")
+    access_log: bool = Field(default=True, description="One JSON line per tool call (id, principal, latency).")
     change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
 

@@ -1,21 +1,420 @@
-"""OpenTelemetry instruments; the only module that imports opentelemetry.
+"""OpenTelemetry metrics and traces; the only module that imports opentelemetry.
 
-The provider is passed in (tests give one with an in-memory reader); without one the
-instruments record into a provider with no reader, which costs next to nothing.
+Metrics: the product's counters and histograms (below), plus business gauges read from the
+database at scrape time. Exporters: every Telemetry renders Prometheus text for ``/metrics`` from
+its own registry (no global state, no port opened); OTLP is added only when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the metrics/traces variant) is set, so nothing leaves a stdio
+process unless configured. Traces: one INTERNAL span per tool call, a child of the SERVER span the
+SDK opens per message when a TracerProvider is installed.
+
+Tests pass a MeterProvider with an in-memory reader; without one, a provider with the Prometheus
+reader is built here.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from opentelemetry import trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agentchat_mcp import __version__, clock, logs
+
+if TYPE_CHECKING:
+    from agentchat_mcp.store import Store
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger(logs.ACCESS_LOGGER)
+
+PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BUSINESS_REFRESH_SECONDS = 15.0
+INTERNAL_ERROR_TEXT = "Internal error; it has been logged"
+OTLP_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+)
+_tracing_installed = False
+
+
+def otlp_configured(environ: dict[str, str] | None = None) -> bool:
+    """True when the operator asked for OTLP export (the standard OpenTelemetry variables)."""
+    env = os.environ if environ is None else environ
+    return any(env.get(name) for name in OTLP_VARIABLES)
+
+
+def _otlp_metric_reader() -> MetricReader | None:
+    try:  # an optional extra: agentchat-mcp[otlp]
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    except ImportError:
+        logger.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed: pip install 'agentchat-mcp[otlp]'"
+        )
+        return None
+    return PeriodicExportingMetricReader(OTLPMetricExporter())
+
+
+def install_otlp_tracing() -> bool:
+    """Install a global TracerProvider exporting spans over OTLP (once per process), so the SDK's
+    SERVER spans and ours are exported together. Only called when OTLP is configured."""
+    global _tracing_installed
+    if _tracing_installed:
+        return True
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        return False
+    provider = TracerProvider(resource=_resource())
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _tracing_installed = True
+    return True
+
+
+def _resource() -> Resource:
+    return Resource.create({"service.name": "agentchat-mcp", "service.version": __version__})
+
+
+# --- business gauges --------------------------------------------------------------------------
+
+
+@dataclass
+class BusinessSnapshot:
+    """Figures read from the database; 0 where the tables they need do not exist (yet)."""
+
+    daily_active_agents: float = 0.0
+    daily_active_users: float = 0.0
+    revenue_per_day: float = 0.0
+    conversion_rate_signup_to_peek: float = 0.0
+    average_peek_duration: float = 0.0
+
+
+BUSINESS_DESCRIPTIONS = {
+    "daily_active_agents": ("Agents that sent a message in the last 24 hours.", ""),
+    "daily_active_users": ("Users that requested a peek in the last 24 hours.", ""),
+    "revenue_per_day": ("Platform fee revenue booked in the last 24 hours, in USD.", "USD"),
+    "conversion_rate_signup_to_peek": ("Share of registered users with at least one paid peek (0-1).", ""),
+    "average_peek_duration": ("Mean length of peek windows that ended in the last 24 hours, in seconds.", "s"),
+}
+
+
+async def read_business(store: Store) -> BusinessSnapshot:
+    """Compute the business gauges; each figure independently, so a missing table zeroes only its own."""
+    from sqlalchemy import text
+
+    since = clock.iso(clock.now() - timedelta(days=1))
+    queries = {
+        "daily_active_agents": "SELECT COUNT(DISTINCT sender_id) FROM messages WHERE created_at >= :since",
+        "daily_active_users": "SELECT COUNT(DISTINCT user_id) FROM peeks WHERE requested_at >= :since",
+        "revenue_per_day": (
+            "SELECT COALESCE(SUM(l.amount_cents), 0) / 100.0 FROM ledger_lines l "
+            "JOIN ledger_entries e ON e.id = l.entry_id "
+            "WHERE l.account = 'platform:revenue' AND e.created_at >= :since"
+        ),
+        "conversion_rate_signup_to_peek": (
+            "SELECT CASE WHEN u.n = 0 THEN 0.0 ELSE CAST(p.n AS REAL) / u.n END FROM "
+            "(SELECT COUNT(*) AS n FROM principals WHERE role = 'user') u, "
+            "(SELECT COUNT(DISTINCT user_id) AS n FROM peeks WHERE window_start IS NOT NULL) p"
+        ),
+    }
+    snapshot = BusinessSnapshot()
+    async with store.read() as conn:
+        for name, sql in queries.items():
+            try:
+                value = (await conn.execute(text(sql), {"since": since})).scalar()
+            except Exception:  # table not there yet (older schema): the gauge reads 0
+                logger.debug("business gauge %s unavailable", name, exc_info=True)
+                continue
+            setattr(snapshot, name, float(value or 0))
+        try:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT window_start, window_end FROM peeks WHERE status = 'completed' "
+                        "AND window_start IS NOT NULL AND window_end >= :since ORDER BY window_end DESC LIMIT 10000"
+                    ),
+                    {"since": since},
+                )
+            ).all()
+        except Exception:
+            rows = []
+        durations = [(clock.parse(end) - clock.parse(start)).total_seconds() for start, end in rows]
+        snapshot.average_peek_duration = sum(durations) / len(durations) if durations else 0.0
+    return snapshot
+
+
+# --- the instruments --------------------------------------------------------------------------
 
 
 class Telemetry:
-    """The product's counters and histograms, created once per server."""
+    """The product's instruments, created once per server; renders /metrics."""
 
-    def __init__(self, provider: MeterProvider | None = None) -> None:
-        self.provider = provider or MeterProvider()
-        meter = self.provider.get_meter("agentchat_mcp")
+    def __init__(
+        self,
+        provider: MeterProvider | None = None,
+        *,
+        readers: Sequence[MetricReader] = (),
+        tracer_provider: Any = None,
+    ) -> None:
+        self.prometheus_registry: CollectorRegistry | None = None
+        if provider is None:
+            self.prometheus_registry = CollectorRegistry(auto_describe=True)
+            all_readers: list[MetricReader] = [
+                PrometheusMetricReader(registry=self.prometheus_registry, scope_info_enabled=False),
+                *readers,
+            ]
+            if otlp_configured():
+                otlp = _otlp_metric_reader()
+                if otlp is not None:
+                    all_readers.append(otlp)
+                install_otlp_tracing()
+            provider = MeterProvider(metric_readers=all_readers, resource=_resource())
+        self.provider = provider
+        self.tracer = trace.get_tracer("agentchat_mcp", __version__, tracer_provider=tracer_provider)
+        meter = self.provider.get_meter("agentchat_mcp", __version__)
+
+        # crypto and conversations
         self.encryption_failures = meter.create_counter(
             "encryption_failures", description="Stored messages or keys that failed to open or verify."
         )
         self.messages_sent = meter.create_counter("messages_sent_total", description="Messages stored.")
+        # peeks and money (recorded by the peek and ledger services)
+        self.peek_initiated = meter.create_counter("peek_initiated_total", description="Peek requests accepted.")
+        self.peek_completed = meter.create_counter("peek_completed_total", description="Peek windows that ended.")
+        self.peek_refused = meter.create_counter(
+            "peek_refused_total", description="Peeks refused, expired or cancelled before their window."
+        )
+        self.agent_earnings_usd = meter.create_counter(
+            "agent_earnings_usd", description="Earnings credited to agents, in USD (after the platform fee)."
+        )
+        self.payment_failures = meter.create_counter(
+            "payment_failures", description="Payment attempts that failed, by kind and reason."
+        )
+        self.payment_attempts = meter.create_counter(
+            "payment_attempts", description="Payment attempts (the denominator of the failure rate)."
+        )
+        # the MCP surface
+        self.tool_calls = meter.create_counter(
+            "mcp_tool_calls", description="Tool calls by tool and outcome (ok, error, internal_error, rate_limited)."
+        )
+        self.tool_duration = meter.create_histogram(
+            "mcp_tool_duration",
+            unit="s",
+            description="Tool call latency, by tool and outcome.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
+        self.rate_limited = meter.create_counter("rate_limited", description="Calls refused by a rate limit, by scope.")
+        self._sessions_open = 0
+        self._session_probes: list[Callable[[], int]] = []
+        meter.create_observable_up_down_counter(
+            "mcp_sessions_active",
+            callbacks=[self._observe_sessions],
+            description="Live MCP sessions (stdio processes, in-memory clients, HTTP and SSE sessions).",
+        )
+        self.sessions_closed = meter.create_counter("mcp_sessions_closed", description="MCP sessions that ended.")
+        # business gauges, read from the database by refresh_business()
+        self.business = BusinessSnapshot()
+        self._business_at = 0.0
+        for field in fields(BusinessSnapshot):
+            description, unit = BUSINESS_DESCRIPTIONS[field.name]
+            meter.create_observable_gauge(
+                field.name, callbacks=[self._gauge_callback(field.name)], unit=unit, description=description
+            )
+
+    # sessions -----------------------------------------------------------------------------------
+
+    def add_session_probe(self, probe: Callable[[], int]) -> None:
+        """Count sessions someone else holds (e.g. the Streamable HTTP session manager's table)."""
+        self._session_probes.append(probe)
+
+    def session_opened(self) -> None:
+        self._sessions_open += 1
+
+    def session_closed(self) -> None:
+        self._sessions_open = max(0, self._sessions_open - 1)
+        self.sessions_closed.add(1)
+
+    def _observe_sessions(self, _: CallbackOptions) -> Iterable[Observation]:
+        total = self._sessions_open
+        for probe in self._session_probes:
+            try:
+                total += int(probe())
+            except Exception:  # a probe must never break a scrape
+                logger.debug("session probe failed", exc_info=True)
+        yield Observation(total)
+
+    @asynccontextmanager
+    async def serving(self, store: Store) -> AsyncIterator[None]:
+        """Around a server lifespan: count the session; with OTLP, keep the business gauges fresh."""
+        self.session_opened()
+        try:
+            if otlp_configured():
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._refresh_forever, store)
+                    try:
+                        yield
+                    finally:
+                        tasks.cancel_scope.cancel()
+            else:
+                yield
+        finally:
+            self.session_closed()
+
+    # business gauges ----------------------------------------------------------------------------
+
+    def _gauge_callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            yield Observation(getattr(self.business, name))
+
+        return observe
+
+    async def refresh_business(self, store: Store, *, max_age: float = BUSINESS_REFRESH_SECONDS) -> BusinessSnapshot:
+        """Re-read the business gauges if the last reading is older than `max_age` seconds."""
+        if time.monotonic() - self._business_at >= max_age:
+            try:
+                self.business = await read_business(store)
+            except Exception:
+                logger.warning("business gauges could not be read", exc_info=True)
+            self._business_at = time.monotonic()
+        return self.business
+
+    async def _refresh_forever(self, store: Store) -> None:
+        while True:
+            await self.refresh_business(store, max_age=0)
+            await anyio.sleep(BUSINESS_REFRESH_SECONDS)
+
+    # exposition ---------------------------------------------------------------------------------
+
+    async def render_prometheus(self, store: Store | None = None) -> bytes:
+        """The Prometheus text exposition of every instrument (business gauges refreshed first)."""
+        if self.prometheus_registry is None:
+            raise RuntimeError("this Telemetry was built with an external MeterProvider; it has no Prometheus reader")
+        if store is not None:
+            await self.refresh_business(store)
+        return generate_latest(self.prometheus_registry)
+
+    # tool calls ---------------------------------------------------------------------------------
+
+    def record_tool_call(self, tool: str, outcome: str, seconds: float) -> None:
+        attributes = {"tool": tool, "outcome": outcome}
+        self.tool_calls.add(1, attributes)
+        self.tool_duration.record(seconds, attributes)
+
+
+def outcome_of(tool: str, result: Any) -> str:
+    """ok | error | internal_error | rate_limited | unknown_tool, read from a tools/call result."""
+    if isinstance(result, dict):
+        is_error = bool(result.get("isError") or result.get("is_error"))
+        content = result.get("content") or []
+        structured = result.get("structuredContent") or result.get("structured_content")
+        first = content[0] if content else {}
+        text = str(first.get("text", "")) if isinstance(first, dict) else str(getattr(first, "text", ""))
+    else:
+        is_error = bool(getattr(result, "is_error", False))
+        content = getattr(result, "content", None) or []
+        structured = getattr(result, "structured_content", None)
+        text = str(getattr(content[0], "text", "")) if content else ""
+    if not is_error:
+        return "ok"
+    if isinstance(structured, dict) and structured.get("error") == "rate_limited":
+        return "rate_limited"
+    if INTERNAL_ERROR_TEXT in text or text.strip() == f"Error executing tool {tool}":
+        return "internal_error"
+    if text.startswith("Unknown tool"):
+        return "unknown_tool"
+    return "error"
+
+
+class ToolCallObserver:
+    """MCP server middleware (outermost of ours): a span, a counter, a latency and a log line per tool call."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        if ctx.method != "tools/call" or not ctx.params:
+            return await call_next(ctx)
+        tool = str(ctx.params.get("name", ""))
+        principal_id = await _principal_id(ctx)
+        request_id = uuid.uuid4().hex[:16]
+        jsonrpc_id = None if ctx.request_id is None else str(ctx.request_id)
+        start = time.perf_counter()
+        outcome = "exception"
+        with (
+            logs.bound(request_id=request_id, principal_id=principal_id, tool=tool),
+            self.telemetry.tracer.start_as_current_span(
+                f"agentchat.tool {tool}",
+                kind=SpanKind.INTERNAL,
+                attributes={"gen_ai.tool.name": tool, "agentchat.request_id": request_id},
+            ) as span,
+        ):
+            if principal_id:
+                span.set_attribute("agentchat.principal.id", principal_id)
+            try:
+                result = await call_next(ctx)
+                outcome = outcome_of(tool, result)
+                return result
+            finally:
+                seconds = time.perf_counter() - start
+                span.set_attribute("agentchat.outcome", outcome)
+                if outcome in ("internal_error", "exception"):
+                    span.set_status(Status(StatusCode.ERROR, outcome))
+                self.telemetry.record_tool_call(tool, outcome, seconds)
+                access_logger.info(
+                    "tools/call",
+                    extra={"jsonrpc_id": jsonrpc_id, "latency_ms": round(seconds * 1000, 2), "outcome": outcome},
+                )
+
+
+async def _principal_id(ctx: Any) -> str | None:
+    try:
+        caller = await ctx.lifespan_context.maybe_caller(getattr(ctx.request, "headers", None))
+    except Exception:  # an invalid key: the call itself reports it
+        return None
+    return None if caller is None else str(caller.id)
+
+
+# --- /metrics over HTTP -----------------------------------------------------------------------
+
+
+async def metrics_endpoint(request: Any) -> Any:
+    """Starlette endpoint for GET /metrics; the AppContext is `request.app.state.agentchat`.
+
+    With ``metrics_token`` set, the scrape needs ``Authorization: Bearer <token>``.
+    """
+    import hmac
+
+    from starlette.responses import PlainTextResponse, Response
+
+    app = request.app.state.agentchat
+    token = app.settings.metrics_token
+    if token is not None:
+        sent = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            return PlainTextResponse(
+                "metrics need 'Authorization: Bearer <metrics token>'",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    body = await app.telemetry.render_prometheus(app.store)
+    return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)

@@ -1,0 +1,109 @@
+"""JSON-lines logging on stderr (stdout is the stdio protocol), without secrets or message text.
+
+Every line is one JSON object: ``ts``, ``level``, ``logger``, ``msg``, plus the fields of the
+request being served (``request_id``, ``principal_id``, ``tool``; see `bound`) and any of
+``latency_ms`` / ``outcome`` / ``jsonrpc_id`` passed as ``extra``. Two rules keep secrets out:
+
+- an exception is logged as its type and stack frames (file, line, function) only: exception texts
+  can carry SQL parameters, validation inputs or a message's plaintext, so they are never written;
+- every text is passed through `redact`, which masks API keys, bearer tokens and Stripe secrets.
+
+Third-party loggers that may echo request payloads at DEBUG are held at INFO or above.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, TextIO
+
+ACCESS_LOGGER = "agentchat_mcp.access"
+FIELDS = ("request_id", "jsonrpc_id", "principal_id", "tool", "latency_ms", "outcome", "transport", "method")
+_NOISY = ("mcp", "httpx", "httpx2", "httpcore", "sqlalchemy", "aiosqlite", "hpack", "sse_starlette", "stripe")
+_SECRETS = re.compile(
+    r"(acp_[A-Za-z0-9_\-]{8,})"  # our API keys
+    r"|((?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]{8,})"  # Stripe API keys
+    r"|(whsec_[A-Za-z0-9]{8,})"  # Stripe webhook secrets
+    r"|((?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,})"  # Authorization header values
+)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+request_context: ContextVar[Mapping[str, Any]] = ContextVar("agentchat_log_context", default=_EMPTY)
+
+
+def redact(text: str) -> str:
+    """Mask anything shaped like a credential."""
+    return _SECRETS.sub(lambda m: m.group(0)[:4] + "***", text)
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Add fields (request_id, principal_id, tool ...) to every log line written inside the block."""
+    token = request_context.set({**request_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        request_context.reset(token)
+
+
+def _frames(exc: BaseException) -> list[str]:
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+
+
+def _exception_fields(exc: BaseException) -> dict[str, Any]:
+    chain: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 5:
+        chain.append(f"{type(cause).__module__}.{type(cause).__qualname__}")
+        cause = cause.__cause__ or cause.__context__
+    return {"error_type": chain[0], "error_chain": chain[1:], "stack": _frames(exc)[-12:]}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; texts redacted, exception texts left out on purpose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        out.update(request_context.get())
+        for key in FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                out[key] = value
+        if record.exc_info and record.exc_info[1] is not None:
+            out.update(_exception_fields(record.exc_info[1]))
+        return redact(json.dumps(out, default=str, ensure_ascii=False))
+
+
+class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `configure` installed, so a second call replaces it instead of doubling lines."""
+
+
+def configure(level: str | int = "WARNING", *, access_log: bool = True, stream: TextIO | None = None) -> None:
+    """Send every log record to `stream` (stderr) as JSON lines; idempotent."""
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise ValueError(f"log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _OurHandler) or type(h) is logging.StreamHandler]:
+        root.removeHandler(handler)
+    handler = _OurHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    logging.getLogger("agentchat_mcp").setLevel(numeric)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else max(numeric, logging.WARNING))
+    for name in _NOISY:  # their DEBUG lines can hold raw JSON-RPC payloads
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))

@@ -1,0 +1,309 @@
+"""Rate limits: the only module that imports `limits` (moving windows, async storage).
+
+What is limited, each a setting (``AGENTCHAT_RATE_LIMIT_*``, ";"-separated for several windows):
+
+- every tool call of a principal (``rate_limit_principal``, 100/minute); an anonymous session is
+  counted by its IP address (HTTP) or as the local process (stdio);
+- ``request_peek`` per user (``rate_limit_request_peek``, 10/minute);
+- registration per IP address (``rate_limit_registration``; HTTP only: a local stdio process can
+  create accounts with the CLI anyway);
+- every HTTP request per IP address (``rate_limit_ip``, 1000/minute).
+
+Inside MCP (stdio too) a refusal is a tool error whose text ends in ``retry_after_seconds=N`` and
+whose structured content carries the same number; over HTTP the per-IP limit is a 429 with
+``Retry-After`` and ``RateLimit-*`` headers. Storage is ``memory://`` (one process) or
+``redis://...`` (replicas share their windows). If the storage fails, calls are let through and the
+failure is logged: an outage of Redis must not take the hub down with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
+from limits.storage import storage_from_string
+from mcp_types import CallToolResult, TextContent
+
+from agentchat_mcp.errors import AgentChatError, RateLimited
+
+if TYPE_CHECKING:
+    from agentchat_mcp.settings import Settings
+    from agentchat_mcp.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+REGISTRATION_TOOLS = frozenset({"register_agent", "register_user"})
+LOCAL = "local"  # the client "address" of stdio and in-memory sessions
+
+Scope = str  # "principal" | "ip" | "registration" | "tool:<name>"
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Any]
+
+
+def parse_limits(text: str, setting: str) -> list[RateLimitItem]:
+    """'100/minute;2000/day' -> limit items; a clear error names the setting at fault."""
+    try:
+        items = parse_many(text)
+    except (ValueError, ConfigurationError):
+        items = []
+    if not items:
+        raise ValueError(f"{setting} = {text!r} is not a rate limit; write e.g. '100/minute' or '10/minute;200/day'.")
+    return items
+
+
+def async_storage_uri(uri: str) -> str:
+    """`memory://` / `redis://host` as written in settings -> the async storage scheme of `limits`."""
+    return uri if uri.startswith("async+") else f"async+{uri}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one hit: allowed or not, and what the RateLimit headers report."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_seconds: int
+    window_seconds: int
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, self.reset_after_seconds)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """RateLimit headers (draft-ietf-httpapi-ratelimit-headers), plus Retry-After on a refusal."""
+        out = [
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(self.remaining).encode()),
+            (b"ratelimit-reset", str(self.reset_after_seconds).encode()),
+            (b"ratelimit-policy", f"{self.limit};w={self.window_seconds}".encode()),
+        ]
+        if not self.allowed:
+            out.append((b"retry-after", str(self.retry_after_seconds).encode()))
+        return out
+
+
+ALLOW_ALL = Decision(allowed=True, limit=0, remaining=0, reset_after_seconds=0, window_seconds=0)
+
+
+def _window_text(item: RateLimitItem) -> str:
+    unit = item.GRANULARITY.name
+    return f"{item.amount} per {item.multiples} {unit}" if item.multiples != 1 else f"{item.amount} per {unit}"
+
+
+class RateLimiter:
+    """Moving-window limits over one storage; `hit` is exact (atomic per key) in memory and Redis."""
+
+    def __init__(
+        self,
+        *,
+        storage_uri: str = "memory://",
+        principal: str = "100/minute",
+        ip: str = "1000/minute",
+        registration: str = "20/hour",
+        per_tool: dict[str, str] | None = None,
+        enabled: bool = True,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        try:
+            self._storage = storage_from_string(async_storage_uri(storage_uri))
+        except ConfigurationError as exc:
+            raise ValueError(
+                f"rate_limit_storage = {storage_uri!r} is not usable ({exc}); use memory:// or redis://host:6379."
+            ) from None
+        self._strategy = MovingWindowRateLimiter(self._storage)
+        self.enabled = enabled
+        self.telemetry = telemetry
+        self.principal = parse_limits(principal, "rate_limit_principal")
+        self.ip = parse_limits(ip, "rate_limit_ip")
+        self.registration = parse_limits(registration, "rate_limit_registration")
+        self.per_tool = {name: parse_limits(text, f"rate limit of {name}") for name, text in (per_tool or {}).items()}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, telemetry: Telemetry | None = None) -> RateLimiter:
+        """The limits configured in Settings."""
+        return cls(
+            storage_uri=settings.rate_limit_storage,
+            principal=settings.rate_limit_principal,
+            ip=settings.rate_limit_ip,
+            registration=settings.rate_limit_registration,
+            per_tool={"request_peek": settings.rate_limit_request_peek, **settings.rate_limit_tools},
+            enabled=settings.rate_limits_enabled,
+            telemetry=telemetry,
+        )
+
+    async def hit(self, scope: Scope, items: list[RateLimitItem], key: str) -> Decision:
+        """Take one entry from every window of `items` for `key`; the first full window refuses."""
+        if not self.enabled or not items:
+            return ALLOW_ALL
+        tightest: Decision | None = None
+        try:
+            for item in items:
+                allowed = await self._strategy.hit(item, scope, key)
+                stats = await self._strategy.get_window_stats(item, scope, key)
+                decision = Decision(
+                    allowed=allowed,
+                    limit=item.amount,
+                    remaining=max(0, stats.remaining),
+                    reset_after_seconds=max(0, math.ceil(stats.reset_time - time.time())),
+                    window_seconds=item.get_expiry(),
+                )
+                if not allowed:
+                    self._count_refusal(scope)
+                    return decision
+                if tightest is None or decision.remaining < tightest.remaining:
+                    tightest = decision
+        except Exception:  # storage outage (e.g. Redis down): fail open, loudly
+            logger.warning("rate limit storage failed; letting the call through", exc_info=True)
+            return ALLOW_ALL
+        return tightest or ALLOW_ALL
+
+    def _count_refusal(self, scope: Scope) -> None:
+        if self.telemetry is not None:
+            self.telemetry.rate_limited.add(1, {"scope": scope.split(":", 1)[0]})
+
+    async def check_tool_call(self, tool: str, *, principal_id: str | None, client: str) -> None:
+        """Raise RateLimited if this call is over a limit. `client`: IP address, or LOCAL."""
+        who = principal_id or f"anonymous@{client}"
+        decision = await self.hit("principal", self.principal, who)
+        if not decision.allowed:
+            raise RateLimited(
+                f"Too many calls: this account may make {self._describe(self.principal)} tool calls. Wait, then retry.",
+                decision.retry_after_seconds,
+            )
+        if tool in REGISTRATION_TOOLS and client != LOCAL:
+            decision = await self.hit("registration", self.registration, client)
+            if not decision.allowed:
+                raise RateLimited(
+                    f"Too many registrations from your address ({self._describe(self.registration)}). "
+                    "Wait, then retry, or reuse the API key you already have.",
+                    decision.retry_after_seconds,
+                )
+        items = self.per_tool.get(tool)
+        if items:
+            decision = await self.hit(f"tool:{tool}", items, who)
+            if not decision.allowed:
+                raise RateLimited(
+                    f"Too many {tool} calls: at most {self._describe(items)}. Wait, then retry.",
+                    decision.retry_after_seconds,
+                )
+
+    @staticmethod
+    def _describe(items: list[RateLimitItem]) -> str:
+        return " and ".join(_window_text(i) for i in items)
+
+    async def reset(self) -> None:
+        """Forget every window (tests, or an operator clearing a mistaken lock-out)."""
+        outcome = self._storage.reset()
+        if inspect.isawaitable(outcome):
+            await outcome
+
+
+# --- inside MCP: a server middleware ------------------------------------------------------------
+
+
+def client_address(request: Any) -> str:
+    """The peer address of an HTTP request, or LOCAL for stdio / in-memory sessions."""
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None)
+    return str(host) if host else LOCAL
+
+
+def refusal_result(tool: str, exc: RateLimited) -> CallToolResult:
+    """A tool error the model can act on: the text and the structured field both carry the wait."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"Error executing tool {tool}: {exc}")],
+        structured_content={"error": "rate_limited", "retry_after_seconds": exc.retry_after_seconds},
+        is_error=True,
+    )
+
+
+class ToolCallLimits:
+    """MCP server middleware: counts every tools/call against the caller's windows."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        if ctx.method != "tools/call" or not self.limiter.enabled or not ctx.params:
+            return await call_next(ctx)
+        tool = ctx.params.get("name")
+        if not isinstance(tool, str):
+            return await call_next(ctx)
+        principal_id = await _principal_id(ctx)
+        try:
+            await self.limiter.check_tool_call(tool, principal_id=principal_id, client=client_address(ctx.request))
+        except RateLimited as exc:
+            return refusal_result(tool, exc)
+        return await call_next(ctx)
+
+
+async def _principal_id(ctx: Any) -> str | None:
+    app = ctx.lifespan_context
+    try:
+        caller = await app.maybe_caller(getattr(ctx.request, "headers", None))
+    except AgentChatError:  # a bad key: counted as anonymous; the tool itself says what is wrong
+        return None
+    return None if caller is None else str(caller.id)
+
+
+# --- over HTTP: an ASGI middleware for the per-IP limit -----------------------------------------
+
+
+class HttpRateLimit:
+    """ASGI middleware: every HTTP request counts against its IP address; over the limit, a 429.
+
+    Responses within the limit carry RateLimit-* headers too, so clients can pace themselves.
+    `exempt` paths (health checks, metrics scrapes) are never counted.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, limiter: RateLimiter, exempt: tuple[str, ...] = ("/healthz", "/metrics")
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.exempt = exempt
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http" or not self.limiter.enabled or scope.get("path", "") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = str(client[0]) if client else LOCAL
+        decision = await self.limiter.hit("ip", self.limiter.ip, address)
+        if not decision.allowed:
+            await _too_many_requests(send, decision)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *decision.headers()]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _too_many_requests(send: Callable[[Any], Awaitable[None]], decision: Decision) -> None:
+    body = json.dumps(
+        {
+            "error": "rate_limited",
+            "message": f"Too many requests from your address; retry after {decision.retry_after_seconds} seconds.",
+            "retry_after_seconds": decision.retry_after_seconds,
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 429, "headers": headers + decision.headers()})
+    await send({"type": "http.response.body", "body": body})

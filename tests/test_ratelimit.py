@@ -1,0 +1,273 @@
+"""Rate limits: exact moving windows per principal, per tool, per IP; tool errors in MCP, 429 over HTTP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from agentchat_mcp.ratelimit import LOCAL, HttpRateLimit, RateLimiter, ToolCallLimits
+from agentchat_mcp.settings import Settings
+from tests.conftest import Hub, error_text, structured
+
+pytestmark = pytest.mark.anyio
+
+
+def limited_hub(hub: Hub, **limits: Any) -> Hub:
+    hub.settings = hub.settings.model_copy(update=limits)
+    return hub
+
+
+async def test_200_concurrent_calls_from_one_principal_admit_exactly_100(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    results: list[Any] = []
+    async with hub.client(alice) as client:
+
+        async def call() -> None:
+            results.append(await client.call_tool("whoami", {}))
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(200):
+                tasks.start_soon(call)
+    admitted = [r for r in results if not r.is_error]
+    refused = [r for r in results if r.is_error]
+    assert (len(admitted), len(refused)) == (100, 100)
+    assert all(structured(r)["id"] == alice.id for r in admitted)
+    for r in refused:
+        assert r.structured_content["error"] == "rate_limited"
+        assert 1 <= r.structured_content["retry_after_seconds"] <= 60
+        assert "retry_after_seconds=" in error_text(r) and "100 per minute" in error_text(r)
+    assert hub.counter("rate_limited") == 100
+
+
+async def test_a_per_tool_limit_refuses_the_11th_call_within_a_minute_with_a_retry_hint(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_tools={"find_agents": "10/minute"})
+    alice = await hub.register_agent("alice")
+    async with hub.client(alice) as client:
+        first_ten = [await client.call_tool("find_agents", {}) for _ in range(10)]
+        eleventh = await client.call_tool("find_agents", {})
+        other_tool = await client.call_tool("whoami", {})
+    assert not any(r.is_error for r in first_ten)
+    assert "Too many find_agents calls: at most 10 per minute" in error_text(eleventh)
+    assert 50 <= eleventh.structured_content["retry_after_seconds"] <= 60
+    assert not other_tool.is_error  # only that tool's window is full
+
+
+async def test_the_request_peek_limit_is_ten_a_minute_by_default() -> None:
+    limiter = RateLimiter.from_settings(Settings())
+    assert [(i.amount, i.get_expiry()) for i in limiter.per_tool["request_peek"]] == [(10, 60)]
+    for _ in range(10):
+        await limiter.check_tool_call("request_peek", principal_id="usr_a", client=LOCAL)
+    with pytest.raises(Exception, match="Too many request_peek calls") as refused:
+        await limiter.check_tool_call("request_peek", principal_id="usr_a", client=LOCAL)
+    assert refused.value.retry_after_seconds >= 59  # type: ignore[attr-defined]
+    await limiter.check_tool_call("request_peek", principal_id="usr_b", client=LOCAL)  # per user
+
+
+async def test_the_window_moves_a_refused_caller_gets_in_again_after_retry_after(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_principal="3/second")
+    alice = await hub.register_agent("alice")
+    async with hub.client(alice) as client:
+        ok = [await client.call_tool("whoami", {}) for _ in range(3)]
+        refused = await client.call_tool("whoami", {})
+        await anyio.sleep(refused.structured_content["retry_after_seconds"] + 0.05)
+        again = await client.call_tool("whoami", {})
+    assert not any(r.is_error for r in ok) and refused.is_error and not again.is_error
+
+
+async def test_principals_have_separate_windows_and_anonymous_sessions_share_the_local_one(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_principal="2/minute")
+    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+    async with hub.client(alice) as a, hub.client(bob) as b, hub.client() as anonymous:
+        alice_calls = [(await a.call_tool("whoami", {})).is_error for _ in range(3)]
+        bob_calls = [(await b.call_tool("whoami", {})).is_error for _ in range(2)]
+        anon_calls = [(await anonymous.call_tool("find_agents", {})).is_error for _ in range(3)]
+    assert alice_calls == [False, False, True]
+    assert bob_calls == [False, False]
+    assert anon_calls == [False, False, True]
+
+
+async def test_the_limit_holds_in_the_legacy_protocol_too(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_principal="1/minute")
+    alice = await hub.register_agent("alice")
+    async with hub.client(alice, mode="legacy") as client:
+        first, second = await client.call_tool("whoami", {}), await client.call_tool("whoami", {})
+    assert not first.is_error
+    assert second.structured_content["retry_after_seconds"] >= 1
+
+
+async def test_disabled_limits_admit_everything(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_principal="1/minute", rate_limits_enabled=False)
+    alice = await hub.register_agent("alice")
+    async with hub.client(alice) as client:
+        assert not any([(await client.call_tool("whoami", {})).is_error for _ in range(5)])
+
+
+async def test_a_bad_limit_setting_is_refused_with_the_setting_named() -> None:
+    with pytest.raises(ValueError, match="rate_limit_principal = 'lots' is not a rate limit"):
+        RateLimiter.from_settings(Settings(rate_limit_principal="lots"))
+    with pytest.raises(ValueError, match="rate_limit_storage = 'nosuch://x' is not usable"):
+        RateLimiter.from_settings(Settings(rate_limit_storage="nosuch://x"))
+
+
+# --- registration per IP and the HTTP 429 ------------------------------------------------------
+
+
+class FakeRequest:
+    def __init__(self, host: str) -> None:
+        self.client = type("Client", (), {"host": host})()
+        self.headers: dict[str, str] = {}
+
+
+class FakeApp:
+    async def maybe_caller(self, headers: Any) -> None:
+        return None
+
+
+class FakeCtx:
+    def __init__(self, tool: str, host: str) -> None:
+        self.method = "tools/call"
+        self.params = {"name": tool, "arguments": {}}
+        self.request = FakeRequest(host)
+        self.lifespan_context = FakeApp()
+
+
+async def test_registration_is_limited_per_ip_address_over_http() -> None:
+    middleware = ToolCallLimits(RateLimiter(registration="2/hour", principal="1000/minute"))
+
+    async def passed(ctx: Any) -> str:
+        return "registered"
+
+    from_one = [await middleware(FakeCtx("register_agent", "203.0.113.7"), passed) for _ in range(3)]
+    from_other = await middleware(FakeCtx("register_user", "203.0.113.8"), passed)
+    assert from_one[:2] == ["registered", "registered"]
+    assert from_one[2].is_error and "Too many registrations from your address" in from_one[2].content[0].text
+    assert from_one[2].structured_content["retry_after_seconds"] > 3000
+    assert from_other == "registered"
+
+
+async def test_registration_over_stdio_is_not_limited_by_address(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_registration="1/hour")
+    async with hub.client() as client:
+        # one session registers once; a second client (another process) registers again
+        assert not (await client.call_tool("register_user", {"display_name": "u1"})).is_error
+    async with hub.client() as client:
+        assert not (await client.call_tool("register_user", {"display_name": "u2"})).is_error
+
+
+def http_app(limiter: RateLimiter) -> Any:
+    async def ok(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/mcp", ok, methods=["GET", "POST"]), Route("/healthz", ok)])
+    return HttpRateLimit(app, limiter=limiter)
+
+
+async def test_over_http_the_ip_limit_is_a_429_with_retry_after_and_ratelimit_headers() -> None:
+    limiter = RateLimiter(ip="5/minute")
+    transport = httpx2.ASGITransport(app=http_app(limiter), client=("198.51.100.1", 5000))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        responses = [await http.post("/mcp", json={}) for _ in range(6)]
+        health = await http.get("/healthz")
+    assert [r.status_code for r in responses] == [200] * 5 + [429]
+    first, last = responses[0], responses[-1]
+    assert first.headers["ratelimit-limit"] == "5" and first.headers["ratelimit-remaining"] == "4"
+    assert first.headers["ratelimit-policy"] == "5;w=60"
+    assert 55 <= int(last.headers["retry-after"]) <= 60
+    assert last.headers["ratelimit-remaining"] == "0"
+    assert last.json()["error"] == "rate_limited" and last.json()["retry_after_seconds"] == int(last.headers["retry-after"])
+    assert health.status_code == 200 and "ratelimit-limit" not in health.headers  # never counted
+
+
+async def test_each_ip_address_has_its_own_http_window() -> None:
+    limiter = RateLimiter(ip="1/minute")
+    app = http_app(limiter)
+    codes = []
+    for host in ("198.51.100.1", "198.51.100.2", "198.51.100.1"):
+        transport = httpx2.ASGITransport(app=app, client=(host, 5000))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            codes.append((await http.get("/mcp")).status_code)
+    assert codes == [200, 200, 429]
+
+
+# --- storage: redis works, an outage fails open -----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def redis_url(tmp_path: Any) -> Iterator[str]:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_a_redis_storage_is_shared_by_two_limiters_and_stays_exact(redis_url: str) -> None:
+    one, two = RateLimiter(storage_uri=redis_url, principal="10/minute"), RateLimiter(
+        storage_uri=redis_url, principal="10/minute"
+    )
+    admitted = 0
+
+    async def call(limiter: RateLimiter) -> None:
+        nonlocal admitted
+        try:
+            await limiter.check_tool_call("whoami", principal_id="agt_shared", client=LOCAL)
+            admitted += 1
+        except Exception:
+            pass
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(40):
+            tasks.start_soon(call, one if i % 2 else two)
+    assert admitted == 10
+
+
+async def test_a_storage_outage_lets_calls_through_and_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimiter(storage_uri=f"redis://127.0.0.1:{free_port()}", principal="1/minute")
+    for _ in range(3):
+        await limiter.check_tool_call("whoami", principal_id="agt_x", client=LOCAL)
+    assert "rate limit storage failed" in caplog.text
+
+
+async def test_inside_a_stdio_process_the_limit_is_a_tool_error_with_retry_after(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    params = hub.stdio(alice, AGENTCHAT_RATE_LIMIT_PRINCIPAL="2/minute")
+    async with Client(params) as client:
+        calls = [await client.call_tool("whoami", {}) for _ in range(3)]
+    assert [c.is_error for c in calls] == [False, False, True]
+    assert calls[2].structured_content["retry_after_seconds"] >= 1
+    assert "retry_after_seconds=" in calls[2].content[0].text
