@@ -97,13 +97,19 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlite3
+
     from agentchat_mcp.store import migrations, open_store
 
     async def run() -> int:
         upgrade = args.db_command == "upgrade"
         async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds, upgrade=upgrade) as store:
             if args.db_command == "backup":
-                await store.backup(Path(args.path))
+                try:
+                    await store.backup(Path(args.path))
+                except (OSError, sqlite3.Error) as exc:
+                    print(f"error: could not back up to {args.path}: {exc}", file=sys.stderr)
+                    return 1
                 print(f"backed up {store.path} to {Path(args.path).resolve()}")
                 return 0
             current = await migrations.current_revision(store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from agentchat_mcp.crypto import new_secret
@@ -13,13 +14,17 @@ def load_or_create(path: Path) -> bytes:
     path = path.expanduser()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a temporary name, then linked into place: a process starting at the
+        # same moment sees either no file or a complete one, never an empty file being written.
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first: use theirs
-            pass
-        else:
             with os.fdopen(fd, "wb") as out:
                 out.write(new_secret().hex().encode())
+            os.link(temporary, path)
+        except FileExistsError:  # another process created it first: use theirs
+            pass
+        finally:
+            os.unlink(temporary)
     if path.stat().st_mode & 0o077:
         raise PermissionError(f"{path} is readable by other users; run: chmod 600 {path}")
     secret = bytes.fromhex(path.read_text().strip())

@@ -1,0 +1,241 @@
+"""The store: migrations match tables.py, WAL, the db CLI, backups that restore, racing starts, pip install."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from agentchat_mcp.store import migrations, open_store
+from agentchat_mcp.store.tables import metadata
+from tests.conftest import PROJECT_ROOT, Hub, structured
+
+pytestmark = pytest.mark.anyio
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentchat_mcp", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+def _plain_default(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = re.sub(r"^\((.*)\)$", r"\1", text.strip())
+    return re.sub(r"""^["']?'?(.*?)'?["']?$""", r"\1", text)
+
+
+def _same_default(
+    context: Any,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool:
+    """True when the defaults differ; SQLite reflects '' as "''", which alembic's own check misreads."""
+    return _plain_default(inspected_default) != _plain_default(rendered_metadata_default)
+
+
+def schema_drift(conn: Connection) -> list[Any]:
+    context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": _same_default})
+    return list(compare_metadata(context, metadata))
+
+
+async def test_the_migrations_create_exactly_the_schema_of_tables_py(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "fresh.db") as store:
+        async with store.read() as conn:
+            drift = await conn.run_sync(schema_drift)
+        assert await migrations.current_revision(store) == migrations.head_revision()
+    assert drift == [], "storage/versions and agentchat_mcp/store/tables.py disagree: " + "\n".join(map(str, drift))
+
+
+async def test_the_drift_check_would_notice_a_missing_column(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "fresh.db") as store:
+        async with store.write() as conn:
+            await conn.exec_driver_sql("ALTER TABLE conversations DROP COLUMN last_message_at")
+        async with store.read() as conn:
+            drift = await conn.run_sync(schema_drift)
+    assert any("last_message_at" in str(d) for d in drift)
+
+
+async def test_the_database_is_in_wal_mode_with_foreign_keys_on(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "wal.db") as store, store.read() as conn:
+        assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+        assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+        assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+    with sqlite3.connect(tmp_path / "wal.db") as raw:  # persistent: any other opener sees WAL too
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    raw.close()
+
+
+# --- the db CLI --------------------------------------------------------------------------------------
+
+
+def status(db: Path, **kwargs: Any) -> dict[str, Any]:
+    done = cli("--db", str(db), "db", "status", **kwargs)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_db_status_and_upgrade_report_and_move_the_revision(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    before = status(db)
+    assert before["revision"] is None and before["up_to_date"] is False
+    assert before["head"] == migrations.head_revision()
+    upgraded = cli("--db", str(db), "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    after = status(db)
+    assert after == {**before, "revision": migrations.head_revision(), "up_to_date": True}
+    # AGENTCHAT_DB works as well as --db.
+    env = {**os.environ, "AGENTCHAT_DB": str(db)}
+    done = cli("db", "status", env=env)
+    assert json.loads(done.stdout)["up_to_date"] is True
+
+
+async def test_a_backup_made_by_the_cli_restores_with_the_same_data(hub: Hub, tmp_path: Path) -> None:
+    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+    async with hub.client(alice) as a:
+        conv = structured(
+            await a.call_tool(
+                "start_conversation", {"participants": [bob.id], "topic": "backup", "first_message": "one"}
+            )
+        )["conversation"]["id"]
+        for text in ("two", "three"):
+            structured(await a.call_tool("send_message", {"conversation_id": conv, "text": text}))
+        backup = tmp_path / "elsewhere" / "backup.db"
+        done = cli("--db", str(hub.settings.db), "db", "backup", str(backup))  # online: alice's server is running
+    assert done.returncode == 0, done.stderr
+    assert str(backup.resolve()) in done.stdout
+
+    restored = Hub(tmp_path / "restored")
+    restored.settings = hub.settings.model_copy(update={"db": backup})  # same server secret, restored file
+    async with restored.client(bob) as b:
+        page = structured(await b.call_tool("read_messages", {"conversation_id": conv}))
+        assert [m["text"] for m in page["messages"]] == ["one", "two", "three"]
+        assert structured(await b.call_tool("whoami", {}))["id"] == bob.id
+        structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "four, on the restored copy"}))
+    assert status(backup)["up_to_date"] is True
+
+
+def test_db_backup_to_an_unwritable_place_fails_with_a_message_not_a_traceback(tmp_path: Path) -> None:
+    db = tmp_path / "src.db"
+    assert cli("--db", str(db), "db", "upgrade").returncode == 0
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = cli("--db", str(db), "db", "backup", str(blocker / "backup.db"))
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "backup" in done.stderr.lower()
+
+
+# --- several processes on one new file ---------------------------------------------------------------
+
+
+def test_processes_starting_at_once_on_a_fresh_database_all_succeed(tmp_path: Path) -> None:
+    """Migrations and the server secret are created once, whoever comes first; the rest wait and use them."""
+    env = {**os.environ, "AGENTCHAT_DB": str(tmp_path / "race" / "agentchat.db")}
+    env.pop("AGENTCHAT_SECRET_FILE", None)
+    commands = [[sys.executable, "-m", "agentchat_mcp", "agent", "create", "--name", f"racer-{i}"] for i in range(2)]
+    started = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        for c in commands
+    ]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in started]
+    for _, err, code in results:
+        assert code == 0, err
+    assert len({json.loads(out)["id"] for out, _, _ in results}) == 2
+    assert status(tmp_path / "race" / "agentchat.db")["up_to_date"] is True
+    secret = tmp_path / "race" / "agentchat.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
+async def test_two_servers_starting_at_once_on_a_fresh_database_both_serve(tmp_path: Path) -> None:
+    hub = Hub(tmp_path)
+    first, second = hub.client(), hub.client()
+    async with first as a, second as b:
+        for client, name in ((a, "first"), (b, "second")):
+            got = structured(await client.call_tool("register_agent", {"name": name, "peek_price": "1.00"}))
+            assert got["id"].startswith("agt_")
+
+
+# --- pip install ., then run from anywhere -----------------------------------------------------------
+
+
+def _hatchling_available() -> bool:
+    try:
+        import hatchling  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_a_non_editable_install_finds_its_migrations_from_any_directory(tmp_path: Path) -> None:
+    started = time.monotonic()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    # The dependencies come from the test's own environment; a plain path line does not run that
+    # environment's .pth files, so its editable agentchat_mcp stays out of sight.
+    (purelib / "_deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps"]
+    if _hatchling_available():
+        install.append("--no-build-isolation")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AGENTCHAT_DB", "AGENTCHAT_SECRET_FILE")}
+    done = subprocess.run(
+        [*install, str(PROJECT_ROOT)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+    where = subprocess.run(
+        [python, "-c", "import agentchat_mcp.store.migrations as m; print(m.__file__); print(m.storage_dir())"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/tmp",
+        check=True,
+    ).stdout.split()
+    assert all(str(purelib) in line for line in where), where
+    assert not (purelib / "storage").exists() and not (purelib / "schemas").exists()
+
+    db = tmp_path / "installed.db"
+    script = venv / "bin" / "agentchat-mcp"
+    for args in (["db", "status"], ["db", "upgrade"], ["db", "status"]):
+        run = subprocess.run(
+            [script, "--db", str(db), *args], capture_output=True, text=True, env=env, cwd="/tmp", check=False
+        )
+        assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {
+        "db": str(db.resolve()),
+        "revision": migrations.head_revision(),
+        "head": migrations.head_revision(),
+        "up_to_date": True,
+    }
+    print(f"pip install . and run from /tmp: {time.monotonic() - started:.1f} s")
