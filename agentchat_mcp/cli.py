@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from decimal import Decimal, InvalidOperation
@@ -73,7 +72,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
 
     async def create() -> int:
         async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
-            identity = Identity(store, server_secret.load_or_create(settings.resolved_secret_file()))
+            identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
             try:
                 principal, api_key = await identity.register(
                     role,
@@ -116,6 +115,52 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
             head = migrations.head_revision()
             print(json.dumps({"db": str(store.path), "revision": current, "head": head, "up_to_date": current == head}))
             return 0
+
+    return _run(run)
+
+
+# --- server secret ----------------------------------------------------------------------------
+
+
+def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    """rotate: add a new newest server secret; status: versions in use; prune: drop unused ones."""
+    from agentchat_mcp import server_secret
+    from agentchat_mcp.services.identity import Identity
+    from agentchat_mcp.store import open_store
+
+    path = settings.resolved_secret_file()
+    if args.secrets_command == "rotate":
+        keyring = server_secret.rotate(path)
+        print(json.dumps({"secret_file": str(path), "current_version": keyring.current_version}))
+        print(
+            f"Rotated: new API-key hashes use version {keyring.current_version}; every existing key keeps working "
+            "and moves to it at its next sign-in. Restart servers at your pace; see `secrets status`.",
+            file=sys.stderr,
+        )
+        return 0
+
+    async def run() -> int:
+        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+            identity = Identity(store, server_secret.load_keyring(path))
+            in_use = await identity.hash_versions()
+        keyring = server_secret.load_keyring(path)
+        if args.secrets_command == "prune":
+            keyring, dropped = server_secret.prune(path, set(in_use))
+            print(json.dumps({"secret_file": str(path), "dropped_versions": dropped}))
+            return 0
+        versions = [
+            {"version": v, "fingerprint": keyring.fingerprint(v), "principals": in_use.get(v, 0)}
+            for v, _ in keyring.versions
+        ]
+        unknown = sorted(set(in_use) - {v for v, _ in keyring.versions})
+        summary = {
+            "secret_file": str(path),
+            "current_version": keyring.current_version,
+            "versions": versions,
+            "principals_with_unknown_version": sum(in_use[v] for v in unknown),
+        }
+        print(json.dumps(summary))
+        return 0
 
     return _run(run)
 
@@ -179,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("path")
     backup.set_defaults(handler=cmd_db)
 
+    secrets = sub.add_parser("secrets", help="the server secret that keys API-key hashes")
+    secret_actions = secrets.add_subparsers(dest="secrets_command", required=True)
+    secret_actions.add_parser(
+        "rotate", help="add a new server secret; existing API keys keep working and move to it as they sign in"
+    ).set_defaults(handler=cmd_secrets)
+    secret_actions.add_parser("status", help="secret versions and how many principals use each").set_defaults(
+        handler=cmd_secrets
+    )
+    secret_actions.add_parser("prune", help="drop old secret versions no principal uses any more").set_defaults(
+        handler=cmd_secrets
+    )
+
     schemas = sub.add_parser("schemas", help="the tool contract")
     schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schema_actions.add_parser("export", help="write schemas/*.json from the code")
@@ -189,10 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `agentchat-mcp` console script."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    from agentchat_mcp import logs
+
+    logs.configure("WARNING")  # JSON lines on stderr: stdout is the stdio protocol
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `agentchat-mcp` is `serve --transport stdio`
         args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
     settings = _settings(args)
+    logs.configure(settings.log_level, access_log=settings.access_log)
     sys.exit(args.handler(args, settings))

@@ -30,7 +30,7 @@ INSTRUCTIONS = (
 
 def build_app_context(settings: Settings, store: Store, telemetry: Telemetry) -> AppContext:
     """Wire the services over an open store."""
-    identity = Identity(store, server_secret.load_or_create(settings.resolved_secret_file()))
+    identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
     feed = ChangeFeed(store, settings.change_poll_seconds)
     app = AppContext(
         settings=settings,

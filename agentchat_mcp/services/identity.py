@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
-from agentchat_mcp.crypto import EpochKey, KeyBundle, hash_api_key, new_api_key, new_id
+from agentchat_mcp.crypto import EpochKey, KeyBundle, new_api_key, new_id
 from agentchat_mcp.errors import DecryptionFailed, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from agentchat_mcp.server_secret import Keyring, version_of
 from agentchat_mcp.store import Store
 from agentchat_mcp.store.tables import agent_tags, principals
 
@@ -87,13 +88,47 @@ def _principal(row: object, tags: tuple[str, ...]) -> Principal:
 class Identity:
     """Registration and authentication; the only place that handles API keys."""
 
-    def __init__(self, store: Store, secret: bytes) -> None:
+    def __init__(self, store: Store, secret: bytes | Keyring) -> None:
         self._store = store
-        self._secret = secret
+        # A Keyring holds every version of the server secret (see server_secret: rotation);
+        # plain bytes is a one-version keyring.
+        self._keyring = secret if isinstance(secret, Keyring) else Keyring.single(secret)
         self._cache: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
 
     def key_hash(self, api_key: str) -> str:
-        return hash_api_key(self._secret, api_key)
+        """The stored form of an API key under the newest server secret."""
+        return self._keyring.hash(api_key)
+
+    def _reload_keyring(self) -> bool:
+        """Pick up a rotated secret file (one stat when unchanged); True if it changed."""
+        fresh = self._keyring.reloaded()
+        changed = fresh is not self._keyring
+        self._keyring = fresh
+        return changed
+
+    async def _find_by_key(self, api_key: str) -> object | None:
+        """The principal row whose stored hash matches the key under any secret version."""
+        async with self._store.read() as conn:
+            return (
+                await conn.execute(
+                    select(
+                        principals.c.id,
+                        principals.c.role,
+                        principals.c.name,
+                        principals.c.wrapped_private,
+                        principals.c.api_key_hash,
+                    ).where(principals.c.api_key_hash.in_(self._keyring.candidates(api_key)))
+                )
+            ).first()
+
+    async def _rehash(self, principal_id: str, old_hash: str, new_hash: str) -> None:
+        """Move a principal's stored hash to the newest secret version (after a secret rotation)."""
+        async with self._store.write() as conn:
+            await conn.execute(
+                update(principals)
+                .where(principals.c.id == principal_id, principals.c.api_key_hash == old_hash)
+                .values(api_key_hash=new_hash)
+            )
 
     async def register(
         self,
@@ -109,6 +144,7 @@ class Identity:
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty or only spaces.")
+        self._reload_keyring()  # new keys are hashed under the newest secret
         if role == "agent" and peek_price_cents is None:
             raise InvalidInput("An agent needs a peek_price (e.g. '2.50').")
         api_key = new_api_key()
@@ -145,25 +181,31 @@ class Identity:
         if hit is not None and hit[0] > time.monotonic():
             self._cache.move_to_end(key_hash)
             return hit[1]
-        async with self._store.read() as conn:
-            row = (
-                await conn.execute(
-                    select(principals.c.id, principals.c.role, principals.c.name, principals.c.wrapped_private).where(
-                        principals.c.api_key_hash == key_hash
-                    )
-                )
-            ).first()
+        row: Any = await self._find_by_key(api_key)
+        if row is None and self._reload_keyring():  # the secret file was rotated by another process
+            key_hash = self.key_hash(api_key)
+            row = await self._find_by_key(api_key)
         if row is None:
             raise NotAuthenticated("This API key is not valid (unknown, or rotated). Use your current key.")
         try:
             keys = KeyBundle.unwrap(row.wrapped_private, api_key)
         except DecryptionFailed as exc:
             raise NotAuthenticated("This API key is not valid for its account.") from exc
+        if row.api_key_hash != key_hash:  # hashed under an older secret version: move it forward
+            await self._rehash(row.id, row.api_key_hash, key_hash)
         caller = Caller(id=row.id, role=row.role, name=row.name, keys=keys, key_hash=key_hash)
         self._cache[key_hash] = (time.monotonic() + AUTH_CACHE_SECONDS, caller)
         while len(self._cache) > AUTH_CACHE_SIZE:
             self._cache.popitem(last=False)
         return caller
+
+    async def hash_versions(self) -> dict[int, int]:
+        """How many principals' API-key hashes use each server-secret version (for `secrets status`)."""
+        counts: dict[int, int] = {}
+        async with self._store.read() as conn:
+            for stored in (await conn.execute(select(principals.c.api_key_hash))).scalars():
+                counts[version_of(stored)] = counts.get(version_of(stored), 0) + 1
+        return counts
 
     def forget(self, principal_id: str) -> None:
         """Drop cached callers of a principal (after rotation or a profile change)."""
@@ -173,6 +215,7 @@ class Identity:
     async def rotate_api_key(self, caller: Caller) -> str:
         """Issue a new API key, re-wrap the private keys under it; the old key stops working now."""
         api_key = new_api_key()
+        self._reload_keyring()
         async with self._store.write() as conn:
             await conn.execute(
                 update(principals)
