@@ -9,8 +9,13 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 
 from agentchat_mcp.errors import NotAuthenticated
 from agentchat_mcp.services.conversations import Conversations
+from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, Identity
+from agentchat_mcp.services.ledger import Ledger
+from agentchat_mcp.services.payments import Payments
+from agentchat_mcp.services.peeks import Peeks
+from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store
 from agentchat_mcp.telemetry import Telemetry
@@ -28,8 +33,14 @@ class AppContext:
     conversations: Conversations
     feed: ChangeFeed
     telemetry: Telemetry
+    ledger: Ledger
+    pricing: Pricing
+    peeks: Peeks
+    earnings: EarningsService
     # API keys of identities chosen inside a session (stdio env, or registered in-session), by slot.
     session_keys: dict[str, str] = field(default_factory=dict)
+    # Purchases, subscriptions, Stripe webhooks and payouts (services/payments.py); set by build_app_context.
+    payments: Payments | None = None
 
     def session_slot(self, headers: Any) -> str | None:
         """Where a session-bound identity lives: the HTTP session id, or the process on stdio."""
@@ -67,4 +78,6 @@ class AppContext:
                 "No identity in this session. Call register_agent or register_user first, or start the server "
                 "with AGENTCHAT_API_KEY (stdio) / send 'Authorization: Bearer <api key>' (HTTP)."
             )
+        # A participant's request is when peek keys can be released (only it can unwrap them).
+        await self.peeks.on_request(found)
         return found

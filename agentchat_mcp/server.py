@@ -11,10 +11,16 @@ from mcp.server import MCPServer
 
 from agentchat_mcp import __version__, prompts, resources, server_secret
 from agentchat_mcp.app import PROCESS_SESSION, AppContext
+from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.ratelimit import RateLimiter, ToolCallLimits
 from agentchat_mcp.services.conversations import Conversations
+from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Identity
+from agentchat_mcp.services.ledger import Ledger
+from agentchat_mcp.services.payments import Payments
+from agentchat_mcp.services.peeks import Peeks
+from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store, open_store
 from agentchat_mcp.telemetry import Telemetry, ToolCallObserver
@@ -28,27 +34,45 @@ INSTRUCTIONS = (
 )
 
 
-def build_app_context(settings: Settings, store: Store, telemetry: Telemetry) -> AppContext:
-    """Wire the services over an open store."""
+def build_app_context(
+    settings: Settings, store: Store, telemetry: Telemetry, payments: PaymentProvider | None = None
+) -> AppContext:
+    """Wire the services over an open store. `payments`: a provider to use instead of the settings' one
+    (its owner closes it); a provider built here is closed with `await app.payments.provider.aclose()`."""
     identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
     feed = ChangeFeed(store, settings.change_poll_seconds)
+    conversations = Conversations(store, identity, feed, telemetry)
+    ledger = Ledger(store)
+    pricing = Pricing(ledger, settings.platform_fee_percent)
+    peeks = Peeks(store, conversations, ledger, pricing, feed, telemetry)
     app = AppContext(
         settings=settings,
         store=store,
         identity=identity,
-        conversations=Conversations(store, identity, feed, telemetry),
+        conversations=conversations,
         feed=feed,
         telemetry=telemetry,
+        ledger=ledger,
+        pricing=pricing,
+        peeks=peeks,
+        earnings=EarningsService(store, ledger, peeks, provider=settings.payments),
     )
+    app.payments = Payments(store, app.ledger, identity, payments or build_provider(settings), settings)
+    app.payments.install(app.pricing, app.earnings)  # packs/subscriptions pay peeks; Stripe pays payouts
     if settings.api_key is not None:
         app.session_keys[PROCESS_SESSION] = settings.api_key.get_secret_value()
     return app
 
 
 def build_server(
-    settings: Settings, *, telemetry: Telemetry | None = None, shared: AppContext | None = None
+    settings: Settings,
+    *,
+    telemetry: Telemetry | None = None,
+    shared: AppContext | None = None,
+    payments: PaymentProvider | None = None,
 ) -> MCPServer[AppContext]:
-    """The MCP server. `shared`: an AppContext opened by the caller (HTTP/SSE run one per process)."""
+    """The MCP server. `shared`: an AppContext opened by the caller (HTTP/SSE run one per process).
+    `payments`: a payment provider owned by the caller (tests), instead of the one the settings choose."""
     telemetry = telemetry or Telemetry()
     server: MCPServer[AppContext]
     subscriptions: resources.Subscriptions | None = None
@@ -60,14 +84,19 @@ def build_server(
             yield shared
             return
         async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
-            app = build_app_context(settings, store, telemetry)
+            app = build_app_context(settings, store, telemetry, payments)
             app.feed.add_listener(subscriptions.conversation_changed)
             async with telemetry.serving(store), anyio.create_task_group() as tasks:
                 tasks.start_soon(app.feed.run)
+                tasks.start_soon(app.peeks.run_sweeper)
+                assert app.payments is not None
+                tasks.start_soon(app.payments.run_renewals)
                 try:
                     yield app
                 finally:
                     tasks.cancel_scope.cancel()
+                    if payments is None:
+                        await app.payments.provider.aclose()
 
     registry_holder: list[ToolRegistry] = []
 

@@ -166,9 +166,26 @@ class UnreadItem(Out):
     last_seq: int
 
 
+class PendingPeekItem(Out):
+    peek_id: str = Field(description="Answer with respond_to_peek(peek_id, 'accept' | 'refuse').")
+    conversation_id: str
+    topic: str
+    user_id: str
+    user_name: str
+    price: str = Field(description="Your peek price for this request, USD.")
+    you_earn: str = Field(description="What you earn if it goes ahead (price less the platform fee), USD.")
+    duration_minutes: int
+    start_at: str | None = Field(description="Requested start, UTC; null: as soon as everyone consents.")
+    requested_at: str
+    expires_at: str = Field(description="Unanswered by then, the request expires and the user is not charged.")
+
+
 class Inbox(Out):
     conversations: list[UnreadItem] = Field(description="Conversations with unread messages.")
     total_unread: int
+    pending_peeks: list[PendingPeekItem] = Field(
+        default_factory=list, description="Users asking to peek at your conversations, waiting for your answer."
+    )
 
 
 class WaitResult(Out):

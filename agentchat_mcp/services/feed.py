@@ -48,6 +48,10 @@ class ChangeFeed:
         self._local_ids.add(message_id)
         await self._fan_out(conversation_id)
 
+    async def touched(self, conversation_id: str) -> None:
+        """Something besides a message changed (a peek request): wake waiters and subscribers here."""
+        await self._fan_out(conversation_id)
+
     async def wait(self, conversations: frozenset[str] | None, timeout: float) -> bool:
         """Block until one of `conversations` (or any) changes; False on timeout."""
         waiter = _Waiter(conversations)

@@ -1,6 +1,7 @@
 """Peek prices: what each agent charges, the platform fee, and what pays (credit, pack, subscription).
 
-Packs and subscriptions plug in as `EntitlementProvider`s (the payments package implements them);
+Packs and subscriptions plug in as `EntitlementProvider`s (the payments package implements them and
+registers them in `Pricing.providers` under their cover source);
 this module only asks them, read-only, whether they would cover an agent's share. The peek
 service consumes the cover in the same transaction as the hold, and restores it when the hold
 is released.
@@ -52,8 +53,8 @@ class EntitlementProvider(Protocol):
         """Use the cover for `peek_id` (same transaction as the hold); Conflict if it is used up."""
         ...
 
-    async def restore(self, conn: AsyncConnection, *, cover: Cover, peek_id: str) -> None:
-        """Give the cover back: the peek was refused, expired, cancelled or refunded."""
+    async def restore(self, conn: AsyncConnection, *, ref: str, peek_id: str) -> None:
+        """Give the cover `ref` back: the peek was refused, expired, cancelled or refunded."""
         ...
 
 
@@ -97,7 +98,8 @@ class Pricing:
     def __init__(self, ledger: Ledger, fee_percent: int) -> None:
         self._ledger = ledger
         self.fee_percent = fee_percent
-        self.providers: list[EntitlementProvider] = []  # consulted in order; the first cover wins
+        # By cover source ("subscription", "pack"), consulted in insertion order; the first cover wins.
+        self.providers: dict[str, EntitlementProvider] = {}
 
     async def quote(self, conn: AsyncConnection, user_id: str, conversation_id: str) -> Quote:
         """What peeking at this conversation costs this user now (NotFound if it is not peekable)."""
@@ -155,7 +157,7 @@ class Pricing:
     async def _cover(
         self, conn: AsyncConnection, user_id: str, agent_id: str, price: int, conversation_id: str
     ) -> Cover | None:
-        for provider in self.providers:
+        for provider in self.providers.values():
             cover = await provider.cover(
                 conn, user_id=user_id, agent_id=agent_id, price_cents=price, conversation_id=conversation_id
             )

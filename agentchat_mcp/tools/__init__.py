@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from agentchat_mcp.tools import conversations, identity
+from agentchat_mcp.tools import conversations, identity, money, payments, peeks
 from agentchat_mcp.tools.registry import ToolRegistry
 
 
 def register_all(registry: ToolRegistry) -> None:
     identity.register(registry)
     conversations.register(registry)
+    peeks.register(registry)
+    money.register(registry)
+    payments.register(registry)

@@ -1,0 +1,977 @@
+"""Peeks: a user pays to read a conversation for a time window, once every agent in it consents.
+
+Lifecycle (architecture.md section 6), as stored in `peeks.status`:
+
+    request (hold credit) -> awaiting_consent
+    awaiting_consent --all agents consent (can_refuse=false is standing consent)--> active (captured)
+    awaiting_consent --an agent refuses | consent deadline passes | user cancels--> refused | expired |
+        cancelled (hold released)
+    active --window ends--> completed (earnings move from pending to available)
+    active | completed --refund (admin, dispute)--> refunded (every movement of the peek reversed)
+
+Shown to callers, an `active` peek reads `scheduled` before its window starts and `completed` after it
+ends, even before a sweep has written that down. Time-driven transitions happen lazily on access
+and in a periodic sweep.
+
+Money: one ledger entry per movement, keyed `peek:{id}:{step}`, in the same transaction as the
+status change it pays for.
+
+Keys (architecture.md section 4, property 4): the server cannot unwrap an epoch key without a
+participant's private key, so keys are wrapped to the peeker during some participant's own
+authenticated request once the peek is captured and its window has begun: in `respond` for the
+last agent to consent, else in `release_keys_for` (called on any participant's request). During
+the window the peeker counts as a reader of new epochs; after it, the next message starts an
+epoch the peeker never gets, and reads are refused at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import anyio
+from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agentchat_mcp import clock
+from agentchat_mcp.crypto import new_id
+from agentchat_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound
+from agentchat_mcp.money import fmt
+from agentchat_mcp.services.conversations import Conversations
+from agentchat_mcp.services.feed import ChangeFeed
+from agentchat_mcp.services.identity import Caller, require_role
+from agentchat_mcp.services.ledger import (
+    PLATFORM_REVENUE,
+    Ledger,
+    Line,
+    agent_available,
+    agent_pending,
+    user_credit,
+    user_held,
+)
+from agentchat_mcp.services.pricing import Pricing, Quote
+from agentchat_mcp.store import Store
+from agentchat_mcp.store.tables import conversations, participants, peek_consents, peeks, principals
+from agentchat_mcp.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+CONSENT_TIMEOUT = timedelta(hours=24)
+MAX_DURATION_MINUTES = 24 * 60
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+START_SKEW = timedelta(minutes=1)  # a start_at this far in the past still means "now"
+SWEEP_SECONDS = 30.0
+RECHECK_SECONDS = 5.0  # how stale "nothing to release" may be when nothing was written
+
+Decision = Literal["accept", "refuse"]
+FINAL = frozenset({"refused", "expired", "cancelled", "completed", "refunded"})
+
+
+@dataclass(frozen=True)
+class Consent:
+    agent_id: str
+    agent_name: str
+    price_cents: int
+    fee_cents: int
+    paid_by: str
+    decision: str  # pending | accepted | standing | refused
+    decided_at: str | None
+    reason: str | None
+
+    @property
+    def earns_cents(self) -> int:
+        return self.price_cents - self.fee_cents
+
+
+@dataclass(frozen=True)
+class Peek:
+    id: str
+    conversation_id: str
+    topic: str
+    user_id: str
+    user_name: str
+    status: str  # awaiting_consent | scheduled | active | completed | refused | expired | cancelled | refunded
+    price_cents: int
+    fee_cents: int
+    charged_cents: int
+    max_price_cents: int
+    duration_minutes: int
+    start_at: str | None
+    window_start: str | None
+    window_end: str | None
+    requested_at: str
+    expires_at: str
+    decided_at: str | None
+    keys_released: bool
+    reason: str | None
+    consents: tuple[Consent, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class PendingPeek:
+    """A peek request waiting for this agent's decision (check_inbox)."""
+
+    peek_id: str
+    conversation_id: str
+    topic: str
+    user_id: str
+    user_name: str
+    price_cents: int
+    earns_cents: int
+    duration_minutes: int
+    start_at: str | None
+    requested_at: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class Peekable:
+    """A conversation a user may ask to peek at (metadata only)."""
+
+    conversation_id: str
+    topic: str
+    participants: tuple[tuple[str, str], ...]  # (agent id, name)
+    price_cents: int
+    last_message_at: str | None
+
+
+def _display_status(status: str, window_start: str | None, window_end: str | None, expires_at: str, now: str) -> str:
+    if status == "awaiting_consent" and expires_at <= now:
+        return "expired"
+    if status == "active" and window_start and window_end:
+        if now < window_start:
+            return "scheduled"
+        if window_end <= now:
+            return "completed"
+    return status
+
+
+def _request_hash(conversation_id: str, max_price: int, duration: int, start_at: str | None) -> str:
+    body = f"{conversation_id}|{max_price}|{duration}|{start_at or ''}"
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _peek_not_found(peek_id: str) -> NotFound:
+    return NotFound(f"No peek {peek_id} that you can see. list_peek_requests shows yours.")
+
+
+@dataclass
+class _Counters:
+    """What the last unit of work did, reported to telemetry after it commits."""
+
+    initiated: int = 0
+    refused: int = 0
+    completed: int = 0
+    earned_cents: int = 0
+    notify: set[str] = field(default_factory=set)
+
+
+class Peeks:
+    """The peek service; registers itself with Conversations as an access check and reader source."""
+
+    def __init__(
+        self,
+        store: Store,
+        conversations_service: Conversations,
+        ledger: Ledger,
+        pricing: Pricing,
+        feed: ChangeFeed,
+        telemetry: Telemetry,
+        *,
+        consent_timeout: timedelta = CONSENT_TIMEOUT,
+    ) -> None:
+        self._store = store
+        self._conversations = conversations_service
+        self._ledger = ledger
+        self._pricing = pricing
+        self._feed = feed
+        self._telemetry = telemetry
+        self.consent_timeout = consent_timeout
+        # agent id -> (data_version, time bucket) when it last had no keys to release
+        self._checked: dict[str, tuple[int, int]] = {}
+        conversations_service.access_checks.append(self._may_read)
+        conversations_service.extra_readers.append(self._readers)
+
+    # --- quoting and requesting -------------------------------------------------------------
+
+    async def quote(self, caller: Caller, conversation_id: str) -> Quote:
+        """The current price of a peek at this conversation for the caller."""
+        require_role(caller, "user")
+        async with self._store.read() as conn:
+            return await self._pricing.quote(conn, caller.id, conversation_id)
+
+    async def request(
+        self,
+        caller: Caller,
+        conversation_id: str,
+        *,
+        max_price_cents: int,
+        duration_minutes: int = 15,
+        start_at: datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> Peek:
+        """Hold the price from the caller's credit and ask the agents; with standing consent, grant now."""
+        require_role(caller, "user")
+        if not 1 <= duration_minutes <= MAX_DURATION_MINUTES:
+            raise InvalidInput(f"duration_minutes must be 1 to {MAX_DURATION_MINUTES}.")
+        if max_price_cents < 0:
+            raise InvalidInput("max_price must not be negative.")
+        now_dt = clock.now()
+        start_iso = self._start_iso(start_at, now_dt)
+        digest = _request_hash(conversation_id, max_price_cents, duration_minutes, start_iso)
+        await self.settle_due(user_id=caller.id)
+        counters = _Counters()
+        async with self._store.write() as conn:
+            if idempotency_key:
+                first = (
+                    await conn.execute(
+                        select(peeks.c.id, peeks.c.request_hash).where(
+                            and_(peeks.c.user_id == caller.id, peeks.c.idempotency_key == idempotency_key)
+                        )
+                    )
+                ).first()
+                if first is not None:
+                    if first.request_hash != digest:
+                        raise Conflict(
+                            "idempotency key reused with other parameters: this key already requested a different "
+                            f"peek ({first.id}). Use a new key for a new request."
+                        )
+                    return replace(await self._view(conn, first.id), replayed=True)
+            peek_id = await self._create(
+                conn, caller, conversation_id, max_price_cents, duration_minutes, start_iso, now_dt, counters
+            )
+            await conn.execute(
+                update(peeks).where(peeks.c.id == peek_id).values(idempotency_key=idempotency_key, request_hash=digest)
+            )
+            view = await self._view(conn, peek_id)
+        await self._report(counters)
+        return view
+
+    def _start_iso(self, start_at: datetime | None, now: datetime) -> str | None:
+        if start_at is None:
+            return None
+        if start_at.tzinfo is None:
+            raise InvalidInput("start_at needs a timezone, e.g. '2026-01-31T18:00:00Z'.")
+        if start_at < now - START_SKEW:
+            raise InvalidInput("start_at is in the past; omit it to start as soon as the agents consent.")
+        if start_at > now + MAX_SCHEDULE_AHEAD:
+            raise InvalidInput("start_at may be at most 30 days ahead.")
+        return clock.iso(start_at) if start_at > now else None
+
+    async def _create(
+        self,
+        conn: AsyncConnection,
+        caller: Caller,
+        conversation_id: str,
+        max_price: int,
+        duration: int,
+        start_iso: str | None,
+        now_dt: datetime,
+        counters: _Counters,
+    ) -> str:
+        now = clock.iso(now_dt)
+        quote = await self._pricing.quote(conn, caller.id, conversation_id)
+        if quote.charged_cents > max_price:
+            raise Conflict(
+                f"This peek costs {fmt(quote.charged_cents)}, above your max_price {fmt(max_price)}. "
+                "quote_peek shows the current price; ask again with a higher max_price if you accept it."
+            )
+        await self._refuse_overlap(conn, caller.id, conversation_id, start_iso or now)
+        peek_id = new_id("pek")
+        await conn.execute(
+            insert(peeks).values(
+                id=peek_id,
+                conversation_id=conversation_id,
+                user_id=caller.id,
+                status="awaiting_consent",
+                price_cents=quote.price_cents,
+                fee_cents=quote.fee_cents,
+                charged_cents=quote.charged_cents,
+                max_price_cents=max_price,
+                duration_minutes=duration,
+                start_at=start_iso,
+                requested_at=now,
+                expires_at=clock.iso(now_dt + self.consent_timeout),
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            insert(peek_consents),
+            [
+                {
+                    "peek_id": peek_id,
+                    "agent_id": line.agent_id,
+                    "price_cents": line.price_cents,
+                    "fee_cents": line.fee_cents,
+                    "paid_by": line.paid_by,
+                    "cover_ref": line.cover.ref if line.cover else None,
+                    "decision": "pending" if line.can_refuse else "standing",
+                    "decided_at": None if line.can_refuse else now,
+                }
+                for line in quote.lines
+            ],
+        )
+        hold = [Line(user_held(caller.id), quote.charged_cents), Line(user_credit(caller.id), -quote.charged_cents)]
+        for line in quote.lines:
+            if line.cover is None:
+                continue
+            await self._pricing.providers[line.cover.source].consume(conn, cover=line.cover, peek_id=peek_id)
+            if line.cover.account and line.cover.amount_cents:
+                hold += [
+                    Line(user_held(caller.id), line.cover.amount_cents),
+                    Line(line.cover.account, -line.cover.amount_cents),
+                ]
+        if any(h.amount_cents for h in hold):
+            await self._ledger.post(
+                conn,
+                idempotency_key=f"peek:{peek_id}:hold",
+                kind="peek_hold",
+                lines=hold,
+                memo=f"hold for a peek at {conversation_id}",
+                ref=peek_id,
+            )
+        counters.initiated += 1
+        if quote.needs_consent:
+            counters.notify.add(conversation_id)
+        else:
+            await self._capture(conn, peek_id, now_dt, counters)
+        return peek_id
+
+    async def _refuse_overlap(self, conn: AsyncConnection, user_id: str, conversation_id: str, start: str) -> None:
+        live = (
+            await conn.execute(
+                select(peeks.c.id, peeks.c.status)
+                .where(
+                    and_(
+                        peeks.c.user_id == user_id,
+                        peeks.c.conversation_id == conversation_id,
+                        or_(
+                            peeks.c.status == "awaiting_consent",
+                            and_(peeks.c.status == "active", peeks.c.window_end > start),
+                        ),
+                    )
+                )
+                .limit(1)
+            )
+        ).first()
+        if live is not None:
+            what = "waiting for consent" if live.status == "awaiting_consent" else "granted for that time"
+            raise Conflict(
+                f"You already have peek {live.id} on this conversation, {what}. get_peek shows it; cancel_peek "
+                "cancels one still waiting for consent."
+            )
+
+    # --- deciding -------------------------------------------------------------------------
+
+    async def respond(self, caller: Caller, peek_id: str, decision: Decision, reason: str | None) -> Peek:
+        """An agent accepts or refuses; the last acceptance captures the payment and releases the keys."""
+        require_role(caller, "agent")
+        counters = _Counters()
+        now_dt = clock.now()
+        now = clock.iso(now_dt)
+        async with self._store.write() as conn:
+            consent = (
+                await conn.execute(
+                    select(peek_consents.c.decision).where(
+                        and_(peek_consents.c.peek_id == peek_id, peek_consents.c.agent_id == caller.id)
+                    )
+                )
+            ).first()
+            if consent is None:
+                raise _peek_not_found(peek_id)
+            peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
+            expired = peek.status == "awaiting_consent" and peek.expires_at <= now
+            if expired:  # settle it (committed), then tell the agent
+                await self._release(conn, peek_id, "expired", "No decision before the consent deadline.", now, counters)
+            else:
+                view = await self._decide(conn, caller, peek, consent.decision, decision, reason, now_dt, counters)
+        await self._report(counters)
+        if expired:
+            raise Conflict(f"Peek {peek_id} expired before your answer; its hold was released.")
+        return view
+
+    async def _decide(
+        self,
+        conn: AsyncConnection,
+        caller: Caller,
+        peek: Any,
+        current: str,
+        decision: Decision,
+        reason: str | None,
+        now_dt: datetime,
+        counters: _Counters,
+    ) -> Peek:
+        peek_id = peek.id
+        now = clock.iso(now_dt)
+        wanted = "accepted" if decision == "accept" else "refused"
+        if current != "pending" or peek.status != "awaiting_consent":
+            already = "accepted" if current == "standing" else current
+            if already == wanted:
+                return await self._view(conn, peek_id)  # a repeated answer changes nothing
+            shown = _display_status(peek.status, peek.window_start, peek.window_end, peek.expires_at, now)
+            raise Conflict(f"Peek {peek_id} is {shown} and your answer was {already}; it cannot change now.")
+        await conn.execute(
+            update(peek_consents)
+            .where(and_(peek_consents.c.peek_id == peek_id, peek_consents.c.agent_id == caller.id))
+            .values(decision=wanted, decided_at=now, reason=reason)
+        )
+        if decision == "refuse":
+            await self._release(conn, peek_id, "refused", reason or "An agent refused.", now, counters)
+        elif await self._all_consented(conn, peek_id):
+            await self._capture(conn, peek_id, now_dt, counters)
+            await self._release_keys(conn, caller, peek_id, now)
+        return await self._view(conn, peek_id)
+
+    async def cancel(self, caller: Caller, peek_id: str) -> Peek:
+        """The user withdraws a request still waiting for consent; the hold is released."""
+        require_role(caller, "user")
+        now = clock.now_iso()
+        counters = _Counters()
+        async with self._store.write() as conn:
+            peek = (
+                await conn.execute(select(peeks).where(and_(peeks.c.id == peek_id, peeks.c.user_id == caller.id)))
+            ).first()
+            if peek is None:
+                raise _peek_not_found(peek_id)
+            if peek.status == "cancelled":
+                return await self._view(conn, peek_id)
+            if peek.status == "awaiting_consent" and peek.expires_at <= now:
+                await self._release(conn, peek_id, "expired", "No decision before the consent deadline.", now, counters)
+            elif peek.status == "awaiting_consent":
+                await self._release(conn, peek_id, "cancelled", "Cancelled by the user.", now, counters)
+            else:
+                shown = _display_status(peek.status, peek.window_start, peek.window_end, peek.expires_at, now)
+                raise Conflict(f"Peek {peek_id} is {shown}; only a request still waiting for consent can be cancelled.")
+            view = await self._view(conn, peek_id)
+        await self._report(counters)
+        return view
+
+    async def refund(self, peek_id: str, *, reason: str) -> Peek:
+        """Reverse every movement of a captured peek (dispute, admin): the user gets back what was held,
+        the agents and the platform give back what they got (agents may go below zero: a clawback from
+        future earnings when it was already paid out). The peeker loses access at once."""
+        now = clock.now_iso()
+        async with self._store.write() as conn:
+            peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).first()
+            if peek is None:
+                raise _peek_not_found(peek_id)
+            if peek.status == "refunded":
+                return await self._view(conn, peek_id)
+            if peek.status not in ("active", "completed"):
+                raise Conflict(f"Peek {peek_id} is {peek.status}; only a paid peek can be refunded.")
+            await self._reverse_all(conn, peek_id, kind="peek_refund", step="refund", memo=reason)
+            await self._restore_covers(conn, peek_id)
+            await conn.execute(
+                update(peeks).where(peeks.c.id == peek_id).values(status="refunded", reason=reason, updated_at=now)
+            )
+            return await self._view(conn, peek_id)
+
+    # --- money steps (inside the caller's transaction) -----------------------------------------
+
+    async def _all_consented(self, conn: AsyncConnection, peek_id: str) -> bool:
+        waiting = await conn.execute(
+            select(peek_consents.c.agent_id).where(
+                and_(peek_consents.c.peek_id == peek_id, peek_consents.c.decision.not_in(["accepted", "standing"]))
+            )
+        )
+        return waiting.first() is None
+
+    async def _hold_lines(self, conn: AsyncConnection, peek_id: str, kind: str) -> list[Line]:
+        lines: list[Line] = []
+        for _, entry_kind, entry_lines in await self._ledger.entries_with_ref(conn, peek_id):
+            if entry_kind == kind:
+                lines.extend(entry_lines)
+        return lines
+
+    async def _capture(self, conn: AsyncConnection, peek_id: str, now_dt: datetime, counters: _Counters) -> None:
+        """Held money -> each agent's pending earnings (price less fee) + the platform fee; window opens."""
+        peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
+        held_account = user_held(peek.user_id)
+        held = sum(
+            x.amount_cents for x in await self._hold_lines(conn, peek_id, "peek_hold") if x.account == held_account
+        )
+        consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
+        earnings = [Line(agent_pending(c.agent_id), c.price_cents - c.fee_cents) for c in consents]
+        earned = sum(e.amount_cents for e in earnings)
+        await self._ledger.post(
+            conn,
+            idempotency_key=f"peek:{peek_id}:capture",
+            kind="peek_capture",
+            lines=[Line(held_account, -held), *earnings, Line(PLATFORM_REVENUE, held - earned)],
+            memo=f"peek at {peek.conversation_id}",
+            ref=peek_id,
+        )
+        start = now_dt
+        if peek.start_at and clock.parse(peek.start_at) > now_dt:
+            start = clock.parse(peek.start_at)
+        now = clock.iso(now_dt)
+        await conn.execute(
+            update(peeks)
+            .where(and_(peeks.c.id == peek_id, peeks.c.status == "awaiting_consent"))
+            .values(
+                status="active",
+                window_start=clock.iso(start),
+                window_end=clock.iso(start + timedelta(minutes=peek.duration_minutes)),
+                decided_at=now,
+                updated_at=now,
+            )
+        )
+        counters.earned_cents += earned
+
+    async def _release(
+        self, conn: AsyncConnection, peek_id: str, status: str, reason: str, now: str, counters: _Counters
+    ) -> None:
+        """Give the hold back exactly as it was taken, and the covers too; the request ends as `status`."""
+        changed = await conn.execute(
+            update(peeks)
+            .where(and_(peeks.c.id == peek_id, peeks.c.status == "awaiting_consent"))
+            .values(status=status, reason=reason, decided_at=now, updated_at=now)
+        )
+        if changed.rowcount != 1:
+            return
+        counters.refused += 1  # peek_refused_total counts refused, expired and cancelled requests
+        hold = await self._hold_lines(conn, peek_id, "peek_hold")
+        if hold:
+            await self._ledger.post(
+                conn,
+                idempotency_key=f"peek:{peek_id}:release",
+                kind="peek_release",
+                lines=[Line(x.account, -x.amount_cents) for x in hold],
+                memo=f"hold released: {status}",
+                ref=peek_id,
+            )
+        await self._restore_covers(conn, peek_id)
+
+    async def _restore_covers(self, conn: AsyncConnection, peek_id: str) -> None:
+        covered = await conn.execute(
+            select(peek_consents.c.paid_by, peek_consents.c.cover_ref).where(
+                and_(peek_consents.c.peek_id == peek_id, peek_consents.c.cover_ref.is_not(None))
+            )
+        )
+        for paid_by, ref in covered.all():
+            provider = self._pricing.providers.get(paid_by)
+            if provider is None:
+                logger.error("no %s provider to restore cover %s of peek %s", paid_by, ref, peek_id)
+                continue
+            await provider.restore(conn, ref=ref, peek_id=peek_id)
+
+    async def _reverse_all(self, conn: AsyncConnection, peek_id: str, *, kind: str, step: str, memo: str) -> None:
+        """One entry undoing the net effect of everything posted about this peek."""
+        net: dict[str, int] = {}
+        for _, _, lines in await self._ledger.entries_with_ref(conn, peek_id):
+            for x in lines:
+                net[x.account] = net.get(x.account, 0) + x.amount_cents
+        reversal = [Line(account, -amount) for account, amount in net.items() if amount]
+        if reversal:
+            await self._ledger.post(
+                conn,
+                idempotency_key=f"peek:{peek_id}:{step}",
+                kind=kind,
+                lines=reversal,
+                memo=memo,
+                ref=peek_id,
+                allow_negative=[x.account for x in reversal if x.account.startswith("agent:")],
+            )
+
+    async def _complete(self, conn: AsyncConnection, peek_id: str, now: str, counters: _Counters) -> None:
+        """The window is over: the peek is completed and its earnings become available for payout."""
+        changed = await conn.execute(
+            update(peeks)
+            .where(and_(peeks.c.id == peek_id, peeks.c.status == "active", peeks.c.window_end <= now))
+            .values(status="completed", updated_at=now)
+        )
+        if changed.rowcount != 1:
+            return
+        consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
+        lines: list[Line] = []
+        for c in consents:
+            earned = c.price_cents - c.fee_cents
+            lines += [Line(agent_pending(c.agent_id), -earned), Line(agent_available(c.agent_id), earned)]
+        if any(x.amount_cents for x in lines):
+            await self._ledger.post(
+                conn,
+                idempotency_key=f"peek:{peek_id}:earnings",
+                kind="earnings_available",
+                lines=lines,
+                memo="peek window ended",
+                ref=peek_id,
+            )
+        counters.completed += 1
+
+    # --- time: expiry and completion ------------------------------------------------------------
+
+    async def settle_due(self, *, user_id: str | None = None, agent_id: str | None = None) -> int:
+        """Expire requests past their deadline and complete peeks past their window; returns how many."""
+        now = clock.now_iso()
+        due_expr = or_(
+            and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at <= now),
+            and_(peeks.c.status == "active", peeks.c.window_end <= now),
+        )
+        stmt = select(peeks.c.id, peeks.c.status, peeks.c.conversation_id).where(due_expr)
+        if user_id is not None:
+            stmt = stmt.where(peeks.c.user_id == user_id)
+        if agent_id is not None:
+            stmt = stmt.where(
+                exists().where(and_(peek_consents.c.peek_id == peeks.c.id, peek_consents.c.agent_id == agent_id))
+            )
+        async with self._store.read() as conn:
+            due = (await conn.execute(stmt.limit(500))).all()
+        if not due:
+            return 0
+        counters = _Counters()
+        async with self._store.write() as conn:
+            for row in due:
+                if row.status == "awaiting_consent":
+                    await self._release(
+                        conn, row.id, "expired", "No decision before the consent deadline.", now, counters
+                    )
+                else:
+                    await self._complete(conn, row.id, now, counters)
+        await self._report(counters)
+        return len(due)
+
+    async def run_sweeper(self, every: float = SWEEP_SECONDS) -> None:
+        """Settle due peeks periodically until cancelled (the server lifespan runs this)."""
+        while True:
+            try:
+                await self.settle_due()
+            except Exception:  # the sweep must outlive one bad pass; the next pass retries
+                logger.exception("peek sweep failed")
+            await anyio.sleep(every)
+
+    # --- keys and access --------------------------------------------------------------------
+
+    async def on_request(self, caller: Caller) -> None:
+        """Hook run on every authenticated request: release keys when this agent can.
+
+        Cheap when nothing changed: a participant already checked at this database version is
+        skipped without a query. A failure here is logged and never fails the caller's own call.
+        """
+        if caller.role != "agent":
+            return
+        # Scheduled windows open with no write at all, hence the time bucket beside the version.
+        version = (self._store.data_version(), int(time.monotonic() // RECHECK_SECONDS))
+        if self._checked.get(caller.id) == version:
+            return
+        try:
+            released = await self.release_keys_for(caller)
+        except Exception:
+            logger.exception("peek key release failed")
+            return
+        if not released:
+            self._checked[caller.id] = version
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+
+    async def release_keys_for(self, caller: Caller) -> int:
+        """On any participant's request: wrap epoch keys to peekers whose paid window has begun."""
+        if caller.role != "agent":
+            return 0
+        now = clock.now_iso()
+        waiting = (
+            select(peeks.c.id)
+            .join(participants, participants.c.conversation_id == peeks.c.conversation_id)
+            .where(
+                and_(
+                    peeks.c.status == "active",
+                    peeks.c.keys_released_at.is_(None),
+                    peeks.c.window_start <= now,
+                    peeks.c.window_end > now,
+                    participants.c.principal_id == caller.id,
+                    participants.c.left_at.is_(None),
+                )
+            )
+        )
+        async with self._store.read() as conn:
+            ids = list((await conn.execute(waiting)).scalars())
+        if not ids:
+            return 0
+        released = 0
+        async with self._store.write() as conn:
+            for peek_id in ids:
+                released += await self._release_keys(conn, caller, peek_id, now)
+        return released
+
+    async def _release_keys(self, conn: AsyncConnection, caller: Caller, peek_id: str, now: str) -> int:
+        peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
+        if not (
+            peek.status == "active"
+            and peek.keys_released_at is None
+            and peek.window_start <= now < peek.window_end
+            and await self._is_member(conn, caller.id, peek.conversation_id)
+        ):
+            return 0
+        await self._conversations.grant_epochs(conn, caller, peek.conversation_id, peek.user_id)
+        await conn.execute(update(peeks).where(peeks.c.id == peek_id).values(keys_released_at=now, updated_at=now))
+        return 1
+
+    async def _is_member(self, conn: AsyncConnection, principal_id: str, conversation_id: str) -> bool:
+        row = await conn.execute(
+            select(participants.c.principal_id).where(
+                and_(
+                    participants.c.conversation_id == conversation_id,
+                    participants.c.principal_id == principal_id,
+                    participants.c.left_at.is_(None),
+                )
+            )
+        )
+        return row.first() is not None
+
+    async def _may_read(self, conn: AsyncConnection, caller: Caller, conversation_id: str) -> bool:
+        """Conversations access check: a user inside a paid window."""
+        if caller.role != "user":
+            return False
+        now = clock.now_iso()
+        row = await conn.execute(
+            select(peeks.c.id)
+            .where(
+                and_(
+                    peeks.c.conversation_id == conversation_id,
+                    peeks.c.user_id == caller.id,
+                    peeks.c.status == "active",
+                    peeks.c.window_start <= now,
+                    peeks.c.window_end > now,
+                )
+            )
+            .limit(1)
+        )
+        return row.first() is not None
+
+    async def _readers(self, conn: AsyncConnection, conversation_id: str) -> set[str]:
+        """Conversations extra readers: peekers whose window is open now."""
+        now = clock.now_iso()
+        rows = await conn.execute(
+            select(peeks.c.user_id).where(
+                and_(
+                    peeks.c.conversation_id == conversation_id,
+                    peeks.c.status == "active",
+                    peeks.c.window_start <= now,
+                    peeks.c.window_end > now,
+                )
+            )
+        )
+        return set(rows.scalars())
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def get(self, caller: Caller, peek_id: str) -> Peek:
+        """A peek, for its user, its agents, or an admin."""
+        await self._settle_for(caller)
+        async with self._store.read() as conn:
+            if not await self._visible(conn, caller, peek_id):
+                raise _peek_not_found(peek_id)
+            return await self._view(conn, peek_id)
+
+    async def list_for(
+        self, caller: Caller, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[Peek], str | None]:
+        """Outgoing requests for a user, incoming for an agent (newest first)."""
+        require_role(caller, "user", "agent")
+        await self._settle_for(caller)
+        stmt = select(peeks.c.id, peeks.c.requested_at).order_by(peeks.c.requested_at.desc(), peeks.c.id.desc())
+        if caller.role == "user":
+            stmt = stmt.where(peeks.c.user_id == caller.id)
+        else:
+            stmt = stmt.where(
+                exists().where(and_(peek_consents.c.peek_id == peeks.c.id, peek_consents.c.agent_id == caller.id))
+            )
+        if status is not None:
+            stmt = stmt.where(peeks.c.status == status)
+        if cursor:
+            at, _, last_id = cursor.partition("|")
+            stmt = stmt.where(or_(peeks.c.requested_at < at, and_(peeks.c.requested_at == at, peeks.c.id < last_id)))
+        async with self._store.read() as conn:
+            rows = (await conn.execute(stmt.limit(limit + 1))).all()
+            page = [await self._view(conn, r.id) for r in rows[:limit]]
+        next_cursor = f"{rows[limit - 1].requested_at}|{rows[limit - 1].id}" if len(rows) > limit else None
+        return page, next_cursor
+
+    async def pending_for(self, caller: Caller) -> list[PendingPeek]:
+        """Requests waiting for this agent's decision (shown in check_inbox)."""
+        if caller.role != "agent":
+            return []
+        now = clock.now_iso()
+        async with self._store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        peeks.c.id,
+                        peeks.c.conversation_id,
+                        conversations.c.topic,
+                        peeks.c.user_id,
+                        principals.c.name,
+                        peek_consents.c.price_cents,
+                        peek_consents.c.fee_cents,
+                        peeks.c.duration_minutes,
+                        peeks.c.start_at,
+                        peeks.c.requested_at,
+                        peeks.c.expires_at,
+                    )
+                    .join(peeks, peeks.c.id == peek_consents.c.peek_id)
+                    .join(conversations, conversations.c.id == peeks.c.conversation_id)
+                    .join(principals, principals.c.id == peeks.c.user_id)
+                    .where(
+                        and_(
+                            peek_consents.c.agent_id == caller.id,
+                            peek_consents.c.decision == "pending",
+                            peeks.c.status == "awaiting_consent",
+                            peeks.c.expires_at > now,
+                        )
+                    )
+                    .order_by(peeks.c.requested_at)
+                    .limit(100)
+                )
+            ).all()
+        return [
+            PendingPeek(
+                peek_id=r.id,
+                conversation_id=r.conversation_id,
+                topic=r.topic,
+                user_id=r.user_id,
+                user_name=r.name,
+                price_cents=r.price_cents,
+                earns_cents=r.price_cents - r.fee_cents,
+                duration_minutes=r.duration_minutes,
+                start_at=r.start_at,
+                requested_at=r.requested_at,
+                expires_at=r.expires_at,
+            )
+            for r in rows
+        ]
+
+    async def peekable(self, agent_id: str, limit: int, cursor: str | None) -> tuple[list[Peekable], str | None]:
+        """An agent's active conversations, with topic, participants and price only (for users to peek)."""
+        stmt = (
+            select(conversations.c.id, conversations.c.topic, conversations.c.last_message_at)
+            .join(participants, participants.c.conversation_id == conversations.c.id)
+            .where(and_(participants.c.principal_id == agent_id, participants.c.left_at.is_(None)))
+            .order_by(conversations.c.id)
+            .limit(limit + 1)
+        )
+        if cursor:
+            stmt = stmt.where(conversations.c.id > cursor)
+        async with self._store.read() as conn:
+            role = (await conn.execute(select(principals.c.role).where(principals.c.id == agent_id))).scalar()
+            if role != "agent":
+                raise NotFound(f"No agent {agent_id}. Use find_agents to look agents up.")
+            rows = (await conn.execute(stmt)).all()
+            ids = [r.id for r in rows[:limit]]
+            members = (
+                await conn.execute(
+                    select(
+                        participants.c.conversation_id,
+                        principals.c.id,
+                        principals.c.name,
+                        principals.c.peek_price_cents,
+                    )
+                    .join(principals, principals.c.id == participants.c.principal_id)
+                    .where(and_(participants.c.conversation_id.in_(ids), participants.c.left_at.is_(None)))
+                    .order_by(principals.c.id)
+                )
+            ).all()
+        by_conv: dict[str, list[Any]] = {}
+        for m in members:
+            by_conv.setdefault(m.conversation_id, []).append(m)
+        page = [
+            Peekable(
+                conversation_id=r.id,
+                topic=r.topic,
+                participants=tuple((m.id, m.name) for m in by_conv.get(r.id, [])),
+                price_cents=sum(int(m.peek_price_cents or 0) for m in by_conv.get(r.id, [])),
+                last_message_at=r.last_message_at,
+            )
+            for r in rows[:limit]
+        ]
+        return page, (page[-1].conversation_id if len(rows) > limit else None)
+
+    async def _settle_for(self, caller: Caller) -> None:
+        if caller.role == "user":
+            await self.settle_due(user_id=caller.id)
+        elif caller.role == "agent":
+            await self.settle_due(agent_id=caller.id)
+        else:
+            await self.settle_due()
+
+    async def _visible(self, conn: AsyncConnection, caller: Caller, peek_id: str) -> bool:
+        if caller.role == "admin":
+            return (await conn.execute(select(peeks.c.id).where(peeks.c.id == peek_id))).first() is not None
+        if caller.role == "user":
+            stmt = select(peeks.c.id).where(and_(peeks.c.id == peek_id, peeks.c.user_id == caller.id))
+        elif caller.role == "agent":
+            stmt = select(peek_consents.c.peek_id).where(
+                and_(peek_consents.c.peek_id == peek_id, peek_consents.c.agent_id == caller.id)
+            )
+        else:
+            raise Forbidden("Sign in to see peeks.")
+        return (await conn.execute(stmt)).first() is not None
+
+    async def _view(self, conn: AsyncConnection, peek_id: str) -> Peek:
+        row = (
+            await conn.execute(
+                select(peeks, conversations.c.topic, principals.c.name.label("user_name"))
+                .join(conversations, conversations.c.id == peeks.c.conversation_id)
+                .join(principals, principals.c.id == peeks.c.user_id)
+                .where(peeks.c.id == peek_id)
+            )
+        ).one()
+        consents = (
+            await conn.execute(
+                select(peek_consents, principals.c.name)
+                .join(principals, principals.c.id == peek_consents.c.agent_id)
+                .where(peek_consents.c.peek_id == peek_id)
+                .order_by(peek_consents.c.agent_id)
+            )
+        ).all()
+        now = clock.now_iso()
+        return Peek(
+            id=row.id,
+            conversation_id=row.conversation_id,
+            topic=row.topic,
+            user_id=row.user_id,
+            user_name=row.user_name,
+            status=_display_status(row.status, row.window_start, row.window_end, row.expires_at, now),
+            price_cents=row.price_cents,
+            fee_cents=row.fee_cents,
+            charged_cents=row.charged_cents,
+            max_price_cents=row.max_price_cents,
+            duration_minutes=row.duration_minutes,
+            start_at=row.start_at,
+            window_start=row.window_start,
+            window_end=row.window_end,
+            requested_at=row.requested_at,
+            expires_at=row.expires_at,
+            decided_at=row.decided_at,
+            keys_released=row.keys_released_at is not None,
+            reason=row.reason,
+            consents=tuple(
+                Consent(
+                    agent_id=c.agent_id,
+                    agent_name=c.name,
+                    price_cents=c.price_cents,
+                    fee_cents=c.fee_cents,
+                    paid_by=c.paid_by,
+                    decision=c.decision,
+                    decided_at=c.decided_at,
+                    reason=c.reason,
+                )
+                for c in consents
+            ),
+        )
+
+    async def _report(self, counters: _Counters) -> None:
+        """After commit: metrics, and wake the agents who have a new request to decide."""
+        if counters.initiated:
+            self._telemetry.peek_initiated.add(counters.initiated)
+        if counters.refused:
+            self._telemetry.peek_refused.add(counters.refused)
+        if counters.completed:
+            self._telemetry.peek_completed.add(counters.completed)
+        if counters.earned_cents:
+            self._telemetry.agent_earnings_usd.add(counters.earned_cents / 100)
+        for conversation_id in counters.notify:
+            await self._feed.touched(conversation_id)
