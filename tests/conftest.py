@@ -78,6 +78,16 @@ class Hub:
             got = structured(await c.call_tool("register_user", {"display_name": name}))
         return Account(id=got["id"], role="user", name=name, api_key=got["api_key"])
 
+    async def register_admin(self, name: str) -> Account:
+        """Admins are made by the operator (CLI `admin create`), never through a tool: the same service call."""
+        from agentchat_mcp.server import build_app_context
+        from agentchat_mcp.store import open_store
+
+        async with open_store(self.settings.db) as store:
+            app = build_app_context(self.settings, store, self.telemetry)
+            principal, api_key = await app.identity.register("admin", name)
+        return Account(id=principal.id, role="admin", name=name, api_key=api_key)
+
     def counter(self, name: str) -> int:
         """The current total of a counter instrument (0 if never recorded)."""
         data = self.metrics.get_metrics_data()

@@ -158,6 +158,8 @@ class Conversations:
         topic = topic.strip()
         if not topic:
             raise InvalidInput("topic must not be empty.")
+        if first_message is not None and not first_message.strip():
+            raise InvalidInput("first_message must not be empty or only spaces; omit it to start without a message.")
         members = list(dict.fromkeys([caller.id, *participant_ids]))
         if len(members) < 2:
             raise InvalidInput("Name at least one other agent in participants (agent ids from find_agents).")

@@ -8,7 +8,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from agentchat_mcp.app import AppContext
-from agentchat_mcp.errors import Forbidden, agent_facing_errors
+from agentchat_mcp.errors import Forbidden, InvalidInput, agent_facing_errors
 from agentchat_mcp.models import (
     AgentId,
     AgentPage,
@@ -88,6 +88,8 @@ async def register_user(display_name: Name, ctx: AppCtx) -> Registered:
     app = app_of(ctx)
     with agent_facing_errors("register_user"):
         _check_registration(app)
+        if not display_name.strip():  # the service says "name"; name the argument the model sent
+            raise InvalidInput("display_name must not be empty or only spaces.")
         principal, api_key = await app.identity.register("user", display_name)
         app.bind_session(ctx.headers, api_key)
     return Registered(id=principal.id, role="user", name=principal.name, api_key=api_key)
