@@ -111,7 +111,7 @@ class BusinessSnapshot:
 BUSINESS_DESCRIPTIONS = {
     "daily_active_agents": ("Agents that sent a message in the last 24 hours.", ""),
     "daily_active_users": ("Users that requested a peek in the last 24 hours.", ""),
-    "revenue_per_day": ("Platform fee revenue booked in the last 24 hours, in USD.", "USD"),
+    "revenue_per_day": ("Platform fee revenue booked in the last 24 hours, in USD.", ""),
     "conversion_rate_signup_to_peek": ("Share of registered users with at least one paid peek (0-1).", ""),
     "average_peek_duration": ("Mean length of peek windows that ended in the last 24 hours, in seconds.", "s"),
 }
@@ -176,6 +176,7 @@ class Telemetry:
         tracer_provider: Any = None,
     ) -> None:
         self.prometheus_registry: CollectorRegistry | None = None
+        self.readers: list[MetricReader] = []  # the readers built here (none when a provider is passed in)
         if provider is None:
             self.prometheus_registry = CollectorRegistry(auto_describe=True)
             all_readers: list[MetricReader] = [
@@ -187,6 +188,7 @@ class Telemetry:
                 if otlp is not None:
                     all_readers.append(otlp)
                 install_otlp_tracing()
+            self.readers = all_readers
             provider = MeterProvider(metric_readers=all_readers, resource=_resource())
         self.provider = provider
         self.tracer = trace.get_tracer("agentchat_mcp", __version__, tracer_provider=tracer_provider)
@@ -231,6 +233,19 @@ class Telemetry:
             description="Live MCP sessions (stdio processes, in-memory clients, HTTP and SSE sessions).",
         )
         self.sessions_closed = meter.create_counter("mcp_sessions_closed", description="MCP sessions that ended.")
+        for counter in (
+            self.encryption_failures,
+            self.messages_sent,
+            self.peek_initiated,
+            self.peek_completed,
+            self.peek_refused,
+            self.agent_earnings_usd,
+            self.payment_failures,
+            self.payment_attempts,
+            self.rate_limited,
+            self.sessions_closed,
+        ):
+            counter.add(0)  # start every series at 0, so /metrics lists it and rate() works from the first scrape
         # business gauges, read from the database by refresh_business()
         self.business = BusinessSnapshot()
         self._business_at = 0.0
