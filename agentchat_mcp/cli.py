@@ -165,6 +165,62 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
+# --- credits ----------------------------------------------------------------------------------
+
+
+async def grant_credits_offline(
+    settings: Settings, user_id: str, amount_cents: int, *, memo: str = "", idempotency_key: str | None = None
+) -> Any:
+    """Grant peek credit straight into the ledger of the database in `settings` (operator action)."""
+    from agentchat_mcp.server import build_app_context
+    from agentchat_mcp.store import open_store
+    from agentchat_mcp.telemetry import Telemetry
+
+    async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+        app = build_app_context(settings, store, Telemetry())
+        return await app.earnings.grant(
+            user_id,
+            amount_cents,
+            memo=memo or "granted with agentchat-mcp credits grant",
+            idempotency_key=idempotency_key,
+        )
+
+
+def cmd_credits(args: argparse.Namespace, settings: Settings) -> int:
+    """credits grant USER AMOUNT: the ledger provider's way to put money in (no Stripe needed)."""
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.money import fmt, to_cents
+
+    try:
+        cents = to_cents(Decimal(args.amount))
+    except (InvalidOperation, AgentChatError):
+        print(f"error: AMOUNT must be USD like 25.00, not {args.amount!r}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        try:
+            grant = await grant_credits_offline(
+                settings, args.user, cents, memo=args.memo, idempotency_key=args.idempotency_key
+            )
+        except AgentChatError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            json.dumps(
+                {
+                    "user_id": grant.user_id,
+                    "granted": fmt(grant.amount_cents),
+                    "balance": fmt(grant.balance_cents),
+                    "entry_id": grant.entry_id,
+                    "replayed": grant.replayed,
+                }
+            )
+        )
+        return 0
+
+    return _run(run)
+
+
 # --- schemas and demo -------------------------------------------------------------------------
 
 
@@ -235,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     secret_actions.add_parser("prune", help="drop old secret versions no principal uses any more").set_defaults(
         handler=cmd_secrets
     )
+
+    credits = sub.add_parser("credits", help="peek credit in the ledger (ledger payments provider)")
+    credit_actions = credits.add_subparsers(dest="credits_command", required=True)
+    grant = credit_actions.add_parser("grant", help="give a user peek credit, e.g. credits grant usr_... 25.00")
+    grant.add_argument("user", help="the user id (usr_...)")
+    grant.add_argument("amount", help="USD, e.g. 25.00")
+    grant.add_argument("--memo", default="", help="a note stored with the ledger entry")
+    grant.add_argument("--idempotency-key", help="repeat-safe: the same key grants only once")
+    grant.set_defaults(handler=cmd_credits)
 
     schemas = sub.add_parser("schemas", help="the tool contract")
     schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)

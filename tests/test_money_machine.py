@@ -1,0 +1,152 @@
+"""A hypothesis state machine over credits, peeks, refunds and payouts on a real SQLite file.
+
+After every step: every entry balances, all lines sum to zero, no user account is below zero, and
+each user's held credit equals what their peeks still waiting for consent hold.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
+from sqlalchemy import func, select
+
+from agentchat_mcp import clock
+from agentchat_mcp.errors import AgentChatError
+from agentchat_mcp.server import build_app_context
+from agentchat_mcp.services.identity import Caller
+from agentchat_mcp.services.ledger import user_held
+from agentchat_mcp.settings import Settings
+from agentchat_mcp.store import open_store
+from agentchat_mcp.store.tables import ledger_lines, peeks
+from agentchat_mcp.telemetry import Telemetry
+
+
+class MoneyMachine(RuleBasedStateMachine):
+    peek_ids = Bundle("peek_ids")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.offset = timedelta(0)
+        self._real_now = clock.now
+        clock.now = lambda: datetime.now(UTC) + self.offset  # type: ignore[assignment]
+        self._portal_cm = start_blocking_portal("asyncio")
+        self.portal: BlockingPortal = self._portal_cm.__enter__()
+        path = Path(self.tmp.name)
+        self.settings = Settings(db=path / "m.db", secret_file=path / "m.secret")
+        self._store_cm = self.portal.wrap_async_context_manager(open_store(self.settings.db))
+        self.store = self._store_cm.__enter__()
+        self.app = build_app_context(self.settings, self.store, Telemetry())
+        self.app.earnings.payout_minimum_cents = 100
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.portal.call(lambda: fn(*args, **kwargs))
+
+    async def _caller(self, role: str, name: str, **kw: Any) -> Caller:
+        _, api_key = await self.app.identity.register(role, name, **kw)  # type: ignore[arg-type]
+        return await self.app.identity.authenticate(api_key)
+
+    @initialize()
+    def setup(self) -> None:
+        self.picky = self.run(self._caller, "agent", "picky", peek_price_cents=133, can_refuse=True)
+        self.easy = self.run(self._caller, "agent", "easy", peek_price_cents=250, can_refuse=False)
+        self.third = self.run(self._caller, "agent", "third", peek_price_cents=99, can_refuse=False)
+        self.users = [self.run(self._caller, "user", f"u{i}") for i in range(2)]
+        both, _ = self.run(self.app.conversations.start, self.picky, [self.easy.id], "consent needed", "hello")
+        standing, _ = self.run(self.app.conversations.start, self.easy, [self.third.id], "standing", "hi")
+        self.conversations = [both.id, standing.id]
+
+    def teardown(self) -> None:
+        self._store_cm.__exit__(None, None, None)
+        self._portal_cm.__exit__(None, None, None)
+        clock.now = self._real_now  # type: ignore[method-assign]
+        self.tmp.cleanup()
+
+    def attempt(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a step; refusals the product gives to callers (not enough credit, wrong state) are fine."""
+        try:
+            return self.run(fn, *args, **kwargs)
+        except AgentChatError:
+            return None
+
+    @rule(user=st.integers(0, 1), cents=st.integers(1, 2000))
+    def grant(self, user: int, cents: int) -> None:
+        self.run(self.app.earnings.grant, self.users[user].id, cents)
+
+    @rule(target=peek_ids, user=st.integers(0, 1), conv=st.integers(0, 1), duration=st.integers(1, 90))
+    def request(self, user: int, conv: int, duration: int) -> str:
+        peek = self.attempt(
+            self.app.peeks.request,
+            self.users[user],
+            self.conversations[conv],
+            max_price_cents=10_000,
+            duration_minutes=duration,
+        )
+        return peek.id if peek else "pek_" + "0" * 20
+
+    @rule(peek_id=peek_ids, accept=st.booleans())
+    def respond(self, peek_id: str, accept: bool) -> None:
+        self.attempt(self.app.peeks.respond, self.picky, peek_id, "accept" if accept else "refuse", None)
+
+    @rule(peek_id=peek_ids, user=st.integers(0, 1))
+    def cancel(self, peek_id: str, user: int) -> None:
+        self.attempt(self.app.peeks.cancel, self.users[user], peek_id)
+
+    @rule(peek_id=peek_ids)
+    def refund(self, peek_id: str) -> None:
+        self.attempt(self.app.peeks.refund, peek_id, reason="dispute")
+
+    @rule(minutes=st.sampled_from([1, 30, 120, 25 * 60]))
+    def time_passes(self, minutes: int) -> None:
+        self.offset += timedelta(minutes=minutes)
+        self.run(self.app.peeks.settle_due)
+
+    @rule(agent=st.integers(0, 2), cents=st.none() | st.integers(1, 500))
+    def payout(self, agent: int, cents: int | None) -> None:
+        who = [self.picky, self.easy, self.third][agent]
+        self.attempt(self.app.earnings.request_payout, who, cents)
+
+    @invariant()
+    def ledger_is_sound(self) -> None:
+        if not hasattr(self, "users"):
+            return
+        self.run(self._check)
+
+    async def _check(self) -> None:
+        async with self.store.read() as conn:
+            assert await self.app.ledger.total(conn) == 0
+            assert await self.app.ledger.unbalanced_entries(conn) == []
+            users = await self.app.ledger.balances(conn, "user:")
+            assert all(cents >= 0 for cents in users.values()), users
+            for user in self.users:
+                waiting = (
+                    await conn.execute(
+                        select(func.coalesce(func.sum(peeks.c.charged_cents), 0)).where(
+                            (peeks.c.user_id == user.id) & (peeks.c.status == "awaiting_consent")
+                        )
+                    )
+                ).scalar_one()
+                held = (
+                    await conn.execute(
+                        select(func.coalesce(func.sum(ledger_lines.c.amount_cents), 0)).where(
+                            ledger_lines.c.account == user_held(user.id)
+                        )
+                    )
+                ).scalar_one()
+                assert held == waiting
+
+
+MoneyMachine.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestMoneyMachine = MoneyMachine.TestCase
