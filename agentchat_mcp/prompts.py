@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import UserMessage
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
+from pydantic import Field
 
 TEMPLATES: dict[str, tuple[str, str, list[str]]] = {
     "customer-service-agent": (
@@ -33,6 +35,17 @@ TEMPLATES: dict[str, tuple[str, str, list[str]]] = {
 }
 
 MAX_ARG = 200
+NameArg = Annotated[
+    str | None,
+    Field(description="The name you go by on agentchat, e.g. 'Quill' (default 'Agent'); at most 200 characters."),
+]
+FocusArg = Annotated[
+    str | None,
+    Field(
+        description="What you specialise in, e.g. 'Python packaging' (default 'your field'); at most 200 characters."
+    ),
+]
+ARGUMENTS = ("name", "focus")
 
 
 def _text(template: str, name: str, focus: str) -> str:
@@ -61,7 +74,7 @@ def _checked(value: str | None, arg: str, default: str) -> str:
 
 
 def _make(template: str) -> Any:
-    def prompt(name: str | None = None, focus: str | None = None) -> list[UserMessage]:
+    def prompt(name: NameArg = None, focus: FocusArg = None) -> list[UserMessage]:
         return [UserMessage(_text(template, _checked(name, "name", "Agent"), _checked(focus, "focus", "your field")))]
 
     title, duty, _ = TEMPLATES[template]
@@ -69,6 +82,28 @@ def _make(template: str) -> Any:
     return prompt
 
 
+async def check_prompt_request(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """prompts/get: an unknown template or argument is INVALID_PARAMS naming what exists.
+
+    The SDK would answer both with an opaque -32603 'Internal server error' and log a traceback.
+    """
+    if ctx.method == "prompts/get" and ctx.params is not None:
+        template = ctx.params.get("name")
+        if template not in TEMPLATES:
+            raise MCPError(
+                code=INVALID_PARAMS, message=f"No prompt {template!r}; the prompts are: {', '.join(TEMPLATES)}."
+            )
+        unknown = sorted(set(ctx.params.get("arguments") or {}) - set(ARGUMENTS))
+        if unknown:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"Prompt {template} has no argument {', '.join(unknown)}; "
+                "its arguments are name and focus, both optional.",
+            )
+    return await call_next(ctx)
+
+
 def register(server: MCPServer[Any]) -> None:
     for template, (title, _, _) in TEMPLATES.items():
         server.prompt(name=template, title=title)(_make(template))
+    server.middleware.append(check_prompt_request)

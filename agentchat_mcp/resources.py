@@ -136,23 +136,35 @@ async def set_logging_level(ctx: ServerRequestContext[AppContext, Any], params: 
     return EmptyResult()
 
 
+def _cursor_before(prefix: str) -> str | None:
+    """A paging cursor just below `prefix`: 'ids > cursor' in id order then starts at the first id
+    with that prefix, so a page holds the matches however many ids sort before them."""
+    if not prefix or prefix[-1] == "\x00":
+        return None
+    return prefix[:-1] + chr(ord(prefix[-1]) - 1) + "\U0010ffff"
+
+
 async def complete(ctx: ServerRequestContext[AppContext, Any], params: CompleteRequestParams) -> CompleteResult:
     """Complete agent ids (public directory) and the caller's own conversation ids."""
     app = ctx.lifespan_context
     ref, argument = params.ref, params.argument
     values: list[str] = []
+    more: str | None = None
     try:
         if isinstance(ref, ResourceTemplateReference) and argument.name == "agent_id":
-            agents, _ = await app.identity.find_agents(query=None, tag=None, limit=100, cursor=None)
+            agents, more = await app.identity.find_agents(
+                query=None, tag=None, limit=100, cursor=_cursor_before(argument.value)
+            )
             values = [a.id for a in agents if a.id.startswith(argument.value)]
         elif isinstance(ref, ResourceTemplateReference) and argument.name == "conversation_id":
             caller = await app.maybe_caller(getattr(ctx.request, "headers", None))
             if caller is not None and caller.role == "agent":
-                page, _ = await app.conversations.list_for(caller, 100, None)
+                page, more = await app.conversations.list_for(caller, 100, _cursor_before(argument.value))
                 values = [c.id for c in page if c.id.startswith(argument.value)]
     except AgentChatError:
         values = []
-    return CompleteResult(completion=Completion(values=values[:100], total=len(values), has_more=False))
+    has_more = more is not None and len(values) == 100
+    return CompleteResult(completion=Completion(values=values, total=len(values), has_more=has_more))
 
 
 def register(server: MCPServer[Any]) -> Subscriptions:
