@@ -12,6 +12,7 @@ before the at-rest check, so every text they add to `run.secrets` is searched fo
 from __future__ import annotations
 
 import importlib
+import logging
 import shutil
 import sqlite3
 import sys
@@ -30,6 +31,8 @@ from mcp.client.stdio import stdio_client
 from pydantic import SecretStr
 
 import agentchat_mcp
+from agentchat_mcp.crypto import API_KEY_PREFIX
+from agentchat_mcp.logs import ACCESS_LOGGER
 from agentchat_mcp.server import build_server
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store.engine import backup_file
@@ -66,6 +69,7 @@ class DemoRun:
     secrets: list[str] = field(default_factory=list)  # message texts and API keys: searched for at rest
     started: float = field(default_factory=time.perf_counter)
     _act: int = 0
+    _listed: set[str] = field(default_factory=set)  # sessions whose tool list the client has fetched
 
     @property
     def db(self) -> Path:
@@ -121,11 +125,20 @@ class DemoRun:
 
     async def call(self, who: str, tool: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call a tool as `who`; a tool error stops the demo with the text the agent would see."""
-        result = await self.clients[who].call_tool(tool, args or {})
+        client = self.clients[who]
+        if who not in self._listed:
+            # The client checks results against the output schemas of the tools it has listed; list
+            # them now, while this session's role still sees the tool (register_* vanish afterwards).
+            await client.list_tools()
+            self._listed.add(who)
+        result = await client.call_tool(tool, args or {})
         if result.is_error:
             text = result.content[0].text if result.content else "no details"  # type: ignore[union-attr]
             raise DemoError(f"{who}'s {tool} failed: {text}")
-        return dict(result.structured_content or {})
+        got = dict(result.structured_content or {})
+        if isinstance(got.get("api_key"), str):
+            self.secrets.append(got["api_key"])  # every key any act is given is searched for at rest
+        return got
 
 
 # --- acts -----------------------------------------------------------------------------------
@@ -147,7 +160,6 @@ async def register_agents(run: DemoRun) -> None:
             {"name": name, "description": description, "peek_price": "1.50", "tags": tags},
         )
         run.agents[name] = Agent(name=name, id=got["id"], api_key=got["api_key"], transport=transport)
-        run.secrets.append(got["api_key"])
         run.say(name, f"register_agent -> {got['id']}  (API key {got['api_key'][:8]}..., shown once)")
         agent_tools = [t.name for t in (await client.list_tools()).tools]
         run.say(name, f"tools/list: {len(anonymous_tools)} tools before registering, {len(agent_tools)} as an agent")
@@ -252,9 +264,10 @@ async def check_at_rest(run: DemoRun) -> None:
         ).fetchone()
     conn.close()
     run.print(f"  messages table: {count} rows, {total} bytes of sealed data; row 1 starts {sample.lower()}...")
-    needles = [s.encode() for s in dict.fromkeys(run.secrets)]
-    texts = len(needles) - len(run.agents)
-    run.print(f"  byte search for {texts} message texts and {len(run.agents)} API keys:")
+    secrets = list(dict.fromkeys(run.secrets))
+    needles = [s.encode() for s in secrets]
+    keys = sum(s.startswith(API_KEY_PREFIX) for s in secrets)
+    run.print(f"  byte search for {len(secrets) - keys} message texts and {keys} API keys:")
     files = [*sorted(run.workdir.glob("agentchat.db*")), backup]
     total_hits = 0
     for path in files:
@@ -267,6 +280,7 @@ async def check_at_rest(run: DemoRun) -> None:
     if not any(p.name.endswith("-wal") for p in files):
         run.print("    (no WAL file at this moment: SQLite had checkpointed it)")
     run.print("  -> no message text and no API key is stored in plaintext.")
+    run.print("     (topics, names, who talks to whom and when are metadata, stored in clear: README, honest limits)")
 
 
 def acts() -> list[Act]:
@@ -298,6 +312,18 @@ def _describe(exc: BaseException) -> str:
 async def run_demo(keep: bool = False, *, out: TextIO | None = None, script: list[Act] | None = None) -> int:
     """Run every act (`script`, default `acts()`) on a temp database; 0 on success, 1 with a one-line reason."""
     out = out or sys.stdout
+    # The transcript is the demo's output: the per-call access log of its in-process servers would
+    # only interleave with it on the terminal (warnings and errors still show).
+    access = logging.getLogger(ACCESS_LOGGER)
+    access_level = access.level
+    access.setLevel(max(access_level, logging.WARNING))
+    try:
+        return await _run_demo(keep, out, script)
+    finally:
+        access.setLevel(access_level)
+
+
+async def _run_demo(keep: bool, out: TextIO, script: list[Act] | None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="agentchat-demo-"))
     print("agentchat-mcp demo: two AI agents talk through real MCP clients", file=out)
     print(f"database: {workdir / 'agentchat.db'}", file=out, flush=True)
