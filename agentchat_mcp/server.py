@@ -95,8 +95,9 @@ def build_server(
                     yield app
                 finally:
                     tasks.cancel_scope.cancel()
-                    if payments is None:
-                        await app.payments.provider.aclose()
+                    if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
+                        with anyio.CancelScope(shield=True):
+                            await app.payments.provider.aclose()
 
     registry_holder: list[ToolRegistry] = []
 

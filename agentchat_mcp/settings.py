@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentchat_mcp.payments.catalogue import DEFAULT_PACKS, DEFAULT_PLANS, PackSpec, PlanSpec
 
 
 def default_db_path() -> Path:
@@ -45,6 +47,28 @@ class Settings(BaseSettings):
     access_log: bool = Field(default=True, description="One JSON line per tool call (id, principal, latency).")
     change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    # --- payments (agentchat_mcp/payments): Stripe's own variable names, without the prefix ---
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_KEY", "stripe_api_key"),
+        description="Stripe secret key (sk_...); needed when payments = stripe.",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret"),
+        description="Signing secret (whsec_...) of the /webhooks/stripe endpoint.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_API_BASE", "stripe_api_base"),
+        description="Stripe API address; e.g. a localstripe URL in tests. Default: Stripe's own.",
+    )
+    checkout_return_url: str = Field(
+        default="http://127.0.0.1:8765/payments/return",
+        description="Where Stripe Checkout sends the buyer's browser afterwards (it never grants credit).",
+    )
+    peek_packs: dict[str, PackSpec] = Field(default_factory=lambda: dict(DEFAULT_PACKS))
+    subscription_plans: dict[str, PlanSpec] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
 
     def resolved_secret_file(self) -> Path:
         """Where the server secret lives: the setting, or beside the database."""

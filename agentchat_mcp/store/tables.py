@@ -194,3 +194,149 @@ payouts = Table(
 )
 Index("ix_payouts_agent", payouts.c.agent_id, payouts.c.created_at)
 Index("ix_payouts_status", payouts.c.status)
+
+# --- v1.2: payments, webhooks, packs and subscriptions, payout batches (storage/versions/0003) ------
+
+# The payment-provider customer of a principal, and the card saved for purchases without a browser.
+payment_customers = Table(
+    "payment_customers",
+    metadata,
+    Column("principal_id", String(32), ForeignKey("principals.id"), primary_key=True),
+    Column("provider", String(16), nullable=False),
+    Column("customer_id", String(64), nullable=False),
+    Column("payment_method_id", String(64), nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# One purchase (credit top-up, pack, one subscription period). Credit is granted once, from a
+# verified webhook or a captured intent (fulfilled_at); refunds and disputes are tracked cumulatively.
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("purpose", String(16), nullable=False),  # credits | pack | subscription
+    Column("item", String(40), nullable=True),  # pack or plan name
+    Column("amount_cents", Integer, nullable=False),
+    Column("currency", String(3), nullable=False, server_default="usd"),
+    # pending | awaiting_checkout | authorized | succeeded | failed | canceled | expired
+    Column("status", String(20), nullable=False),
+    Column("provider", String(16), nullable=False),  # stripe | credit
+    Column("intent_id", String(64), nullable=True),
+    Column("checkout_id", String(64), nullable=True),
+    Column("checkout_url", Text, nullable=True),
+    Column("invoice_id", String(64), nullable=True),
+    Column("subscription_id", String(32), nullable=True),
+    Column("fulfilled_at", String(32), nullable=True),
+    Column("refunded_cents", Integer, nullable=False, server_default="0"),
+    Column("disputed_cents", Integer, nullable=False, server_default="0"),
+    Column("reversed_cents", Integer, nullable=False, server_default="0"),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    UniqueConstraint("user_id", "idempotency_key", name="uq_payments_user_idempotency_key"),
+    UniqueConstraint("invoice_id", name="uq_payments_invoice"),
+)
+Index("ix_payments_intent", payments.c.intent_id)
+Index("ix_payments_checkout", payments.c.checkout_id)
+Index("ix_payments_user", payments.c.user_id, payments.c.created_at)
+
+# Every verified webhook event, once: the dedupe table (written in the same transaction as its effects).
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("object_id", String(64), nullable=True),
+    Column("outcome", String(64), nullable=False),
+    Column("received_at", String(32), nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("agent_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("plan", String(40), nullable=False),
+    Column("peeks_per_period", Integer, nullable=False),
+    Column("price_cents", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | active | past_due | cancelled
+    Column("provider", String(16), nullable=False),  # stripe | credit
+    Column("provider_ref", String(64), nullable=True, unique=True),
+    Column("checkout_url", Text, nullable=True),
+    Column("current_period_start", String(32), nullable=True),
+    Column("current_period_end", String(32), nullable=True),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("cancelled_at", String(32), nullable=True),
+    UniqueConstraint("user_id", "idempotency_key", name="uq_subscriptions_user_idempotency_key"),
+)
+Index("ix_subscriptions_user_agent", subscriptions.c.user_id, subscriptions.c.agent_id, subscriptions.c.status)
+Index("ix_subscriptions_due", subscriptions.c.status, subscriptions.c.current_period_end)
+
+# Peeks a user has paid for in advance: a pack (any agent priced up to a cap) or one subscription
+# period (one agent). Pack value waits in user:{id}:packs until a peek uses a unit.
+entitlements = Table(
+    "entitlements",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("source", String(16), nullable=False),  # pack | subscription
+    Column("name", String(40), nullable=False),  # pack or plan name
+    Column("payment_id", String(32), ForeignKey("payments.id"), nullable=False, unique=True),
+    Column("subscription_id", String(32), ForeignKey("subscriptions.id"), nullable=True),
+    Column("agent_id", String(32), ForeignKey("principals.id"), nullable=True),
+    Column("max_agent_price_cents", Integer, nullable=True),
+    Column("unit_value_cents", Integer, nullable=False),
+    Column("units_total", Integer, nullable=False),
+    Column("units_used", Integer, nullable=False, server_default="0"),
+    Column("valid_from", String(32), nullable=False),
+    Column("valid_until", String(32), nullable=True),
+    Column("status", String(16), nullable=False),  # active | revoked
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+Index("ix_entitlements_user", entitlements.c.user_id, entitlements.c.status, entitlements.c.source)
+
+# Which entitlement pays which agent's share of which peek (one unit each).
+entitlement_uses = Table(
+    "entitlement_uses",
+    metadata,
+    Column("peek_id", String(32), ForeignKey("peeks.id"), nullable=False),
+    Column("agent_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("entitlement_id", String(32), ForeignKey("entitlements.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # used | restored
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    PrimaryKeyConstraint("peek_id", "agent_id"),
+)
+Index("ix_entitlement_uses_entitlement", entitlement_uses.c.entitlement_id)
+
+# A payout batch claims (locks) the payouts it pays; a retry re-sends the same transfers with the
+# same idempotency keys, so nothing is paid twice.
+payout_batches = Table(
+    "payout_batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("status", String(16), nullable=False),  # processing | paid | partial | failed
+    Column("provider", String(16), nullable=False),
+    Column("total_cents", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+payout_batch_items = Table(
+    "payout_batch_items",
+    metadata,
+    Column("payout_id", String(32), ForeignKey("payouts.id"), primary_key=True),
+    Column("batch_id", String(32), ForeignKey("payout_batches.id"), nullable=False),
+)
+Index("ix_payout_batch_items_batch", payout_batch_items.c.batch_id)

@@ -1,0 +1,229 @@
+"""Shared by the payment tests: localstripe per session, a recording Stripe HTTP client, signed events,
+and a payments hub (real SQLite, real MCP clients, a chosen payment provider)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
+
+import httpx2
+import pytest
+import stripe
+from mcp import Client
+from pydantic import SecretStr
+from starlette.applications import Starlette
+
+from agentchat_mcp.app import AppContext
+from agentchat_mcp.payments import webhook
+from agentchat_mcp.payments.provider import PaymentProvider
+from agentchat_mcp.payments.stripe_provider import StripeProvider
+from agentchat_mcp.server import build_app_context, build_server
+from agentchat_mcp.store import open_store
+from tests.conftest import Account, Hub, structured
+
+WEBHOOK_SECRET = "whsec_test_agentchat"
+LAUNCHER = Path("/work/shared/tools/localstripe-server")
+INLINE_LAUNCHER = """
+import sys
+from aiohttp import web
+from localstripe import resources, server
+resources.Store.dump_to_disk = lambda self: None
+resources.Store.try_load_from_disk = lambda self: None
+web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[str]:
+    """A localstripe server on a free loopback port for the whole session; killed at the end."""
+    port = free_port()
+    if LAUNCHER.is_file():
+        cmd = [sys.executable, str(LAUNCHER), "--port", str(port)]
+    else:  # the same launcher, inline: in-memory store, 127.0.0.1 only
+        cmd = [sys.executable, "-c", INLINE_LAUNCHER, str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            try:
+                httpx2.get(base + "/v1/customers", headers={"Authorization": "Bearer sk_test_x"}, timeout=1)
+                break
+            except httpx2.TransportError as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read() if proc.stderr else b""
+                    raise RuntimeError(f"localstripe did not start: {err!r}") from exc
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def localstripe_post(base: str, path: str, data: list[tuple[str, str]]) -> None:
+    """Configure localstripe (e.g. register a webhook target)."""
+    httpx2.post(base + path, data=data, timeout=5).raise_for_status()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    params: dict[str, str]
+    idempotency_key: str | None
+
+
+Responder = Callable[[Recorded], tuple[int, dict[str, Any]]]
+
+
+class RecordingHTTPClient(stripe.HTTPClient):
+    """A stripe HTTP client that records every request and answers with canned JSON (no network)."""
+
+    name = "recording"
+
+    def __init__(self, responders: Mapping[tuple[str, str], Responder] | None = None) -> None:
+        super().__init__()
+        self.responders: dict[tuple[str, str], Responder] = dict(responders or {})
+        self.requests: list[Recorded] = []
+
+    def on(self, method: str, path_prefix: str, responder: Responder) -> None:
+        self.responders[(method.lower(), path_prefix)] = responder
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        parsed = urlparse(url)
+        body = post_data.decode() if isinstance(post_data, bytes) else (post_data or parsed.query or "")
+        record = Recorded(
+            method=method.lower(),
+            path=parsed.path,
+            params=dict(parse_qsl(body, keep_blank_values=True)),
+            idempotency_key=headers.get("Idempotency-Key"),
+        )
+        self.requests.append(record)
+        for (m, prefix), responder in sorted(self.responders.items(), key=lambda kv: -len(kv[0][1])):
+            if m == record.method and record.path.startswith(prefix):
+                status, payload = responder(record)
+                return json.dumps(payload).encode(), status, self._headers(status)
+        error = {"error": {"type": "invalid_request_error", "message": "Unrecognized request URL", "code": None}}
+        return json.dumps(error).encode(), 404, self._headers(404)
+
+    @staticmethod
+    def _headers(status: int) -> dict[str, str]:
+        # Errors say "do not retry" (as Stripe does for most), so a canned failure is seen once.
+        return {"request-id": "req_test", **({"stripe-should-retry": "false"} if status >= 400 else {})}
+
+    async def close_async(self) -> None:
+        return None
+
+    def to(self, method: str, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path.startswith(path)]
+
+
+def recording_provider(client: RecordingHTTPClient) -> StripeProvider:
+    return StripeProvider("sk_test_recording", http_client=client)
+
+
+def signed(event: dict[str, Any], *, secret: str = WEBHOOK_SECRET, at: int | None = None) -> tuple[bytes, str]:
+    """A webhook body and its Stripe-Signature header, as Stripe would send them."""
+    payload = json.dumps(event).encode()
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), secret, timestamp=int(time.time()) if at is None else at
+    )
+    return payload, header
+
+
+_event_counter = [0]
+
+
+def event(kind: str, obj: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    _event_counter[0] += 1
+    return {
+        "id": event_id or f"evt_test_{time.time_ns()}_{_event_counter[0]}",
+        "object": "event",
+        "type": kind,
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+@dataclass
+class PayHub:
+    """A hub whose servers use one payment provider, plus the webhook endpoint over the same database."""
+
+    hub: Hub
+    provider: PaymentProvider | None
+    context: AppContext | None = None
+    http: httpx2.AsyncClient | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Any:
+        return self.hub.settings
+
+    def client(self, account: Account | None = None, **kwargs: Any) -> Client:
+        server = build_server(
+            self.hub.settings_for(account.api_key if account else None),
+            telemetry=self.hub.telemetry,
+            payments=self.provider,
+        )
+        return Client(server, **kwargs)  # type: ignore[arg-type]
+
+    async def post_event(self, evt: dict[str, Any], *, at: int | None = None, secret: str = WEBHOOK_SECRET) -> Any:
+        payload, header = signed(evt, at=at, secret=secret)
+        assert self.http is not None
+        return await self.http.post(
+            "/webhooks/stripe",
+            content=payload,
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        )
+
+    async def call(self, account: Account, tool: str, **args: Any) -> dict[str, Any]:
+        async with self.client(account) as c:
+            return structured(await c.call_tool(tool, args))
+
+
+def webhook_app(context: AppContext) -> Starlette:
+    """The payment routes over an open AppContext (what the hub's HTTP app mounts)."""
+    app = Starlette(routes=webhook.routes())
+    app.state.agentchat = context
+    return app
+
+
+@asynccontextmanager
+async def pay_hub(hub: Hub, provider: PaymentProvider | None, *, mode: str = "stripe") -> AsyncIterator[PayHub]:
+    """Switch `hub` to `mode` payments with `provider`; open the webhook endpoint over its database."""
+    hub.settings = hub.settings.model_copy(
+        update={
+            "payments": mode,
+            "stripe_api_key": SecretStr("sk_test_x") if mode == "stripe" else None,
+            "stripe_webhook_secret": SecretStr(WEBHOOK_SECRET) if mode == "stripe" else None,
+        }
+    )
+    async with open_store(hub.settings.db) as store:
+        context = build_app_context(hub.settings, store, hub.telemetry, provider)
+        transport = httpx2.ASGITransport(app=webhook_app(context))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            yield PayHub(hub=hub, provider=provider, context=context, http=http)

@@ -1,0 +1,590 @@
+"""Payments through real MCP clients on a real SQLite file: the offline ledger provider, packs and
+subscriptions paying peeks, Stripe Checkout / Connect requests checked with a recording HTTP client,
+and the signed webhook (dedupe, concurrency, refunds, disputes, bad signatures)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import mcp_types
+import pytest
+
+from agentchat_mcp import clock
+from tests.conftest import Account, Hub, error_text, structured
+from tests.payments_support import (
+    PayHub,
+    Recorded,
+    RecordingHTTPClient,
+    event,
+    pay_hub,
+    recording_provider,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class TravelClock:
+    """clock.now() shifted by an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@pytest.fixture
+def travel(monkeypatch: pytest.MonkeyPatch) -> Iterator[TravelClock]:
+    fake = TravelClock()
+    monkeypatch.setattr(clock, "now", fake)
+    yield fake
+
+
+def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(hub.settings.db) as db:
+        found = db.execute(sql, args).fetchall()
+    db.close()
+    return found
+
+
+def ledger_total(hub: Hub) -> int:
+    return int(rows(hub, "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines")[0][0])
+
+
+def account(hub: Hub, name: str) -> int:
+    return int(rows(hub, "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines WHERE account = ?", name)[0][0])
+
+
+async def grant(p: PayHub, user: Account, amount: str) -> None:
+    admin = await p.hub.register_admin(f"admin-{time.time_ns()}")
+    await p.call(admin, "grant_credits", user_id=user.id, amount=amount)
+
+
+async def conversation(p: PayHub, *agents: Account) -> str:
+    got = await p.call(agents[0], "start_conversation", participants=[a.id for a in agents[1:]], topic="t")
+    return str(got["conversation"]["id"])
+
+
+# --- the offline ledger provider ------------------------------------------------------------------
+
+
+async def test_offline_buy_credits_explains_how_credit_is_granted_and_writes_nothing(hub: Hub) -> None:
+    async with pay_hub(hub, None, mode="ledger") as p:
+        user = await hub.register_user("uma")
+        async with p.client(user) as u:
+            text = error_text(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "k1"}))
+    assert "offline ledger provider" in text and "grant_credits" in text
+    assert rows(hub, "SELECT COUNT(*) FROM payments") == [(0,)] and ledger_total(hub) == 0
+
+
+async def test_a_pack_bought_from_credit_pays_a_peek_and_a_refusal_gives_the_peek_back(hub: Hub) -> None:
+    async with pay_hub(hub, None, mode="ledger") as p:
+        alice = await hub.register_agent("alice", peek_price="3.00", can_refuse=True)
+        bob = await hub.register_agent("bob", peek_price="6.00", can_refuse=False)  # above the pack's 5.00 cap
+        user = await hub.register_user("uma")
+        await grant(p, user, "50.00")
+        conv = await conversation(p, alice, bob)
+        async with p.client(user) as u, p.client(alice) as a:
+            offers = structured(await u.call_tool("buy_peek_pack", {}))
+            assert offers["purchase"] is None and offers["your_packs"] == []
+            assert {o["name"]: (o["peeks"], o["price"], o["price_per_peek"]) for o in offers["offers"]}["pack-10"] == (
+                10,
+                "40.00",
+                "4.00",
+            )
+            bought = structured(await u.call_tool("buy_peek_pack", {"pack": "pack-10", "idempotency_key": "pk-1"}))
+            purchase = bought["purchase"]
+            assert (purchase["status"], purchase["paid_with"], purchase["amount"]) == ("completed", "credit", "40.00")
+            assert (purchase["credit"], purchase["pack_peeks_left"]) == ("10.00", 10)
+
+            quote = structured(await u.call_tool("quote_peek", {"conversation_id": conv}))
+            paid_by = {x["agent_id"]: x["paid_by"] for x in quote["agents"]}
+            assert paid_by == {alice.id: "pack", bob.id: "credit"} and quote["total"] == "6.00"
+
+            peek = structured(await u.call_tool("request_peek", {"conversation_id": conv, "max_price": "6.00"}))
+            assert account(hub, f"user:{user.id}:packs") == 3600  # one 4.00 unit held
+            structured(await a.call_tool("respond_to_peek", {"peek_id": peek["id"], "decision": "refuse"}))
+            assert account(hub, f"user:{user.id}:packs") == 4000 and account(hub, f"user:{user.id}:credit") == 1000
+            again = structured(await u.call_tool("buy_peek_pack", {}))
+            assert again["your_packs"] == [{"name": "pack-10", "peeks_left": 10, "covers_agents_up_to": "5.00"}]
+
+            peek = structured(await u.call_tool("request_peek", {"conversation_id": conv, "max_price": "6.00"}))
+            structured(await a.call_tool("respond_to_peek", {"peek_id": peek["id"], "decision": "accept"}))
+        # alice earns 3.00 less 20%, bob 6.00 less 20%; the platform keeps the rest of the 4.00 unit and bob's fee
+        assert account(hub, f"agent:{alice.id}:pending") == 240 and account(hub, f"agent:{bob.id}:pending") == 480
+        assert account(hub, "platform:revenue") == (400 - 240) + 120
+        assert rows(hub, "SELECT units_used, units_total FROM entitlements") == [(1, 10)]
+        assert ledger_total(hub) == 0
+
+
+async def test_a_purchase_replays_by_key_refuses_a_reused_key_and_never_overdraws(hub: Hub) -> None:
+    async with pay_hub(hub, None, mode="ledger") as p:
+        user = await hub.register_user("uma")
+        await grant(p, user, "25.00")
+        async with p.client(user) as u:
+            first = structured(await u.call_tool("buy_peek_pack", {"pack": "pack-5", "idempotency_key": "a"}))
+            again = structured(await u.call_tool("buy_peek_pack", {"pack": "pack-5", "idempotency_key": "a"}))
+            assert again["purchase"]["replayed"] and again["purchase"]["payment_id"] == first["purchase"]["payment_id"]
+            reused = error_text(await u.call_tool("buy_peek_pack", {"pack": "pack-10", "idempotency_key": "a"}))
+            assert "idempotency key reused" in reused
+            broke = error_text(await u.call_tool("buy_peek_pack", {"pack": "pack-10", "idempotency_key": "b"}))
+            assert "Not enough funds: 2.50 available, 40.00 needed" in broke
+            unknown = error_text(await u.call_tool("buy_peek_pack", {"pack": "pack-99"}))
+            assert "pack-10" in unknown and "pack-5" in unknown
+    assert account(hub, f"user:{user.id}:credit") == 250  # 25.00 - 22.50, once
+    assert rows(hub, "SELECT COUNT(*) FROM payments") == [(1,)] and ledger_total(hub) == 0
+
+
+async def test_a_subscription_from_credit_covers_peeks_renews_monthly_and_lapses_when_credit_runs_out(
+    hub: Hub, travel: TravelClock
+) -> None:
+    async with pay_hub(hub, None, mode="ledger") as p:
+        alice = await hub.register_agent("alice", peek_price="2.00", can_refuse=False)
+        bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        await grant(p, user, "15.00")
+        conv = await conversation(p, alice, bob)
+        async with p.client(user) as u:
+            plans = structured(await u.call_tool("subscribe_to_agent", {"agent_id": alice.id}))
+            assert plans["subscription"] is None
+            assert {x["name"]: x["monthly_price"] for x in plans["plans"]} == {
+                "monthly-10": "16.00",
+                "monthly-4": "7.20",
+            }
+            sub = structured(
+                await u.call_tool(
+                    "subscribe_to_agent", {"agent_id": alice.id, "plan": "monthly-4", "idempotency_key": "s"}
+                )
+            )["subscription"]
+            assert (sub["status"], sub["peeks_left"], sub["monthly_price"]) == ("active", 4, "7.20")
+            twice = error_text(await u.call_tool("subscribe_to_agent", {"agent_id": alice.id, "plan": "monthly-10"}))
+            assert "already have subscription" in twice
+
+            quote = structured(await u.call_tool("quote_peek", {"conversation_id": conv}))
+            assert {x["agent_id"]: x["paid_by"] for x in quote["agents"]} == {
+                alice.id: "subscription",
+                bob.id: "credit",
+            }
+            structured(await u.call_tool("request_peek", {"conversation_id": conv, "max_price": "1.00"}))
+        assert account(hub, f"agent:{alice.id}:pending") == 160  # the platform pays alice out of the 7.20
+        assert account(hub, f"user:{user.id}:credit") == 1500 - 720 - 100
+
+        travel.advance(days=32)
+        assert p.context is not None and p.context.payments is not None
+        assert await p.context.payments.renew_due() == 0
+        assert rows(hub, "SELECT status FROM subscriptions") == [("past_due",)]  # 6.80 < 7.20: not renewed
+        assert account(hub, f"user:{user.id}:credit") == 680
+        await grant(p, user, "1.00")
+        assert await p.context.payments.renew_due() == 1
+        assert rows(hub, "SELECT status FROM subscriptions") == [("active",)]
+        assert account(hub, f"user:{user.id}:credit") == 780 - 720
+        async with p.client(user) as u:
+            cancelled = structured(await u.call_tool("cancel_subscription", {"agent_id": alice.id}))
+            assert (cancelled["status"], cancelled["peeks_left"]) == ("cancelled", 4)
+        travel.advance(days=32)
+        assert await p.context.payments.renew_due() == 0
+    assert ledger_total(hub) == 0
+
+
+# --- Stripe Checkout and Connect, checked with a recording HTTP client ---------------------------
+
+
+def stripe_stub() -> RecordingHTTPClient:
+    client = RecordingHTTPClient()
+    client.on("post", "/v1/customers", lambda r: (200, {"id": "cus_rec", "object": "customer"}))
+    client.on(
+        "post",
+        "/v1/checkout/sessions",
+        lambda r: (
+            200,
+            {"id": "cs_test_1", "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/cs_test_1"},
+        ),
+    )
+    return client
+
+
+async def test_without_a_saved_card_buy_credits_hands_back_checkout_and_only_the_webhook_credits(hub: Hub) -> None:
+    stub = stripe_stub()
+    async with pay_hub(hub, recording_provider(stub)) as p:
+        user = await hub.register_user("uma")
+        async with p.client(user) as u:
+            got = structured(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "buy-1"}))
+            assert (got["status"], got["checkout_url"]) == (
+                "awaiting_checkout",
+                "https://checkout.stripe.com/c/pay/cs_test_1",
+            )
+            replay = structured(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "buy-1"}))
+            assert replay["replayed"] and replay["payment_id"] == got["payment_id"]
+        pid = got["payment_id"]
+        (customer,) = stub.to("post", "/v1/customers")
+        assert customer.idempotency_key == f"customer:{user.id}:create"
+        (session,) = stub.to("post", "/v1/checkout/sessions")  # the replay sent nothing
+        assert session.idempotency_key == f"credits:{pid}:checkout"
+        assert {
+            k: session.params[k]
+            for k in (
+                "mode",
+                "customer",
+                "line_items[0][price_data][unit_amount]",
+                "line_items[0][price_data][currency]",
+                "metadata[agentchat_payment_id]",
+                "payment_intent_data[metadata][agentchat_payment_id]",
+                "payment_intent_data[setup_future_usage]",
+                "client_reference_id",
+            )
+        } == {
+            "mode": "payment",
+            "customer": "cus_rec",
+            "line_items[0][price_data][unit_amount]": "2000",
+            "line_items[0][price_data][currency]": "usd",
+            "metadata[agentchat_payment_id]": pid,
+            "payment_intent_data[metadata][agentchat_payment_id]": pid,
+            "payment_intent_data[setup_future_usage]": "off_session",
+            "client_reference_id": pid,
+        }
+        assert session.params["success_url"].endswith("/payments/return?result=success")
+
+        assert p.http is not None
+        back = await p.http.get("/payments/return", params={"result": "success"})
+        assert back.status_code == 200 and "confirming" in back.text
+        assert account(hub, f"user:{user.id}:credit") == 0  # the redirect granted nothing
+
+        completed = {
+            "id": "cs_test_1",
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid",
+            "amount_total": 2000,
+            "client_reference_id": pid,
+            "metadata": {"agentchat_payment_id": pid},
+            "payment_intent": "pi_from_checkout",
+        }
+        stub.on(
+            "get",
+            "/v1/payment_intents/pi_from_checkout",
+            lambda r: (
+                200,
+                {
+                    "id": "pi_from_checkout",
+                    "object": "payment_intent",
+                    "status": "succeeded",
+                    "amount": 2000,
+                    "amount_received": 2000,
+                    "payment_method": "pm_saved",
+                    "metadata": {"agentchat_payment_id": pid},
+                },
+            ),
+        )
+        stub.on(
+            "post",
+            "/v1/payment_methods/pm_saved/attach",
+            lambda r: (200, {"id": "pm_saved", "object": "payment_method"}),
+        )
+        stub.on("post", "/v1/customers/cus_rec", lambda r: (200, {"id": "cus_rec", "object": "customer"}))
+        evt = event("checkout.session.completed", completed)
+        first = await p.post_event(evt)
+        assert first.status_code == 200 and first.json()["outcome"] == "fulfilled"
+        assert (await p.post_event(evt)).json()["outcome"] == "duplicate"
+        other = await p.post_event(event("checkout.session.completed", completed))  # same session, new event id
+        assert other.json()["outcome"] == "already fulfilled"
+        assert account(hub, f"user:{user.id}:credit") == 2000
+        # the card used at checkout is saved: the next purchase needs no browser
+        assert rows(hub, "SELECT payment_method_id FROM payment_customers") == [("pm_saved",)]
+        (default,) = stub.to("post", "/v1/customers/cus_rec")
+        assert default.params == {"invoice_settings[default_payment_method]": "pm_saved"}
+        async with p.client(user) as u:
+            assert structured(await u.call_tool("get_balance", {}))["credit"] == "20.00"
+    assert ledger_total(hub) == 0
+
+
+async def test_a_client_with_url_elicitation_gets_the_checkout_page_directly(hub: Hub) -> None:
+    stub = stripe_stub()
+    offered: list[str] = []
+
+    async def on_elicit(context: Any, params: Any) -> mcp_types.ElicitResult:
+        offered.append(params.url)
+        return mcp_types.ElicitResult(action="accept")
+
+    async with pay_hub(hub, recording_provider(stub)) as p:
+        user = await hub.register_user("uma")
+        async with p.client(user, mode="legacy", elicitation_callback=on_elicit) as u:
+            got = structured(await u.call_tool("buy_peek_pack", {"pack": "pack-10"}))["purchase"]
+    assert offered == ["https://checkout.stripe.com/c/pay/cs_test_1"]
+    assert got["status"] == "awaiting_checkout" and got["checkout_url"] is None  # never through the model
+    assert "offered to the user directly" in got["next_step"]
+
+
+async def test_a_payout_is_a_connect_transfer_with_our_key_and_a_failed_one_retries_with_the_same_key(
+    hub: Hub, travel: TravelClock
+) -> None:
+    stub = stripe_stub()
+    answers = iter([(500, {"error": {"type": "api_error", "message": "boom"}})])
+
+    def transfer(r: Recorded) -> tuple[int, dict[str, Any]]:
+        return next(answers, (200, {"id": "tr_1", "object": "transfer", "amount": int(r.params["amount"])}))
+
+    stub.on("post", "/v1/transfers", transfer)
+    async with pay_hub(hub, recording_provider(stub)) as p:
+        alice = await hub.register_agent("alice", peek_price="15.00", can_refuse=False)
+        bob = await hub.register_agent("bob", peek_price="5.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        await grant(p, user, "20.00")
+        conv = await conversation(p, alice, bob)
+        async with p.client(user) as u, p.client(alice) as a:
+            structured(
+                await u.call_tool(
+                    "request_peek", {"conversation_id": conv, "max_price": "20.00", "duration_minutes": 1}
+                )
+            )
+            travel.advance(minutes=2)
+            missing = error_text(await a.call_tool("request_payout", {}))
+            assert "connect_account_id" in missing or "set_payout_account" in missing
+            bad = error_text(await a.call_tool("set_payout_account", {"connect_account_id": "acct 1"}))
+            assert "connect_account_id" in bad
+            set_to = structured(await a.call_tool("set_payout_account", {"connect_account_id": "acct_1AgentAlice"}))
+            assert set_to["payouts"] == "stripe"
+            failed = structured(await a.call_tool("request_payout", {"idempotency_key": "po-1"}))
+            assert (failed["status"], failed["amount"]) == ("failed", "12.00")
+        assert p.context is not None
+        paid = await p.context.earnings.retry_payout(failed["id"])
+        assert (paid.status, paid.transfer_id) == ("paid", "tr_1")
+    first, second = stub.to("post", "/v1/transfers")
+    assert first.idempotency_key == second.idempotency_key == f"payout:{failed['id']}"
+    assert (
+        first.params
+        == second.params
+        == {
+            "amount": "1200",
+            "currency": "usd",
+            "destination": "acct_1AgentAlice",
+            "transfer_group": failed["id"],
+            "metadata[agentchat_payout_id]": failed["id"],
+            "metadata[agentchat_agent_id]": alice.id,
+        }
+    )
+    assert account(hub, f"agent:{alice.id}:available") == 0 and ledger_total(hub) == 0
+
+
+# --- the webhook: signatures, dedupe, concurrency, refunds, disputes ------------------------------
+
+
+async def checkout_payment(p: PayHub, user: Account, amount: str = "20.00") -> str:
+    async with p.client(user) as u:
+        got = structured(await u.call_tool("buy_credits", {"amount": amount}))
+    return str(got["payment_id"])
+
+
+def paid_session(pid: str, amount: int, intent: str = "pi_x") -> dict[str, Any]:
+    return {
+        "id": f"cs_{pid}",
+        "object": "checkout.session",
+        "mode": "payment",
+        "payment_status": "paid",
+        "amount_total": amount,
+        "metadata": {"agentchat_payment_id": pid},
+        "payment_intent": intent,
+    }
+
+
+async def test_a_bad_signature_or_a_stale_timestamp_gets_400_and_writes_nothing(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        user = await hub.register_user("uma")
+        pid = await checkout_payment(p, user)
+        evt = event("checkout.session.completed", paid_session(pid, 2000))
+        before = rows(hub, "SELECT COUNT(*) FROM ledger_entries")
+        assert (await p.post_event(evt, secret="whsec_someone_else")).status_code == 400
+        assert (await p.post_event(evt, at=int(time.time()) - 3600)).status_code == 400
+        assert p.http is not None
+        unsigned = await p.http.post("/webhooks/stripe", content=b'{"id": "evt_1"}')
+        assert unsigned.status_code == 400
+        garbled = await p.http.post("/webhooks/stripe", content=b"{", headers={"Stripe-Signature": "t=1,v1=00"})
+        assert garbled.status_code == 400
+        assert rows(hub, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+        assert rows(hub, "SELECT COUNT(*) FROM ledger_entries") == before
+        assert rows(hub, "SELECT status, fulfilled_at FROM payments") == [("awaiting_checkout", None)]
+
+
+async def test_one_event_delivered_50_times_at_once_credits_once(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        user = await hub.register_user("uma")
+        pid = await checkout_payment(p, user)
+        evt = event("checkout.session.completed", paid_session(pid, 2000))
+        statuses: list[int] = []
+
+        async def deliver() -> None:
+            statuses.append((await p.post_event(evt)).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(deliver)
+    assert statuses == [200] * 50
+    assert account(hub, f"user:{user.id}:credit") == 2000
+    assert rows(hub, "SELECT COUNT(*) FROM webhook_events") == [(1,)]
+    assert rows(hub, "SELECT COUNT(*) FROM ledger_entries WHERE ref = ?", pid) == [(1,)]
+
+
+def charge(pid: str, amount: int, refunded: int, intent: str = "pi_x") -> dict[str, Any]:
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": amount,
+        "amount_refunded": refunded,
+        "captured": True,
+        "paid": True,
+        "payment_intent": intent,
+        "refunded": refunded >= amount,
+    }
+
+
+async def test_refunds_reverse_credit_once_in_any_order_and_never_overdraw(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        alice = await hub.register_agent("alice", peek_price="5.00", can_refuse=False)
+        bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        pid = await checkout_payment(p, user)
+        assert (await p.post_event(event("checkout.session.completed", paid_session(pid, 2000)))).status_code == 200
+        conv = await conversation(p, alice, bob)
+        async with p.client(user) as u:  # spend 6.00 of the 20.00
+            structured(await u.call_tool("request_peek", {"conversation_id": conv, "max_price": "6.00"}))
+        # the full refund arrives before the partial one that preceded it
+        full = await p.post_event(event("charge.refunded", charge(pid, 2000, 2000)))
+        assert full.json()["outcome"] == "reversed 2000"
+        partial = await p.post_event(event("charge.refunded", charge(pid, 2000, 500)))
+        assert partial.json()["outcome"] == "already reversed"
+    assert account(hub, f"user:{user.id}:credit") == 0  # 14.00 taken back, never below zero
+    assert account(hub, "platform:clawback") == -600  # the 6.00 already spent: absorbed by the platform
+    assert rows(hub, "SELECT status, refunded_cents, reversed_cents FROM payments") == [("refunded", 2000, 2000)]
+    assert ledger_total(hub) == 0
+
+
+async def test_a_refund_that_overtakes_the_payment_event_grants_then_reverses(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        user = await hub.register_user("uma")
+        pid = await checkout_payment(p, user)
+        async with p.context.store.write() as conn:  # type: ignore[union-attr]
+            await conn.exec_driver_sql("UPDATE payments SET intent_id = 'pi_x' WHERE id = ?", (pid,))
+        out = await p.post_event(event("charge.refunded", charge(pid, 2000, 800)))
+        assert out.json()["outcome"] == "reversed 800"
+        late = await p.post_event(event("checkout.session.completed", paid_session(pid, 2000)))
+        assert late.json()["outcome"] == "already fulfilled"
+    assert account(hub, f"user:{user.id}:credit") == 1200 and ledger_total(hub) == 0
+
+
+async def test_a_dispute_takes_credit_back_and_a_won_dispute_restores_it(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        user = await hub.register_user("uma")
+        pid = await checkout_payment(p, user)
+        await p.post_event(event("checkout.session.completed", paid_session(pid, 2000)))
+        dispute = {
+            "id": "dp_1",
+            "object": "dispute",
+            "amount": 2000,
+            "payment_intent": "pi_x",
+            "status": "needs_response",
+        }
+        opened = event("charge.dispute.created", dispute)
+        assert (await p.post_event(opened)).json()["outcome"] == "reversed 2000"
+        assert (await p.post_event(event("charge.dispute.created", dispute))).json()["outcome"] == "already reversed"
+        assert account(hub, f"user:{user.id}:credit") == 0
+        won = await p.post_event(event("charge.dispute.closed", {**dispute, "status": "won"}))
+        assert won.json()["outcome"] == "dispute won: restored"
+    assert account(hub, f"user:{user.id}:credit") == 2000 and ledger_total(hub) == 0
+
+
+async def test_a_stripe_subscription_is_created_with_our_keys_and_renewed_by_invoice_events(hub: Hub) -> None:
+    stub = stripe_stub()
+    now = int(time.time())
+    stub.on(
+        "get",
+        "/v1/plans/",
+        lambda r: (
+            404,
+            {"error": {"type": "invalid_request_error", "message": "No such plan", "code": "resource_missing"}},
+        ),
+    )
+    stub.on(
+        "post",
+        "/v1/plans",
+        lambda r: (200, {"id": r.params["id"], "object": "plan", "amount": int(r.params["amount"])}),
+    )
+    stub.on(
+        "post",
+        "/v1/subscriptions",
+        lambda r: (
+            200,
+            {
+                "id": "sub_1",
+                "object": "subscription",
+                "status": "active",
+                "current_period_start": now,
+                "current_period_end": now + 30 * 86400,
+                "latest_invoice": {"id": "in_1", "object": "invoice", "status": "paid"},
+            },
+        ),
+    )
+    stub.on(
+        "delete",
+        "/v1/subscriptions/sub_1",
+        lambda r: (200, {"id": "sub_1", "object": "subscription", "status": "canceled"}),
+    )
+    async with pay_hub(hub, recording_provider(stub)) as p:
+        alice = await hub.register_agent("alice", peek_price="2.50")
+        user = await hub.register_user("uma")
+        async with p.context.store.write() as conn:  # type: ignore[union-attr]
+            await conn.exec_driver_sql(
+                "INSERT INTO payment_customers VALUES (?, 'stripe', 'cus_rec', 'pm_card', 'x', 'x')", (user.id,)
+            )
+        async with p.client(user) as u:
+            sub = structured(
+                await u.call_tool(
+                    "subscribe_to_agent", {"agent_id": alice.id, "plan": "monthly-4", "idempotency_key": "s1"}
+                )
+            )["subscription"]
+            assert (sub["status"], sub["paid_with"], sub["peeks_left"], sub["monthly_price"]) == (
+                "active",
+                "card",
+                4,
+                "9.00",
+            )
+        (plan,) = stub.to("post", "/v1/plans")
+        assert plan.params["amount"] == "900" and plan.params["interval"] == "month"
+        (created,) = stub.to("post", "/v1/subscriptions")
+        assert created.idempotency_key == f"subscription:{sub['id']}:create"
+        assert created.params["items[0][plan]"] == plan.params["id"]
+        assert created.params["metadata[agentchat_subscription_id]"] == sub["id"]
+
+        first_period = {"start": now, "end": now + 30 * 86400}
+        same = {
+            "id": "in_1",
+            "object": "invoice",
+            "subscription": "sub_1",
+            "amount_paid": 900,
+            "lines": {"data": [{"period": first_period}]},
+            "payment_intent": "pi_in_1",
+        }
+        assert (await p.post_event(event("invoice.paid", same))).json()["outcome"] == "period already granted"
+        renewal = {
+            **same,
+            "id": "in_2",
+            "payment_intent": "pi_in_2",
+            "lines": {"data": [{"period": {"start": now + 30 * 86400, "end": now + 60 * 86400}}]},
+        }
+        assert (await p.post_event(event("invoice.paid", renewal))).json()["outcome"] == "period granted"
+        assert rows(hub, "SELECT COUNT(*), SUM(units_total) FROM entitlements") == [(2, 8)]
+        assert account(hub, "platform:revenue") == 1800
+        async with p.client(user) as u:
+            done = structured(await u.call_tool("cancel_subscription", {"agent_id": alice.id}))
+        assert done["status"] == "cancelled" and len(stub.to("delete", "/v1/subscriptions/sub_1")) == 1
+        gone = await p.post_event(
+            event("customer.subscription.deleted", {"id": "sub_1", "object": "subscription", "status": "canceled"})
+        )
+        assert gone.json()["outcome"] == "subscription cancelled"
+    assert ledger_total(hub) == 0
