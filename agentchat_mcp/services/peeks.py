@@ -224,9 +224,10 @@ class Peeks:
         now_dt = clock.now()
         start_iso = self._start_iso(start_at, now_dt)
         digest = _request_hash(conversation_id, max_price_cents, duration_minutes, start_iso)
-        await self.settle_due(user_id=caller.id)
         counters = _Counters()
         async with self._store.write() as conn:
+            # Expired holds first, in this same transaction: they must not block or fund the new request.
+            await self._settle_rows(conn, await self._due(conn, clock.iso(now_dt), user_id=caller.id), counters)
             if idempotency_key:
                 first = (
                     await conn.execute(
@@ -243,10 +244,15 @@ class Peeks:
                         )
                     return replace(await self._view(conn, first.id), replayed=True)
             peek_id = await self._create(
-                conn, caller, conversation_id, max_price_cents, duration_minutes, start_iso, now_dt, counters
-            )
-            await conn.execute(
-                update(peeks).where(peeks.c.id == peek_id).values(idempotency_key=idempotency_key, request_hash=digest)
+                conn,
+                caller,
+                conversation_id,
+                max_price_cents,
+                duration_minutes,
+                start_iso,
+                now_dt,
+                counters,
+                idempotency={"idempotency_key": idempotency_key, "request_hash": digest},
             )
             view = await self._view(conn, peek_id)
         await self._report(counters)
@@ -273,9 +279,10 @@ class Peeks:
         start_iso: str | None,
         now_dt: datetime,
         counters: _Counters,
+        idempotency: dict[str, str | None],
     ) -> str:
         now = clock.iso(now_dt)
-        quote = await self._pricing.quote(conn, caller.id, conversation_id)
+        quote = await self._pricing.quote(conn, caller.id, conversation_id, with_balance=False)
         if quote.charged_cents > max_price:
             raise Conflict(
                 f"This peek costs {fmt(quote.charged_cents)}, above your max_price {fmt(max_price)}. "
@@ -298,6 +305,7 @@ class Peeks:
                 requested_at=now,
                 expires_at=clock.iso(now_dt + self.consent_timeout),
                 updated_at=now,
+                **idempotency,
             )
         )
         await conn.execute(
@@ -375,21 +383,20 @@ class Peeks:
         now_dt = clock.now()
         now = clock.iso(now_dt)
         async with self._store.write() as conn:
-            consent = (
+            peek = (
                 await conn.execute(
-                    select(peek_consents.c.decision).where(
-                        and_(peek_consents.c.peek_id == peek_id, peek_consents.c.agent_id == caller.id)
-                    )
+                    select(peeks, peek_consents.c.decision.label("my_decision"))
+                    .join(peek_consents, peek_consents.c.peek_id == peeks.c.id)
+                    .where(and_(peeks.c.id == peek_id, peek_consents.c.agent_id == caller.id))
                 )
             ).first()
-            if consent is None:
+            if peek is None:
                 raise _peek_not_found(peek_id)
-            peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
             expired = peek.status == "awaiting_consent" and peek.expires_at <= now
             if expired:  # settle it (committed), then tell the agent
                 await self._release(conn, peek_id, "expired", "No decision before the consent deadline.", now, counters)
             else:
-                view = await self._decide(conn, caller, peek, consent.decision, decision, reason, now_dt, counters)
+                view = await self._decide(conn, caller, peek, peek.my_decision, decision, reason, now_dt, counters)
         await self._report(counters)
         if expired:
             raise Conflict(f"Peek {peek_id} expired before your answer; its hold was released.")
@@ -422,9 +429,10 @@ class Peeks:
         )
         if decision == "refuse":
             await self._release(conn, peek_id, "refused", reason or "An agent refused.", now, counters)
-        elif await self._all_consented(conn, peek_id):
-            await self._capture(conn, peek_id, now_dt, counters)
-            await self._release_keys(conn, caller, peek_id, now)
+        else:
+            consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
+            if all(c.decision in ("accepted", "standing") for c in consents):
+                await self._capture(conn, peek_id, now_dt, counters, peek=peek, consents=consents, releaser=caller)
         return await self._view(conn, peek_id)
 
     async def cancel(self, caller: Caller, peek_id: str) -> Peek:
@@ -473,14 +481,6 @@ class Peeks:
 
     # --- money steps (inside the caller's transaction) -----------------------------------------
 
-    async def _all_consented(self, conn: AsyncConnection, peek_id: str) -> bool:
-        waiting = await conn.execute(
-            select(peek_consents.c.agent_id).where(
-                and_(peek_consents.c.peek_id == peek_id, peek_consents.c.decision.not_in(["accepted", "standing"]))
-            )
-        )
-        return waiting.first() is None
-
     async def _hold_lines(self, conn: AsyncConnection, peek_id: str, kind: str) -> list[Line]:
         lines: list[Line] = []
         for _, entry_kind, entry_lines in await self._ledger.entries_with_ref(conn, peek_id):
@@ -488,14 +488,30 @@ class Peeks:
                 lines.extend(entry_lines)
         return lines
 
-    async def _capture(self, conn: AsyncConnection, peek_id: str, now_dt: datetime, counters: _Counters) -> None:
-        """Held money -> each agent's pending earnings (price less fee) + the platform fee; window opens."""
-        peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
+    async def _capture(
+        self,
+        conn: AsyncConnection,
+        peek_id: str,
+        now_dt: datetime,
+        counters: _Counters,
+        *,
+        peek: Any = None,
+        consents: Any = None,
+        releaser: Caller | None = None,
+    ) -> None:
+        """Held money -> each agent's pending earnings (price less fee) + the platform fee; window opens.
+
+        `releaser`: the participant whose request this is; if the window opens now, it wraps the
+        epoch keys to the peeker in this same transaction.
+        """
+        if peek is None:
+            peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
+        if consents is None:
+            consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
         held_account = user_held(peek.user_id)
         held = sum(
             x.amount_cents for x in await self._hold_lines(conn, peek_id, "peek_hold") if x.account == held_account
         )
-        consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
         earnings = [Line(agent_pending(c.agent_id), c.price_cents - c.fee_cents) for c in consents]
         earned = sum(e.amount_cents for e in earnings)
         await self._ledger.post(
@@ -510,6 +526,10 @@ class Peeks:
         if peek.start_at and clock.parse(peek.start_at) > now_dt:
             start = clock.parse(peek.start_at)
         now = clock.iso(now_dt)
+        released = None
+        if releaser is not None and start <= now_dt and await self._is_member(conn, releaser.id, peek.conversation_id):
+            await self._conversations.grant_epochs(conn, releaser, peek.conversation_id, peek.user_id)
+            released = now
         await conn.execute(
             update(peeks)
             .where(and_(peeks.c.id == peek_id, peeks.c.status == "awaiting_consent"))
@@ -518,6 +538,7 @@ class Peeks:
                 window_start=clock.iso(start),
                 window_end=clock.iso(start + timedelta(minutes=peek.duration_minutes)),
                 decided_at=now,
+                keys_released_at=released,
                 updated_at=now,
             )
         )
@@ -608,32 +629,40 @@ class Peeks:
     async def settle_due(self, *, user_id: str | None = None, agent_id: str | None = None) -> int:
         """Expire requests past their deadline and complete peeks past their window; returns how many."""
         now = clock.now_iso()
-        due_expr = or_(
-            and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at <= now),
-            and_(peeks.c.status == "active", peeks.c.window_end <= now),
+        async with self._store.read() as conn:
+            due = await self._due(conn, now, user_id=user_id, agent_id=agent_id)
+        if not due:
+            return 0
+        counters = _Counters()
+        async with self._store.write() as conn:
+            await self._settle_rows(conn, due, counters)
+        await self._report(counters)
+        return len(due)
+
+    async def _due(
+        self, conn: AsyncConnection, now: str, *, user_id: str | None = None, agent_id: str | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(id, status, now) of peeks whose time-driven transition is due."""
+        stmt = select(peeks.c.id, peeks.c.status).where(
+            or_(
+                and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at <= now),
+                and_(peeks.c.status == "active", peeks.c.window_end <= now),
+            )
         )
-        stmt = select(peeks.c.id, peeks.c.status, peeks.c.conversation_id).where(due_expr)
         if user_id is not None:
             stmt = stmt.where(peeks.c.user_id == user_id)
         if agent_id is not None:
             stmt = stmt.where(
                 exists().where(and_(peek_consents.c.peek_id == peeks.c.id, peek_consents.c.agent_id == agent_id))
             )
-        async with self._store.read() as conn:
-            due = (await conn.execute(stmt.limit(500))).all()
-        if not due:
-            return 0
-        counters = _Counters()
-        async with self._store.write() as conn:
-            for row in due:
-                if row.status == "awaiting_consent":
-                    await self._release(
-                        conn, row.id, "expired", "No decision before the consent deadline.", now, counters
-                    )
-                else:
-                    await self._complete(conn, row.id, now, counters)
-        await self._report(counters)
-        return len(due)
+        return [(r.id, r.status, now) for r in (await conn.execute(stmt.limit(500))).all()]
+
+    async def _settle_rows(self, conn: AsyncConnection, due: list[tuple[str, str, str]], counters: _Counters) -> None:
+        for peek_id, status, now in due:
+            if status == "awaiting_consent":
+                await self._release(conn, peek_id, "expired", "No decision before the consent deadline.", now, counters)
+            else:
+                await self._complete(conn, peek_id, now, counters)
 
     async def run_sweeper(self, every: float = SWEEP_SECONDS) -> None:
         """Settle due peeks periodically until cancelled (the server lifespan runs this)."""
@@ -911,22 +940,45 @@ class Peeks:
         return (await conn.execute(stmt)).first() is not None
 
     async def _view(self, conn: AsyncConnection, peek_id: str) -> Peek:
-        row = (
+        user = principals.alias("peek_user")
+        agent = principals.alias("peek_agent")
+        rows = (
             await conn.execute(
-                select(peeks, conversations.c.topic, principals.c.name.label("user_name"))
+                select(
+                    peeks,
+                    conversations.c.topic,
+                    user.c.name.label("user_name"),
+                    peek_consents.c.agent_id,
+                    agent.c.name.label("agent_name"),
+                    peek_consents.c.price_cents.label("agent_price"),
+                    peek_consents.c.fee_cents.label("agent_fee"),
+                    peek_consents.c.paid_by,
+                    peek_consents.c.decision,
+                    peek_consents.c.decided_at.label("agent_decided_at"),
+                    peek_consents.c.reason.label("agent_reason"),
+                )
                 .join(conversations, conversations.c.id == peeks.c.conversation_id)
-                .join(principals, principals.c.id == peeks.c.user_id)
+                .join(user, user.c.id == peeks.c.user_id)
+                .join(peek_consents, peek_consents.c.peek_id == peeks.c.id)
+                .join(agent, agent.c.id == peek_consents.c.agent_id)
                 .where(peeks.c.id == peek_id)
-            )
-        ).one()
-        consents = (
-            await conn.execute(
-                select(peek_consents, principals.c.name)
-                .join(principals, principals.c.id == peek_consents.c.agent_id)
-                .where(peek_consents.c.peek_id == peek_id)
                 .order_by(peek_consents.c.agent_id)
             )
         ).all()
+        row = rows[0]
+        consents = [
+            Consent(
+                agent_id=c.agent_id,
+                agent_name=c.agent_name,
+                price_cents=c.agent_price,
+                fee_cents=c.agent_fee,
+                paid_by=c.paid_by,
+                decision=c.decision,
+                decided_at=c.agent_decided_at,
+                reason=c.agent_reason,
+            )
+            for c in rows
+        ]
         now = clock.now_iso()
         return Peek(
             id=row.id,
@@ -948,19 +1000,7 @@ class Peeks:
             decided_at=row.decided_at,
             keys_released=row.keys_released_at is not None,
             reason=row.reason,
-            consents=tuple(
-                Consent(
-                    agent_id=c.agent_id,
-                    agent_name=c.name,
-                    price_cents=c.price_cents,
-                    fee_cents=c.fee_cents,
-                    paid_by=c.paid_by,
-                    decision=c.decision,
-                    decided_at=c.decided_at,
-                    reason=c.reason,
-                )
-                for c in consents
-            ),
+            consents=tuple(consents),
         )
 
     async def _report(self, counters: _Counters) -> None:

@@ -79,7 +79,7 @@ class Quote:
     price_cents: int  # sum of the agents' prices
     fee_cents: int
     charged_cents: int  # the total taken from credit (what max_price bounds)
-    balance_cents: int  # the user's spendable credit now
+    balance_cents: int | None  # the user's spendable credit now (None: not asked for)
     fee_percent: int
 
     @property
@@ -101,15 +101,22 @@ class Pricing:
         # By cover source ("subscription", "pack"), consulted in insertion order; the first cover wins.
         self.providers: dict[str, EntitlementProvider] = {}
 
-    async def quote(self, conn: AsyncConnection, user_id: str, conversation_id: str) -> Quote:
+    async def quote(
+        self, conn: AsyncConnection, user_id: str, conversation_id: str, *, with_balance: bool = True
+    ) -> Quote:
         """What peeking at this conversation costs this user now (NotFound if it is not peekable)."""
-        topic = (
-            await conn.execute(select(conversations.c.topic).where(conversations.c.id == conversation_id))
-        ).scalar()
         agents = (
             await conn.execute(
-                select(principals.c.id, principals.c.name, principals.c.peek_price_cents, principals.c.can_refuse)
-                .join(participants, participants.c.principal_id == principals.c.id)
+                select(
+                    conversations.c.topic,
+                    principals.c.id,
+                    principals.c.name,
+                    principals.c.peek_price_cents,
+                    principals.c.can_refuse,
+                )
+                .select_from(participants)
+                .join(conversations, conversations.c.id == participants.c.conversation_id)
+                .join(principals, principals.c.id == participants.c.principal_id)
                 .where(
                     and_(
                         participants.c.conversation_id == conversation_id,
@@ -120,11 +127,12 @@ class Pricing:
                 .order_by(principals.c.id)
             )
         ).all()
-        if topic is None or not agents:
+        if not agents:
             raise NotFound(
                 f"No conversation {conversation_id} to peek at. list_peekable_conversations(agent_id) lists an "
                 "agent's conversations."
             )
+        topic = agents[0].topic
         lines = []
         for agent in agents:
             price = int(agent.peek_price_cents or 0)
@@ -150,7 +158,7 @@ class Pricing:
             price_cents=sum(line.price_cents for line in lines),
             fee_cents=sum(line.fee_cents for line in lines),
             charged_cents=sum(line.charged_cents for line in lines),
-            balance_cents=await self._ledger.balance(conn, user_credit(user_id)),
+            balance_cents=await self._ledger.balance(conn, user_credit(user_id)) if with_balance else None,
             fee_percent=self.fee_percent,
         )
 

@@ -60,8 +60,8 @@ def quote_of(q: Quote) -> PeekQuote:
         platform_fee=fmt(q.fee_cents),
         platform_fee_percent=q.fee_percent,
         total=fmt(q.charged_cents),
-        balance=fmt(q.balance_cents),
-        can_afford=q.balance_cents >= q.charged_cents,
+        balance=fmt(q.balance_cents or 0),
+        can_afford=(q.balance_cents or 0) >= q.charged_cents,
         needs_consent_from=q.needs_consent,
     )
 
