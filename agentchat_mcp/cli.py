@@ -41,7 +41,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.transport == "stdio":
         build_server(settings).run("stdio")
         return 0
-    from agentchat_mcp import http  # type: ignore[attr-defined]  # the hub issue adds it
+    from agentchat_mcp import http
 
     return int(http.serve(settings, args))
 
@@ -254,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-host", action="append", default=[], help="extra Host header value to accept")
     serve.add_argument("--allowed-origin", action="append", default=[], help="extra Origin to accept")
     serve.add_argument("--behind-tls", action="store_true", help="send HSTS (a TLS proxy is in front)")
+    serve.add_argument(
+        "--registration",
+        choices=["open", "invite", "closed"],
+        help="who may register over this server (default: AGENTCHAT_REGISTRATION, else open)",
+    )
+    serve.add_argument("--max-body-bytes", type=int, help="largest HTTP request body accepted (default 1 MiB)")
+    serve.add_argument("--stateless", action="store_true", help="HTTP: no sessions (for several replicas)")
+    serve.add_argument("--shutdown-grace", type=float, help="seconds in-flight HTTP calls get on SIGTERM (default 10)")
     serve.set_defaults(handler=cmd_serve)
 
     demo = sub.add_parser("demo", help="run two agents end to end on a temp database and print the transcript")
@@ -320,4 +328,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
     settings = _settings(args)
     logs.configure(settings.log_level, access_log=settings.access_log)
+    if args.handler in (cmd_serve, cmd_create):
+        _check_secret_file(settings)
     sys.exit(args.handler(args, settings))
+
+
+def _check_secret_file(settings: Settings) -> None:
+    """Fail before starting, with one plain line, on a secret file others can read or that is damaged.
+
+    Inside the server such an error surfaces as a traceback from its lifespan, and nothing else
+    may be written to stdout under stdio.
+    """
+    from agentchat_mcp import server_secret
+
+    try:
+        server_secret.load_keyring(settings.resolved_secret_file())
+    except (PermissionError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

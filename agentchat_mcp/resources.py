@@ -82,39 +82,36 @@ async def conversation_messages(conversation_id: str, ctx: AppCtx) -> dict[str, 
 
 
 class Subscriptions:
-    """Handshake-era resources/subscribe: which sessions hear about which conversation URIs."""
+    """Handshake-era resources/subscribe: which connections hear about which conversation URIs.
+
+    Keyed by connection (the SDK builds a ServerSession per request), so a repeated subscribe is one
+    subscription and unsubscribe from a later request removes it.
+    """
 
     def __init__(self, server: MCPServer[Any]) -> None:
         self._server = server
-        self._sessions: dict[str, list[ServerSession]] = {}
+        self._sessions: dict[str, dict[object, ServerSession]] = {}
 
     async def subscribe(
         self, ctx: ServerRequestContext[AppContext, Any], params: SubscribeRequestParams
     ) -> EmptyResult:
         uri = str(params.uri)
         match = CONVERSATION_URI.match(uri)
-        if match is None:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"Only agentchat://conversations/{{id}}[/messages] can be subscribed, not {uri}.",
-            )
+        if match is None:  # accepted, as the spec's clients expect; only conversations ever change
+            return EmptyResult()
         app = ctx.lifespan_context
         try:
             caller = await app.caller(getattr(ctx.request, "headers", None))
             await app.conversations.get(caller, match.group(1))
         except AgentChatError as exc:
             raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
-        sessions = self._sessions.setdefault(uri, [])
-        if ctx.session not in sessions:
-            sessions.append(ctx.session)
+        self._sessions.setdefault(uri, {})[_connection_of(ctx.session)] = ctx.session
         return EmptyResult()
 
     async def unsubscribe(
         self, ctx: ServerRequestContext[AppContext, Any], params: UnsubscribeRequestParams
     ) -> EmptyResult:
-        sessions = self._sessions.get(str(params.uri), [])
-        if ctx.session in sessions:
-            sessions.remove(ctx.session)
+        self._sessions.get(str(params.uri), {}).pop(_connection_of(ctx.session), None)
         return EmptyResult()
 
     async def conversation_changed(self, conversation_id: str) -> None:
@@ -124,11 +121,16 @@ class Subscriptions:
             f"agentchat://conversations/{conversation_id}/messages",
         ):
             await self._server._subscriptions.publish(ResourceUpdated(uri=uri))
-            for session in list(self._sessions.get(uri, [])):
+            for connection, session in list(self._sessions.get(uri, {}).items()):
                 try:
                     await session.send_resource_updated(uri)
                 except Exception:  # the client went away: forget it
-                    self._sessions[uri].remove(session)
+                    self._sessions[uri].pop(connection, None)
+
+
+def _connection_of(session: ServerSession) -> object:
+    """The connection a per-request ServerSession belongs to (one per client connection)."""
+    return getattr(session, "_connection", session)
 
 
 async def set_logging_level(ctx: ServerRequestContext[AppContext, Any], params: SetLevelRequestParams) -> EmptyResult:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.ratelimit import RateLimiter, ToolCallLimits
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
-from agentchat_mcp.services.feed import ChangeFeed
+from agentchat_mcp.services.feed import ChangeFeed, Listener
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
@@ -64,6 +64,37 @@ def build_app_context(
     return app
 
 
+@asynccontextmanager
+async def running_app_context(
+    settings: Settings,
+    telemetry: Telemetry,
+    payments: PaymentProvider | None = None,
+    *,
+    listeners: Sequence[Listener] = (),
+) -> AsyncIterator[AppContext]:
+    """Open the store, wire the services and run their background tasks until the block ends.
+
+    One per process: stdio's lifespan, or the HTTP hub's outer lifespan (shared by every session).
+    `listeners` hear of every new message (resource subscriptions).
+    """
+    async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+        app = build_app_context(settings, store, telemetry, payments)
+        for listener in listeners:
+            app.feed.add_listener(listener)
+        async with telemetry.serving(store), anyio.create_task_group() as tasks:
+            tasks.start_soon(app.feed.run)
+            tasks.start_soon(app.peeks.run_sweeper)
+            assert app.payments is not None
+            tasks.start_soon(app.payments.run_renewals)
+            try:
+                yield app
+            finally:
+                tasks.cancel_scope.cancel()
+                if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
+                    with anyio.CancelScope(shield=True):
+                        await app.payments.provider.aclose()
+
+
 def build_server(
     settings: Settings,
     *,
@@ -80,24 +111,13 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppContext]) -> AsyncIterator[AppContext]:
         assert subscriptions is not None
-        if shared is not None:
+        if shared is not None:  # opened (and its feed listened to) by the caller: see below
             yield shared
             return
-        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
-            app = build_app_context(settings, store, telemetry, payments)
-            app.feed.add_listener(subscriptions.conversation_changed)
-            async with telemetry.serving(store), anyio.create_task_group() as tasks:
-                tasks.start_soon(app.feed.run)
-                tasks.start_soon(app.peeks.run_sweeper)
-                assert app.payments is not None
-                tasks.start_soon(app.payments.run_renewals)
-                try:
-                    yield app
-                finally:
-                    tasks.cancel_scope.cancel()
-                    if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
-                        with anyio.CancelScope(shield=True):
-                            await app.payments.provider.aclose()
+        async with running_app_context(
+            settings, telemetry, payments, listeners=[subscriptions.conversation_changed]
+        ) as app:
+            yield app
 
     registry_holder: list[ToolRegistry] = []
 
@@ -117,5 +137,7 @@ def build_server(
     registry_holder.append(registry)
     register_all(registry)
     subscriptions = resources.register(server)
+    if shared is not None:  # once per server, not per (SSE) lifespan: subscribers hear of every message
+        shared.feed.add_listener(subscriptions.conversation_changed)
     prompts.register(server)
     return server

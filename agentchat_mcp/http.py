@@ -1,0 +1,469 @@
+"""Hub mode: one Starlette app serving MCP over Streamable HTTP (`/mcp`) and SSE (`/sse`).
+
+Routes: `/mcp` (both protocol eras: 2025-11-25 handshake sessions and 2026-07-28 per-request),
+`/sse` + `/messages/` (legacy clients), `/healthz`, and whatever `ROUTE_PROVIDERS` or
+`build_app(extra_routes=...)` add (`/metrics`, `/webhooks/stripe`); those reach the services as
+`request.app.state.agentchat` (the AppContext).
+
+One store and one AppContext per process, opened in the outer lifespan and shared by every
+transport and session (the SDK would run its lifespan once per SSE connection). Cross-session
+wake-ups go through `AppContext.feed` (in-process; the seam for a Redis feed across replicas).
+
+Around the MCP endpoints, in this order: security headers and a body cap (every response),
+Host/Origin checks (DNS rebinding), bearer auth (no token = anonymous, bad token = 401, token in
+the URL = 400), then the SDK transport, which also ties a session to the principal that opened it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import ipaddress
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.lowlevel.server import Server as LowLevelServer
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import (
+    RequestBodyLimitMiddleware,
+    TransportSecurityMiddleware,
+    TransportSecuritySettings,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentchat_mcp import __version__
+from agentchat_mcp.app import AppContext
+from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, authenticate_request
+from agentchat_mcp.server import build_server, running_app_context
+from agentchat_mcp.settings import Settings
+from agentchat_mcp.store import migrations
+from agentchat_mcp.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+SSE_PATH = "/sse"
+SSE_MESSAGE_PATH = "/messages/"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024  # a 16 000-character message is < 100 KB of JSON
+SESSION_HEADER = "mcp-session-id"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104  # we refuse them without allow-lists
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cross-origin-resource-policy": "same-origin",
+    "cache-control": "no-store",  # responses may carry a freshly issued API key
+}
+HSTS = "max-age=63072000; includeSubDomains"
+
+# Extra routes for the hub, as "package.module:function" with function(settings) -> routes.
+# Other features append here (e.g. /metrics, /webhooks/stripe); handlers find the services in
+# `request.app.state.agentchat`.
+ROUTE_PROVIDERS: list[str] = []
+
+ServerFactory = Callable[[AppContext], MCPServer[Any]]
+
+
+class UnsafeBinding(ValueError):
+    """The listen address would expose the hub without Host/Origin allow-lists."""
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How the hub listens and what it accepts; built from the `serve` flags."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    behind_tls: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    stateless: bool = False
+    shutdown_grace_seconds: float = 10.0
+    transport: str = "http"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> HttpOptions:
+        return cls(
+            host=args.host,
+            port=args.port,
+            allowed_hosts=tuple(getattr(args, "allowed_host", None) or ()),
+            allowed_origins=tuple(getattr(args, "allowed_origin", None) or ()),
+            behind_tls=bool(getattr(args, "behind_tls", False)),
+            max_body_bytes=getattr(args, "max_body_bytes", None) or DEFAULT_MAX_BODY_BYTES,
+            stateless=bool(getattr(args, "stateless", False)),
+            shutdown_grace_seconds=getattr(args, "shutdown_grace", None) or 10.0,
+            transport=getattr(args, "transport", "http"),
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_header(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def transport_security(options: HttpOptions) -> TransportSecuritySettings:
+    """Host/Origin allow-lists: derived from --host, plus --allowed-host/--allowed-origin.
+
+    Binding a wildcard address without --allowed-host is refused: the SDK would silently turn the
+    DNS-rebinding check off there.
+    """
+    hosts: list[str] = []
+    if options.host in WILDCARD_HOSTS:
+        if not options.allowed_hosts:
+            raise UnsafeBinding(
+                f"Refusing to listen on {options.host or 'all interfaces'} without --allowed-host: every Host "
+                "header would be accepted, which lets a web page reach the hub by DNS rebinding. Pass the public "
+                "name clients use, e.g. --allowed-host chat.example.com (and --allowed-origin "
+                "https://chat.example.com for browser clients), or bind --host 127.0.0.1."
+            )
+        names: Sequence[str] = LOOPBACK_NAMES
+    elif _is_loopback(options.host):
+        names = LOOPBACK_NAMES
+    else:
+        names = (_host_header(options.host),)
+    port = "*" if options.port == 0 else str(options.port)
+    for name in names:
+        hosts += [f"{name}:{port}", name]
+    hosts += options.allowed_hosts
+    origins = [f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")]
+    origins += options.allowed_origins
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(dict.fromkeys(hosts)),
+        allowed_origins=list(dict.fromkeys(origins)),
+    )
+
+
+# --- ASGI building blocks ------------------------------------------------------------------------
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP response (HSTS only behind TLS)."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+        self.app = app
+        self.headers = {**SECURITY_HEADERS, **({"strict-transport-security": HSTS} if hsts else {})}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+@dataclass
+class Runtime:
+    """What the lifespan opens: the shared services, the MCP server and its transports."""
+
+    app_ctx: AppContext | None = None
+    verifier: ApiKeyVerifier | None = None
+    server: MCPServer[Any] | None = None
+    manager: StreamableHTTPSessionManager | None = None
+    sse: SseServerTransport | None = None
+    stateless: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lowlevel(self) -> LowLevelServer[Any]:
+        assert self.server is not None
+        return self.server._lowlevel_server
+
+
+def _refusal_response(refusal: AuthRefusal) -> Response:
+    return JSONResponse(
+        {"error": refusal.error, "error_description": refusal.description},
+        status_code=refusal.status,
+        headers={"www-authenticate": refusal.www_authenticate()},
+    )
+
+
+def _without_session_header(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.lower() != SESSION_HEADER.encode()]
+
+
+class McpGuard:
+    """Host/Origin check, bearer auth and session-header hygiene in front of one MCP endpoint.
+
+    `kind`: "mcp" (Streamable HTTP), "sse" (the GET stream) or "sse-post" (its message endpoint).
+    The `mcp-session-id` header names the session an anonymous client registered in (see
+    AppContext.bind_session), so it is only passed on where the SDK has vouched for it: on
+    handshake-era Streamable HTTP (the session exists and belongs to this principal). Elsewhere a
+    client-sent value is dropped; an SSE message gets its SSE session id instead.
+    """
+
+    def __init__(self, runtime: Runtime, kind: str, security: TransportSecuritySettings, app: ASGIApp) -> None:
+        self.runtime = runtime
+        self.kind = kind
+        self.checks = TransportSecurityMiddleware(security)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refused = await self.checks.validate_request(request, is_post=False)  # before auth: no key probing
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        if self.runtime.verifier is None or self.runtime.app_ctx is None:
+            await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
+            return
+        auth = await authenticate_request(
+            request.headers.getlist("authorization"), request.query_params.multi_items(), self.runtime.verifier
+        )
+        if isinstance(auth, AuthRefusal):
+            await _refusal_response(auth)(scope, receive, send)
+            return
+        scope = self._sanitized(scope, request)
+        scope.pop("user", None)
+        scope.pop("auth", None)
+        if isinstance(auth, AuthenticatedUser):
+            scope["user"] = auth
+            scope["auth"] = AuthCredentials(auth.scopes)
+        reset = auth_context_var.set(auth)  # get_access_token() in tools; None when anonymous
+        try:
+            if self.kind == "mcp" and request.method == "DELETE":
+                await self._delete(scope, receive, send, request.headers.get(SESSION_HEADER))
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            auth_context_var.reset(reset)
+
+    def _sanitized(self, scope: Scope, request: Request) -> Scope:
+        headers = list(scope["headers"])
+        if self.kind == "mcp":
+            version = request.headers.get("mcp-protocol-version")
+            modern = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+            if modern or self.runtime.stateless:
+                headers = _without_session_header(headers)
+        elif self.kind == "sse-post":
+            headers = _without_session_header(headers)
+            sse_session = request.query_params.get("session_id")
+            if sse_session:
+                headers.append((SESSION_HEADER.encode(), f"sse-{sse_session}".encode("latin-1")))
+        else:
+            headers = _without_session_header(headers)
+        return {**scope, "headers": headers}
+
+    async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str | None) -> None:
+        """A client ends its session: forget the identity it registered in it, if any."""
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        app_ctx = self.runtime.app_ctx
+        if session_id and status < 400 and app_ctx is not None:
+            slot = app_ctx.session_slot({SESSION_HEADER: session_id})
+            if slot is not None:
+                app_ctx.session_keys.pop(slot, None)
+
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+def _mcp_endpoint(runtime: Runtime) -> ASGIApp:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        assert runtime.manager is not None
+        await runtime.manager.handle_request(scope, receive, send)
+
+    return endpoint
+
+
+def _sse_stream(runtime: Runtime) -> ASGIApp:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        assert runtime.sse is not None
+        if scope["method"] != "GET":
+            await Response(status_code=405, headers={"allow": "GET"})(scope, receive, send)
+            return
+        try:
+            async with runtime.sse.connect_sse(scope, receive, send) as (read_stream, write_stream):
+                lowlevel = runtime.lowlevel
+                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+        except ValueError:  # refused by the transport's own checks; it has answered already
+            return
+
+    return endpoint
+
+
+def _sse_post(runtime: Runtime) -> ASGIApp:
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        assert runtime.sse is not None
+        await runtime.sse.handle_post_message(scope, receive, send)
+
+    return endpoint
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness and readiness: the database answers and its schema is the one this code expects."""
+    app_ctx: AppContext | None = getattr(request.app.state, "agentchat", None)
+    if app_ctx is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    head = migrations.head_revision()
+    try:
+        revision = await migrations.current_revision(app_ctx.store)
+    except Exception:
+        logger.exception("health check: database unreachable")
+        return JSONResponse({"status": "error", "db": "unreachable", "version": __version__}, status_code=503)
+    ok = revision == head
+    body = {
+        "status": "ok" if ok else "error",
+        "db": "ok",
+        "schema_revision": revision,
+        "schema_head": head,
+        "version": __version__,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def provided_routes(settings: Settings) -> list[BaseRoute]:
+    """Routes from ROUTE_PROVIDERS ("module:function", function(settings) -> routes)."""
+    routes: list[BaseRoute] = []
+    for spec in ROUTE_PROVIDERS:
+        module_name, _, function = spec.partition(":")
+        routes += getattr(importlib.import_module(module_name), function)(settings)
+    return routes
+
+
+def build_app(
+    settings: Settings,
+    options: HttpOptions | None = None,
+    *,
+    telemetry: Telemetry | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    server_factory: ServerFactory | None = None,
+) -> Starlette:
+    """The hub's Starlette app. Raises UnsafeBinding for a wildcard address without allow-lists.
+
+    `server_factory(app_ctx)` builds the MCP server over the shared services (default: the
+    agentchat server; the benchmark serves a bare echo server through the same stack).
+    """
+    options = options or HttpOptions()
+    security = transport_security(options)
+    telemetry = telemetry or Telemetry()
+    runtime = Runtime(stateless=options.stateless)
+
+    def default_factory(app_ctx: AppContext) -> MCPServer[Any]:
+        return build_server(settings, telemetry=telemetry, shared=app_ctx)
+
+    make_server = server_factory or default_factory
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One AppContext for the process: store, services, and their background tasks (the change
+        # feed's poller for other processes' writes, the peek sweeper, subscription renewals).
+        async with running_app_context(settings, telemetry) as app_ctx:
+            runtime.server = make_server(app_ctx)
+            runtime.manager = StreamableHTTPSessionManager(
+                app=runtime.lowlevel,
+                stateless=options.stateless,
+                security_settings=security,
+                max_request_body_size=options.max_body_bytes,
+            )
+            runtime.sse = SseServerTransport(
+                SSE_MESSAGE_PATH, security_settings=security, max_request_body_size=options.max_body_bytes
+            )
+            runtime.verifier = ApiKeyVerifier(app_ctx.identity)
+            runtime.app_ctx = app_ctx
+            app.state.agentchat = app_ctx
+            app.state.settings = settings
+            try:
+                async with runtime.manager.run():
+                    yield
+            finally:
+                runtime.app_ctx = runtime.verifier = None
+                app.state.agentchat = None
+
+    def guarded(kind: str, app: ASGIApp) -> McpGuard:
+        return McpGuard(runtime, kind, security, app)
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *extra_routes,
+        *provided_routes(settings),
+        Route(MCP_PATH, guarded("mcp", _mcp_endpoint(runtime))),
+        Route(SSE_PATH, guarded("sse", _sse_stream(runtime))),
+        Mount(SSE_MESSAGE_PATH, app=guarded("sse-post", _sse_post(runtime))),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(SecurityHeaders, hsts=options.behind_tls),
+            Middleware(RequestBodyLimitMiddleware, max_body_size=options.max_body_bytes),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.agentchat = None
+    app.state.runtime = runtime
+    return app
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """`agentchat-mcp serve --transport http|sse`: run the hub until SIGINT/SIGTERM."""
+    options = HttpOptions.from_args(args)
+    registration = getattr(args, "registration", None)
+    if registration:
+        settings = settings.model_copy(update={"registration": registration})
+    try:
+        app = build_app(settings, options)
+    except UnsafeBinding as exc:
+        print(f"agentchat-mcp: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        server_header=False,
+        timeout_graceful_shutdown=int(options.shutdown_grace_seconds),  # then open streams are cut
+    )
+    server = uvicorn.Server(config)
+    endpoint = SSE_PATH if options.transport == "sse" else MCP_PATH
+    print(
+        f"agentchat hub on http://{_host_header(options.host)}:{options.port}{endpoint} "
+        f"(also {MCP_PATH if endpoint == SSE_PATH else SSE_PATH}, /healthz); database {settings.db}",
+        file=sys.stderr,
+    )
+    server.run()
+    return 0 if server.started else 3
