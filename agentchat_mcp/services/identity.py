@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
@@ -19,8 +19,12 @@ from agentchat_mcp.store.tables import agent_tags, principals
 
 Role = Literal["agent", "user", "admin"]
 ID_PREFIX: dict[str, str] = {"agent": "agt", "user": "usr", "admin": "adm"}
-AUTH_CACHE_SECONDS = 10.0  # bounds how long another process may accept a key rotated elsewhere
+AUTH_CACHE_SECONDS = 10.0  # bounds how long a cached name or role may lag a change made elsewhere
 AUTH_CACHE_SIZE = 4096
+# Checked on every cached authentication (inline, microseconds): the key is still the principal's.
+_KEY_IS_CURRENT = select(principals.c.id).where(
+    and_(principals.c.id == bindparam("id"), principals.c.api_key_hash == bindparam("hash"))
+)
 
 
 @dataclass(frozen=True)
@@ -179,8 +183,12 @@ class Identity:
         key_hash = self.key_hash(api_key)
         hit = self._cache.get(key_hash)
         if hit is not None and hit[0] > time.monotonic():
-            self._cache.move_to_end(key_hash)
-            return hit[1]
+            # Still this principal's key? Another process may have rotated it a moment ago, and a
+            # rotated key must stop working at once, not when this cache entry expires.
+            if self._store.quick_first(_KEY_IS_CURRENT, {"id": hit[1].id, "hash": key_hash}) is not None:
+                self._cache.move_to_end(key_hash)
+                return hit[1]
+            del self._cache[key_hash]
         row: Any = await self._find_by_key(api_key)
         if row is None and self._reload_keyring():  # the secret file was rotated by another process
             key_hash = self.key_hash(api_key)
