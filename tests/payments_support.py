@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import httpx2
 import pytest
@@ -48,8 +48,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def localstripe() -> Iterator[str]:
+@pytest.fixture(scope="session", name="localstripe")
+def localstripe_fixture() -> Iterator[str]:
     """A localstripe server on a free loopback port for the whole session; killed at the end."""
     port = free_port()
     if LAUNCHER.is_file():
@@ -81,9 +81,13 @@ def localstripe() -> Iterator[str]:
             proc.stderr.close()
 
 
-def localstripe_post(base: str, path: str, data: list[tuple[str, str]]) -> None:
+async def localstripe_post(base: str, path: str, data: list[tuple[str, str]]) -> None:
     """Configure localstripe (e.g. register a webhook target)."""
-    httpx2.post(base + path, data=data, timeout=5).raise_for_status()
+    async with httpx2.AsyncClient(timeout=5) as http:
+        reply = await http.post(
+            base + path, content=urlencode(data), headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+    reply.raise_for_status()
 
 
 @dataclass

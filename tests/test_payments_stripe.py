@@ -1,0 +1,197 @@
+"""The stripe provider against localstripe (a stateful Stripe stand-in started for this session):
+a saved card charged with a manual-capture PaymentIntent, a decline, a refund, and a signed webhook
+delivered by localstripe itself crediting once after the capture's answer was lost."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+import stripe
+import uvicorn
+
+from agentchat_mcp.errors import InvalidInput, PaymentUnavailable
+from agentchat_mcp.payments.provider import Intent
+from agentchat_mcp.payments.stripe_provider import UNAVAILABLE, AsyncHTTPXClient, StripeProvider
+from tests.conftest import Account, Hub, error_text, structured
+from tests.payments_support import (
+    WEBHOOK_SECRET,
+    PayHub,
+    event,
+    free_port,
+    localstripe_fixture,  # noqa: F401 (the session fixture `localstripe`)
+    localstripe_post,
+    pay_hub,
+    webhook_app,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(hub.settings.db) as db:
+        found = db.execute(sql, args).fetchall()
+    db.close()
+    return found
+
+
+def credit(hub: Hub, user: Account) -> int:
+    sql = "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines WHERE account = ?"
+    return int(rows(hub, sql, f"user:{user.id}:credit")[0][0])
+
+
+def ledger_total(hub: Hub) -> int:
+    return int(rows(hub, "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines")[0][0])
+
+
+@asynccontextmanager
+async def sdk(base: str) -> AsyncIterator[stripe.StripeClient]:
+    """A plain Stripe client on localstripe, to look at what our server did there."""
+    http = AsyncHTTPXClient()
+    try:
+        yield stripe.StripeClient("sk_test_x", base_addresses={"api": base}, http_client=http)
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]
+
+
+async def user_with_card(p: PayHub, name: str, card: str | None = None) -> Account:
+    """A registered user whose customer at localstripe has a saved card (pm_card_visa, or this number)."""
+    user = await p.hub.register_user(name)
+    assert p.context is not None and p.context.payments is not None
+    caller = await p.context.identity.authenticate(user.api_key)
+    customer = await p.context.payments.ensure_customer(caller)
+    method = "pm_card_visa"
+    if card is not None:
+        async with sdk(p.context.settings.stripe_api_base or "") as client:
+            pm = await client.v1.payment_methods.create_async(
+                {"type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+            )
+        method = pm.id
+    await p.context.payments.save_card(user.id, method)
+    assert customer.startswith("cus_")
+    return user
+
+
+@asynccontextmanager
+async def stripe_hub(hub: Hub, base: str, provider: StripeProvider | None = None) -> AsyncIterator[PayHub]:
+    hub.settings = hub.settings.model_copy(update={"stripe_api_base": base})
+    provider = provider or StripeProvider("sk_test_x", api_base=base)
+    try:
+        async with pay_hub(hub, provider) as p:
+            yield p
+    finally:
+        await provider.aclose()
+
+
+async def test_a_saved_card_is_charged_with_a_manual_capture_intent_and_credited_once(
+    hub: Hub, localstripe: str
+) -> None:
+    async with stripe_hub(hub, localstripe) as p:
+        user = await user_with_card(p, "uma")
+        async with p.client(user) as u:
+            got = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "t-1"}))
+            assert (got["status"], got["credit"], got["paid_with"], got["checkout_url"]) == (
+                "completed",
+                "25.00",
+                "card",
+                None,
+            )
+            again = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "t-1"}))
+            assert again["replayed"] and again["credit"] == "25.00"
+        ((intent_id,),) = rows(hub, "SELECT intent_id FROM payments")
+        async with sdk(localstripe) as client:
+            intent = await client.v1.payment_intents.retrieve_async(intent_id)
+        assert (intent.capture_method, intent.status, intent.amount) == ("manual", "succeeded", 2500)
+        assert intent.metadata["agentchat_payment_id"] == got["payment_id"]
+    assert credit(hub, user) == 2500 and ledger_total(hub) == 0
+
+
+async def test_a_declined_card_charges_nothing_and_is_set_aside(hub: Hub, localstripe: str) -> None:
+    async with stripe_hub(hub, localstripe) as p:
+        user = await user_with_card(p, "dee", card="4000000000000341")
+        async with p.client(user) as u:
+            text = error_text(await u.call_tool("buy_credits", {"amount": "10.00", "idempotency_key": "d-1"}))
+            assert "declined" in text and "Nothing was charged" in text and "checkout link" in text
+            replay = structured(await u.call_tool("buy_credits", {"amount": "10.00", "idempotency_key": "d-1"}))
+            assert (replay["status"], replay["replayed"]) == ("failed", True)
+    assert rows(hub, "SELECT status FROM payments") == [("failed",)]
+    assert rows(hub, "SELECT payment_method_id FROM payment_customers") == [(None,)]
+    assert credit(hub, user) == 0 and rows(hub, "SELECT COUNT(*) FROM ledger_entries") == [(0,)]
+
+
+async def test_a_refund_at_stripe_reverses_exactly_that_much_credit(hub: Hub, localstripe: str) -> None:
+    async with stripe_hub(hub, localstripe) as p:
+        user = await user_with_card(p, "rae")
+        async with p.client(user) as u:
+            got = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "r-1"}))
+        assert p.context is not None and p.context.payments is not None
+        await p.context.payments.refund(got["payment_id"], 1000)
+        with pytest.raises(InvalidInput):  # localstripe would accept an over-refund; we do not ask for one
+            await p.context.payments.refund(got["payment_id"], 5000)
+        ((intent_id,),) = rows(hub, "SELECT intent_id FROM payments")
+        async with sdk(localstripe) as client:
+            intent = await client.v1.payment_intents.retrieve_async(intent_id, {"expand": ["latest_charge"]})
+        charge = intent.to_dict()["latest_charge"]
+        assert charge["amount_refunded"] == 1000
+        # localstripe sends no charge.refunded event: deliver the real charge, signed, as Stripe would
+        reply = await p.post_event(event("charge.refunded", charge))
+        assert reply.json()["outcome"] == "reversed 1000"
+    assert credit(hub, user) == 1500 and ledger_total(hub) == 0
+
+
+class LosesCaptureAnswer(StripeProvider):
+    """Captures at Stripe, then 'loses the answer' once: as if the connection dropped after the charge."""
+
+    lost = False
+
+    async def capture(self, *, intent_id: str, idempotency_key: str) -> Intent:
+        captured = await super().capture(intent_id=intent_id, idempotency_key=idempotency_key)
+        if not self.lost:
+            self.lost = True
+            raise PaymentUnavailable(UNAVAILABLE)
+        return captured
+
+
+async def test_a_signed_webhook_from_localstripe_credits_once_when_the_capture_answer_was_lost(
+    hub: Hub, localstripe: str
+) -> None:
+    provider = LosesCaptureAnswer("sk_test_x", api_base=localstripe)
+    async with stripe_hub(hub, localstripe, provider) as p:
+        assert p.context is not None
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(webhook_app(p.context), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve)
+            while not server.started:
+                await anyio.sleep(0.01)
+            await localstripe_post(
+                localstripe,
+                "/_config/webhooks/agentchat_test",
+                [
+                    ("url", f"http://127.0.0.1:{port}/webhooks/stripe"),
+                    ("secret", WEBHOOK_SECRET),
+                    ("events[]", "payment_intent.succeeded"),
+                ],
+            )
+            user = await user_with_card(p, "wes")
+            async with p.client(user) as u:
+                lost = error_text(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "w-1"}))
+                assert "retrying the same call with the same idempotency_key is safe" in lost
+                assert credit(hub, user) == 0  # charged at Stripe, not credited by us yet
+                with anyio.fail_after(10):  # localstripe delivers about 1 s after the capture
+                    while credit(hub, user) == 0:
+                        await anyio.sleep(0.05)
+                retry = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "w-1"}))
+                assert (retry["status"], retry["credit"]) == ("completed", "25.00")
+            server.should_exit = True
+    assert credit(hub, user) == 2500
+    # (events of earlier tests' payments may arrive too: they are recognised as not ours)
+    outcomes = [o for (o,) in rows(hub, "SELECT outcome FROM webhook_events")]
+    assert outcomes.count("fulfilled") == 1 and set(outcomes) <= {"fulfilled", "ignored: not ours"}
+    assert rows(hub, "SELECT COUNT(*) FROM ledger_entries") == [(1,)] and ledger_total(hub) == 0
