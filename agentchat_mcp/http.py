@@ -1,17 +1,18 @@
 """Hub mode: one Starlette app serving MCP over Streamable HTTP (`/mcp`) and SSE (`/sse`).
 
 Routes: `/mcp` (both protocol eras: 2025-11-25 handshake sessions and 2026-07-28 per-request),
-`/sse` + `/messages/` (legacy clients), `/healthz`, and whatever `ROUTE_PROVIDERS` or
-`build_app(extra_routes=...)` add (`/metrics`, `/webhooks/stripe`); those reach the services as
+`/sse` + `/messages/` (legacy clients), `/healthz`, `/metrics`, and whatever `ROUTE_PROVIDERS` or
+`build_app(extra_routes=...)` add (`/webhooks/stripe`); those reach the services as
 `request.app.state.agentchat` (the AppContext).
 
 One store and one AppContext per process, opened in the outer lifespan and shared by every
 transport and session (the SDK would run its lifespan once per SSE connection). Cross-session
 wake-ups go through `AppContext.feed` (in-process; the seam for a Redis feed across replicas).
 
-Around the MCP endpoints, in this order: security headers and a body cap (every response),
-Host/Origin checks (DNS rebinding), bearer auth (no token = anonymous, bad token = 401, token in
-the URL = 400), then the SDK transport, which also ties a session to the principal that opened it.
+In this order: security headers, the per-IP rate limit and a body cap (every request); then, on
+the MCP endpoints, Host/Origin checks (DNS rebinding), bearer auth (no token = anonymous, bad
+token = 401, token in the URL = 400), and the SDK transport, which also ties a session to the
+principal that opened it.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentchat_mcp import __version__
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, authenticate_request
+from agentchat_mcp.payments import PaymentProvider
+from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import migrations
-from agentchat_mcp.telemetry import Telemetry
+from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +78,14 @@ SECURITY_HEADERS = {
 }
 HSTS = "max-age=63072000; includeSubDomains"
 
-# Extra routes for the hub, as "package.module:function" with function(settings) -> routes.
-# Other features append here (e.g. /metrics, /webhooks/stripe); handlers find the services in
-# `request.app.state.agentchat`.
-ROUTE_PROVIDERS: list[str] = []
+# HTML pages (e.g. the payment return page) may style themselves inline, never run scripts.
+HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'none'; base-uri 'none'"
+
+# Extra routes for the hub, as "package.module:function" with function() -> list of routes; a
+# feature appends its entry here. Handlers find the services in `request.app.state.agentchat`.
+ROUTE_PROVIDERS: list[str] = [
+    "agentchat_mcp.payments.webhook:routes",  # /webhooks/stripe, /payments/return
+]
 
 ServerFactory = Callable[[AppContext], MCPServer[Any]]
 
@@ -180,6 +187,8 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
+                if headers.get("content-type", "").startswith("text/html"):
+                    headers.setdefault("content-security-policy", HTML_CSP)
                 for name, value in self.headers.items():
                     headers.setdefault(name, value)
             await send(message)
@@ -357,12 +366,12 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-def provided_routes(settings: Settings) -> list[BaseRoute]:
-    """Routes from ROUTE_PROVIDERS ("module:function", function(settings) -> routes)."""
+def provided_routes() -> list[BaseRoute]:
+    """Routes from ROUTE_PROVIDERS ("module:function", function() -> routes)."""
     routes: list[BaseRoute] = []
     for spec in ROUTE_PROVIDERS:
         module_name, _, function = spec.partition(":")
-        routes += getattr(importlib.import_module(module_name), function)(settings)
+        routes += getattr(importlib.import_module(module_name), function)()
     return routes
 
 
@@ -373,11 +382,13 @@ def build_app(
     telemetry: Telemetry | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     server_factory: ServerFactory | None = None,
+    payments: PaymentProvider | None = None,
 ) -> Starlette:
     """The hub's Starlette app. Raises UnsafeBinding for a wildcard address without allow-lists.
 
     `server_factory(app_ctx)` builds the MCP server over the shared services (default: the
     agentchat server; the benchmark serves a bare echo server through the same stack).
+    `payments`: a payment provider owned by the caller (tests), instead of the one the settings choose.
     """
     options = options or HttpOptions()
     security = transport_security(options)
@@ -393,7 +404,7 @@ def build_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One AppContext for the process: store, services, and their background tasks (the change
         # feed's poller for other processes' writes, the peek sweeper, subscription renewals).
-        async with running_app_context(settings, telemetry) as app_ctx:
+        async with running_app_context(settings, telemetry, payments) as app_ctx:
             runtime.server = make_server(app_ctx)
             runtime.manager = StreamableHTTPSessionManager(
                 app=runtime.lowlevel,
@@ -420,8 +431,9 @@ def build_app(
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         *extra_routes,
-        *provided_routes(settings),
+        *provided_routes(),
         Route(MCP_PATH, guarded("mcp", _mcp_endpoint(runtime))),
         Route(SSE_PATH, guarded("sse", _sse_stream(runtime))),
         Mount(SSE_MESSAGE_PATH, app=guarded("sse-post", _sse_post(runtime))),
@@ -430,6 +442,7 @@ def build_app(
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders, hsts=options.behind_tls),
+            Middleware(HttpRateLimit, limiter=RateLimiter.from_settings(settings, telemetry)),  # 429 per IP
             Middleware(RequestBodyLimitMiddleware, max_body_size=options.max_body_bytes),
         ],
         lifespan=lifespan,

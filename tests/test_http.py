@@ -1,0 +1,547 @@
+"""The hub over real HTTP: uvicorn on a free loopback port, the mcp Client in both eras, raw requests.
+
+`serving(hub)` runs the app in-process (same event loop as the test); `hub_process(hub)` runs the
+real `agentchat-mcp serve --transport http` command as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import ResourceUpdatedNotification
+
+from agentchat_mcp.http import HttpOptions, UnsafeBinding, build_app, transport_security
+from agentchat_mcp.store import migrations
+from agentchat_mcp.telemetry import Telemetry
+from tests.conftest import PROJECT_ROOT, Account, Hub, error_text, structured
+
+pytestmark = pytest.mark.anyio
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+ANONYMOUS_TOOLS = {"register_agent", "register_user", "find_agents", "get_agent"}
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bearer(account: Account | str | None) -> dict[str, str]:
+    if account is None:
+        return {}
+    key = account if isinstance(account, str) else account.api_key
+    return {"Authorization": f"Bearer {key}"}
+
+
+@asynccontextmanager
+async def serving(
+    hub: Hub, *, settings: Any = None, telemetry: Telemetry | None = None, **options: Any
+) -> AsyncIterator[str]:
+    """The hub app under uvicorn on 127.0.0.1:<free port>, in this event loop; yields the base URL."""
+    port = free_port()
+    app = build_app(settings or hub.settings, HttpOptions(port=port, **options), telemetry=telemetry or hub.telemetry)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.serve)
+        with anyio.fail_after(20):
+            while not server.started:
+                await anyio.sleep(0.02)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+
+
+@asynccontextmanager
+async def http_client(
+    base: str, account: Account | str | None = None, *, mode: str = "auto", headers: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """The mcp Client over Streamable HTTP, carrying the account's bearer key."""
+    async with httpx2.AsyncClient(
+        headers={**bearer(account), **(headers or {})}, timeout=httpx2.Timeout(30, read=300)
+    ) as http:
+        transport = streamable_http_client(f"{base}/mcp", http_client=http)
+        async with Client(transport, mode=mode, cache=None) as client:  # type: ignore[arg-type]
+            yield client
+
+
+def sse(base: str, account: Account | str | None = None, *, mode: str = "auto", **headers: str) -> Client:
+    """The mcp Client over the legacy SSE endpoint."""
+    return Client(sse_client(f"{base}/sse", headers={**bearer(account), **headers}), mode=mode, cache=None)  # type: ignore[arg-type]
+
+
+async def tool_names(client: Client) -> set[str]:
+    return {t.name for t in (await client.list_tools()).tools}
+
+
+async def register_over_http(base: str, name: str) -> Account:
+    async with http_client(base, mode="legacy") as c:
+        got = structured(await c.call_tool("register_agent", {"name": name, "peek_price": "1.00"}))
+    return Account(id=got["id"], role="agent", name=name, api_key=got["api_key"])
+
+
+async def open_session(http: httpx2.AsyncClient, base: str, account: Account | None) -> str:
+    """A handshake-era session opened by raw HTTP; returns its mcp-session-id."""
+    got = await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **bearer(account)})
+    assert got.status_code == 200, got.text
+    session_id = got.headers["mcp-session-id"]
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    headers = {**MCP_HEADERS, **bearer(account), "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+    assert (await http.post(f"{base}/mcp", json=done, headers=headers)).status_code == 202
+    return session_id
+
+
+def sse_result(body: str) -> dict[str, Any]:
+    """The JSON-RPC result carried by a one-event SSE response body."""
+    data = [line[len("data: ") :] for line in body.splitlines() if line.startswith("data: ")]
+    message = json.loads(data[-1])
+    assert "result" in message, message
+    return dict(message["result"])
+
+
+def whoami_request(request_id: int = 2) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+
+
+# --- identity over HTTP: both eras, SSE, keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_bearer_key_is_the_identity_in_both_eras_over_http_and_sse(hub: Hub, mode: str) -> None:
+    alice = await hub.register_agent("alice")
+    async with serving(hub) as base:
+        async with http_client(base, alice, mode=mode) as c:
+            me = structured(await c.call_tool("whoami", {}))
+            assert (me["id"], me["role"]) == (alice.id, "agent")
+            assert "send_message" in await tool_names(c)
+        async with sse(base, alice, mode=mode) as s:
+            assert structured(await s.call_tool("whoami", {}))["id"] == alice.id
+
+
+async def test_a_bad_or_rotated_key_gets_401_with_www_authenticate(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    async with serving(hub) as base, httpx2.AsyncClient() as http:
+        for path in ("/mcp", "/sse"):
+            for headers in ({"Authorization": "Bearer acp_not_a_real_key"}, {"Authorization": "Basic YWxpY2U6eA=="}):
+                refused = await http.post(base + path, json=INITIALIZE, headers={**MCP_HEADERS, **headers})
+                assert refused.status_code == 401, (path, headers)
+                challenge = refused.headers["www-authenticate"]
+                assert challenge.startswith("Bearer ") and "error=" in challenge
+                assert "acp_not_a_real_key" not in refused.text
+
+        # Rotate inside a session opened with the old key: its very next request needs the new one.
+        session = await open_session(http, base, alice)
+        headers = {**MCP_HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        rotate = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "rotate_api_key", "arguments": {}},
+        }
+        rotated = await http.post(f"{base}/mcp", json=rotate, headers={**headers, **bearer(alice)})
+        new_key = sse_result(rotated.text)["structuredContent"]["api_key"]
+        stale = await http.post(f"{base}/mcp", json=whoami_request(3), headers={**headers, **bearer(alice)})
+        assert stale.status_code == 401
+        same_session = await http.post(f"{base}/mcp", json=whoami_request(4), headers={**headers, **bearer(new_key)})
+        assert (
+            same_session.status_code == 200 and alice.id in same_session.text
+        )  # the session is alice's, not the key's
+        old = await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **bearer(alice)})
+        assert old.status_code == 401
+        assert 'error="invalid_token"' in old.headers["www-authenticate"]
+        assert "rotated" in old.json()["error_description"]
+        async with http_client(base, new_key) as c:
+            assert structured(await c.call_tool("whoami", {}))["id"] == alice.id
+
+
+async def test_a_key_in_the_query_string_is_refused(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    async with serving(hub) as base, httpx2.AsyncClient() as http:
+        for url in (
+            f"{base}/mcp?access_token={alice.api_key}",
+            f"{base}/mcp?api_key=anything",
+            f"{base}/mcp?x={alice.api_key}",
+            f"{base}/sse?token={alice.api_key}",
+        ):
+            refused = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
+            assert refused.status_code == 400, url
+            assert "Authorization: Bearer" in refused.json()["error_description"]
+
+
+# --- anonymous sessions and registration -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_without_a_key_a_client_may_only_register_and_read_the_directory(hub: Hub, mode: str) -> None:
+    bob = await hub.register_agent("bob", tags=["python"])
+    async with serving(hub) as base, http_client(base, mode=mode) as anon:
+        names = await tool_names(anon)
+        assert names >= ANONYMOUS_TOOLS
+        assert not names & {"whoami", "send_message", "read_messages", "start_conversation", "get_balance"}
+        found = structured(await anon.call_tool("find_agents", {"tag": "python"}))
+        assert [a["id"] for a in found["agents"]] == [bob.id]
+        assert structured(await anon.call_tool("get_agent", {"agent_id": bob.id}))["name"] == "bob"
+        refused = error_text(await anon.call_tool("whoami", {}))
+        assert "register_agent" in refused
+        refused = error_text(await anon.call_tool("send_message", {"conversation_id": "cnv_" + "a" * 20, "text": "x"}))
+        assert "identity" in refused
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_registering_in_a_session_makes_the_session_act_as_the_new_agent(hub: Hub, transport: str) -> None:
+    async with serving(hub) as base:
+        client = sse(base, mode="legacy") if transport == "sse" else None
+        async with client or http_client(base, mode="legacy") as c:  # type: ignore[attr-defined]
+            got = structured(await c.call_tool("register_agent", {"name": "carol", "peek_price": "2.00"}))
+            assert got["api_key"].startswith("acp_")
+            me = structured(await c.call_tool("whoami", {}))
+            assert (me["id"], me["name"]) == (got["id"], "carol")
+            assert "send_message" in await tool_names(c)
+        # The key works on its own from any new connection.
+        async with http_client(base, got["api_key"]) as again:
+            assert structured(await again.call_tool("whoami", {}))["id"] == got["id"]
+
+
+async def test_registration_closed_or_by_invitation_is_refused_over_http(hub: Hub) -> None:
+    for policy, word in (("closed", "closed"), ("invite", "invitation")):
+        settings = hub.settings.model_copy(update={"registration": policy})
+        async with serving(hub, settings=settings) as base, http_client(base, mode="legacy") as anon:
+            refused = error_text(await anon.call_tool("register_agent", {"name": "mallory", "peek_price": "1.00"}))
+            assert word in refused
+            assert not structured(await anon.call_tool("find_agents", {}))["agents"]
+
+
+# --- sessions belong to their principal -----------------------------------------------------------
+
+
+async def test_a_session_id_used_with_another_principals_key_is_refused(hub: Hub) -> None:
+    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+    async with serving(hub) as base, httpx2.AsyncClient() as http:
+        session = await open_session(http, base, alice)
+        own = {**MCP_HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        ok = await http.post(f"{base}/mcp", json=whoami_request(), headers={**own, **bearer(alice)})
+        assert ok.status_code == 200 and alice.id in ok.text
+        for intruder in (bob, None):
+            hijack = await http.post(f"{base}/mcp", json=whoami_request(3), headers={**own, **bearer(intruder)})
+            assert hijack.status_code == 404, intruder
+            assert alice.id not in hijack.text
+
+
+async def test_an_anonymous_sessions_identity_cannot_be_borrowed_by_its_id(hub: Hub) -> None:
+    """Carol registers in an anonymous session; a client that sends her session id elsewhere is not carol."""
+    eve = await hub.register_agent("eve")
+    async with serving(hub) as base, httpx2.AsyncClient() as http:
+        session = await open_session(http, base, None)
+        headers = {**MCP_HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+        register = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "register_agent", "arguments": {"name": "carol", "peek_price": "1.00"}},
+        }
+        assert (await http.post(f"{base}/mcp", json=register, headers=headers)).status_code == 200
+        assert "carol" in (await http.post(f"{base}/mcp", json=whoami_request(3), headers=headers)).text
+        # With eve's key the session is not found; a 2026-07-28 request or an SSE connection ignores the header.
+        stolen = {"mcp-session-id": session}
+        hijack = await http.post(f"{base}/mcp", json=whoami_request(4), headers={**headers, **bearer(eve)})
+        assert hijack.status_code == 404
+        async with http_client(base, headers=stolen) as modern:
+            assert "register_agent" in error_text(await modern.call_tool("whoami", {}))
+        async with sse(base, mode="legacy", **stolen) as legacy_sse:
+            assert "register_agent" in error_text(await legacy_sse.call_tool("whoami", {}))
+        # Ending the session forgets the identity bound to it.
+        app_headers = {k: v for k, v in headers.items() if k != "Content-Type"}
+        assert (await http.delete(f"{base}/mcp", headers=app_headers)).status_code == 200
+        gone = await http.post(f"{base}/mcp", json=whoami_request(5), headers=headers)
+        assert gone.status_code == 404
+
+
+# --- transport security ---------------------------------------------------------------------------
+
+
+async def test_foreign_origin_and_host_are_refused_before_auth(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    async with serving(hub) as base, httpx2.AsyncClient() as http:
+        port = base.rsplit(":", 1)[1]
+        for path in ("/mcp", "/sse", "/messages/?session_id=" + "0" * 32):
+            headers = {**MCP_HEADERS, **bearer(alice)}
+            origin = await http.post(base + path, json=INITIALIZE, headers={**headers, "Origin": "http://evil.example"})
+            assert origin.status_code == 403, path
+            host = await http.post(base + path, json=INITIALIZE, headers={**headers, "Host": "evil.example"})
+            assert host.status_code == 421, path
+            # a bad key behind a bad Host is not even looked at
+            probe = {**MCP_HEADERS, "Authorization": "Bearer acp_guess", "Host": f"evil.example:{port}"}
+            assert (await http.post(base + path, json=INITIALIZE, headers=probe)).status_code == 421
+        for good in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+            ok = await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Origin": good})
+            assert ok.status_code == 200, good
+        ok = await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Host": f"localhost:{port}"})
+        assert ok.status_code == 200
+
+
+async def test_allow_lists_for_a_proxy_and_the_wildcard_refusal() -> None:
+    with pytest.raises(UnsafeBinding, match="--allowed-host"):
+        transport_security(HttpOptions(host="0.0.0.0", port=8765))  # noqa: S104
+    with pytest.raises(UnsafeBinding):
+        transport_security(HttpOptions(host="::", port=8765, allowed_origins=("https://chat.example.com",)))
+    proxied = transport_security(
+        HttpOptions(host="0.0.0.0", port=8765, allowed_hosts=("chat.example.com",), allowed_origins=("https://x.io",))  # noqa: S104
+    )
+    assert proxied.enable_dns_rebinding_protection
+    assert "chat.example.com" in proxied.allowed_hosts and "127.0.0.1:8765" in proxied.allowed_hosts
+    assert {"https://chat.example.com", "https://x.io"} <= set(proxied.allowed_origins)
+    lan = transport_security(HttpOptions(host="10.1.2.3", port=9000))
+    assert lan.allowed_hosts == ["10.1.2.3:9000", "10.1.2.3"]
+    v6 = transport_security(HttpOptions(host="::1", port=9000))
+    assert "[::1]:9000" in v6.allowed_hosts
+
+
+async def test_serving_on_all_interfaces_without_allow_lists_refuses_to_start(tmp_path: Path) -> None:
+    env = {**os.environ, "AGENTCHAT_DB": str(tmp_path / "a.db"), "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [sys.executable, "-m", "agentchat_mcp", "serve", "--transport", "http", "--host", "0.0.0.0"]  # noqa: S104
+    done = await anyio.run_process([*command, "--port", str(free_port())], env=env, check=False)
+    assert done.returncode == 2
+    message = done.stderr.decode()
+    assert "--allowed-host" in message and "DNS rebinding" in message
+    assert "Traceback" not in message
+    assert not (tmp_path / "a.db").exists()
+
+
+async def test_an_oversize_body_gets_413(hub: Hub) -> None:
+    async with serving(hub, max_body_bytes=64 * 1024) as base, httpx2.AsyncClient() as http:
+        big = {**INITIALIZE, "params": {**INITIALIZE["params"], "padding": "x" * 70_000}}  # type: ignore[dict-item]
+        for path in ("/mcp", "/messages/?session_id=" + "0" * 32, "/webhooks/stripe"):
+            refused = await http.post(base + path, json=big, headers=MCP_HEADERS)
+            assert refused.status_code == 413, path
+            assert refused.headers["x-content-type-options"] == "nosniff"
+        # a long message within the cap goes through
+        alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+        async with http_client(base, alice) as a:
+            args = {"participants": [bob.id], "topic": "big", "first_message": "y" * 16_000}
+            assert structured(await a.call_tool("start_conversation", args))["first_message_seq"] == 1
+
+
+async def test_security_headers_are_on_every_response(hub: Hub) -> None:
+    async with serving(hub) as base, httpx2.AsyncClient() as http:
+        responses = [
+            await http.get(f"{base}/healthz"),
+            await http.get(f"{base}/nowhere"),
+            await http.post(f"{base}/mcp", json=INITIALIZE, headers=MCP_HEADERS),
+            await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": "Bearer x"}),
+            await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Origin": "http://evil.example"}),
+            await http.get(f"{base}/payments/return?result=success"),
+        ]
+        for response in responses:
+            for name, value in SECURITY_HEADERS.items():
+                if name == "content-security-policy":
+                    assert "default-src 'none'" in response.headers[name], response.url
+                else:
+                    assert response.headers[name] == value, (response.url, name)
+            assert "strict-transport-security" not in response.headers
+    async with serving(hub, behind_tls=True) as base, httpx2.AsyncClient() as http:
+        assert "max-age=" in (await http.get(f"{base}/healthz")).headers["strict-transport-security"]
+
+
+# --- health and the extra routes ------------------------------------------------------------------
+
+
+async def test_healthz_reports_the_database_and_its_schema_revision(hub: Hub) -> None:
+    async with serving(hub, telemetry=Telemetry()) as base, httpx2.AsyncClient() as http:  # as `serve` builds it
+        got = await http.get(f"{base}/healthz")
+        assert got.status_code == 200
+        body = got.json()
+        assert body["status"] == "ok" and body["db"] == "ok"
+        assert body["schema_revision"] == body["schema_head"] == migrations.head_revision()
+        assert str(hub.settings.db) not in got.text
+        assert (await http.get(f"{base}/metrics")).status_code == 200
+        unsigned = await http.post(
+            f"{base}/webhooks/stripe", content=b"{}", headers={"Content-Type": "application/json"}
+        )
+        assert "not enabled" in unsigned.json()["error"]  # routed to the webhook (ledger payments here)
+
+
+# --- one store, cross-session wake-ups ------------------------------------------------------------
+
+
+async def test_a_send_over_http_wakes_another_sessions_wait_and_subscriptions_at_once(hub: Hub) -> None:
+    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            heard.set()
+
+    async with serving(hub) as base, http_client(base, alice) as a:
+        started = structured(
+            await a.call_tool("start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"})
+        )
+        conv = started["conversation"]["id"]
+        uri = f"agentchat://conversations/{conv}"
+        async with (
+            httpx2.AsyncClient(headers=bearer(bob), timeout=httpx2.Timeout(30, read=300)) as bob_http,
+            Client(
+                streamable_http_client(f"{base}/mcp", http_client=bob_http), mode="legacy", message_handler=on_message
+            ) as b_legacy,  # type: ignore[arg-type]
+            http_client(base, bob) as b_modern,
+            b_modern.listen(resource_subscriptions=[uri]) as listening,
+        ):
+            await b_legacy.subscribe_resource(uri)
+            structured(await b_legacy.call_tool("mark_read", {"conversation_id": conv}))
+            woke: dict[str, Any] = {}
+
+            async def wait() -> None:
+                args = {"conversation_id": conv, "timeout_s": 10}
+                woke["result"] = structured(await b_legacy.call_tool("wait_for_messages", args))
+                woke["at"] = time.monotonic()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(wait)
+                await anyio.sleep(0.5)
+                assert "at" not in woke
+                sent_at = time.monotonic()
+                structured(await a.call_tool("send_message", {"conversation_id": conv, "text": "wake up"}))
+                with anyio.fail_after(2):
+                    await heard.wait()
+                    assert (await listening.__aiter__().__anext__()).uri == uri
+            assert woke["result"]["timed_out"] is False
+            assert woke["at"] - sent_at < 0.5  # in-process publish, no poll interval
+
+
+async def test_an_agent_on_stdio_and_an_agent_over_http_converse_on_one_database(hub: Hub) -> None:
+    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+    async with serving(hub) as base, http_client(base, alice) as a, Client(hub.stdio(bob)) as b:
+        started = structured(
+            await a.call_tool(
+                "start_conversation", {"participants": [bob.id], "topic": "hub", "first_message": "from http"}
+            )
+        )
+        conv = started["conversation"]["id"]
+        waited = structured(await b.call_tool("wait_for_messages", {"timeout_s": 10}))
+        assert [c["conversation_id"] for c in waited["conversations"]] == [conv]
+        page = structured(await b.call_tool("read_messages", {"conversation_id": conv}))
+        assert [(m["sender_name"], m["text"]) for m in page["messages"]] == [("alice", "from http")]
+        structured(await a.call_tool("mark_read", {"conversation_id": conv}))
+
+        woke: dict[str, Any] = {}
+
+        async def wait() -> None:
+            woke["result"] = structured(
+                await a.call_tool("wait_for_messages", {"conversation_id": conv, "timeout_s": 10})
+            )
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait)
+            await anyio.sleep(0.3)
+            structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "from stdio"}))
+        assert woke["result"]["timed_out"] is False  # the hub's poller saw the other process's write
+        page = structured(await a.call_tool("read_messages", {"conversation_id": conv}))
+        assert [m["text"] for m in page["messages"]] == ["from http", "from stdio"]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_stateless_mode_serves_both_eras_and_ignores_session_headers(hub: Hub, mode: str) -> None:
+    alice = await hub.register_agent("alice")
+    async with serving(hub, stateless=True) as base:
+        async with http_client(base, alice, mode=mode) as c:
+            assert structured(await c.call_tool("whoami", {}))["id"] == alice.id
+        async with http_client(base, mode=mode, headers={"mcp-session-id": "whatever"}) as anon:
+            assert "register_agent" in error_text(await anon.call_tool("whoami", {}))
+
+
+# --- the real command: SIGTERM -----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def hub_process(hub: Hub, *args: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`agentchat-mcp serve --transport http` on this hub's database; stderr goes to a file."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGENTCHAT_DB": str(hub.settings.db),
+        "AGENTCHAT_SECRET_FILE": str(hub.settings.resolved_secret_file()),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    log = (hub.tmp_path / f"hub-{port}.log").open("wb")
+    command = [sys.executable, "-m", "agentchat_mcp", "serve", "--transport", "http", "--port", str(port), *args]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx2.AsyncClient() as http:
+            with anyio.fail_after(60):
+                while True:
+                    assert process.poll() is None, (hub.tmp_path / f"hub-{port}.log").read_text()
+                    try:
+                        if (await http.get(f"{base}/healthz")).status_code == 200:
+                            break
+                    except httpx2.TransportError:
+                        pass
+                    await anyio.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_sigterm_lets_in_flight_calls_finish_and_closes_the_database(hub: Hub, mode: str) -> None:
+    alice = await hub.register_agent("alice")
+    result: dict[str, Any] = {}
+    async with hub_process(hub, "--shutdown-grace", "5") as (base, process):
+        try:
+            async with http_client(base, alice, mode=mode) as a:
+                await a.list_tools()
+
+                async def wait() -> None:
+                    result["wait"] = structured(await a.call_tool("wait_for_messages", {"timeout_s": 1.5}))
+
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(wait)
+                    await anyio.sleep(0.5)
+                    process.send_signal(signal.SIGTERM)
+        except* httpx2.TransportError:
+            pass  # the client's own requests after the call (closing the session) find the server gone
+        assert result["wait"]["timed_out"] is True  # the call ran to its end, not cut off
+        with anyio.fail_after(15):
+            while process.poll() is None:
+                await anyio.sleep(0.05)
+        # uvicorn re-raises the signal once it has shut down, so the parent sees "terminated by SIGTERM"
+        assert process.returncode == -signal.SIGTERM
+    log = next(hub.tmp_path.glob("hub-*.log")).read_text()
+    assert "Traceback" not in log, log
+    assert not Path(f"{hub.settings.db}-wal").exists()  # last connection closed cleanly: WAL checkpointed
+    with sqlite3.connect(hub.settings.db) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
