@@ -204,10 +204,12 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_creates_agents_users_and_admins_printing_the_key_once(tmp_path: Path) -> None:
-    env = {**os.environ, "AGENTCHAT_DB": str(tmp_path / "cli.db")}
-    env.pop("AGENTCHAT_SECRET_FILE", None)
-    made = {}
+async def test_cli_creates_agents_users_and_admins_printing_the_key_once_and_the_keys_sign_in(
+    tmp_path: Path,
+) -> None:
+    hub = Hub(tmp_path)
+    env = {**os.environ, "AGENTCHAT_DB": str(hub.settings.db)}
+    env.pop("AGENTCHAT_SECRET_FILE", None)  # the default: beside the database
     for role, extra in (
         ("agent", ["--peek-price", "2.50", "--tag", "python", "--description", "helps"]),
         ("user", []),
@@ -216,32 +218,18 @@ def test_cli_creates_agents_users_and_admins_printing_the_key_once(tmp_path: Pat
         done = cli(role, "create", "--name", f"cli-{role}", *extra, env=env)
         assert done.returncode == 0, done.stderr
         printed = json.loads(done.stdout)
-        assert printed["role"] == role and printed["id"].startswith(
-            {"agent": "agt_", "user": "usr_", "admin": "adm_"}[role]
-        )
+        prefix = {"agent": "agt_", "user": "usr_", "admin": "adm_"}[role]
+        assert printed["role"] == role and printed["id"].startswith(prefix)
         assert (done.stdout + done.stderr).count(printed["api_key"]) == 1
         assert "only this once" in done.stderr
-        made[role] = printed
-    bad = cli("agent", "create", "--name", "cheap", "--peek-price", "0.01", env=env)
-    assert bad.returncode != 0 and "--peek-price" in bad.stderr and "Traceback" not in bad.stderr
-    secret = tmp_path / "agentchat.secret"
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    return_value = made  # for the next test in a real session
-    assert return_value
-
-
-async def test_accounts_made_by_the_cli_sign_in_with_their_keys(tmp_path: Path) -> None:
-    hub = Hub(tmp_path)
-    env = {
-        **os.environ,
-        "AGENTCHAT_DB": str(hub.settings.db),
-        "AGENTCHAT_SECRET_FILE": str(hub.settings.resolved_secret_file()),
-    }
-    for role in ("agent", "admin"):
-        printed = json.loads(cli(role, "create", "--name", f"cli-{role}", env=env).stdout)
         async with hub.client(Account(printed["id"], role, printed["name"], printed["api_key"])) as c:
             me = structured(await c.call_tool("whoami", {}))
-        assert (me["id"], me["role"]) == (printed["id"], role)
+        assert (me["id"], me["role"], me["name"]) == (printed["id"], role, f"cli-{role}")
+        if role == "agent":
+            assert (me["peek_price"], me["tags"], me["description"]) == ("2.50", ["python"], "helps")
+    bad = cli("agent", "create", "--name", "cheap", "--peek-price", "0.01", env=env)
+    assert bad.returncode != 0 and "--peek-price" in bad.stderr and "Traceback" not in bad.stderr
+    assert stat.S_IMODE(hub.settings.resolved_secret_file().stat().st_mode) == 0o600
 
 
 # --- the server secret ------------------------------------------------------------------------------
@@ -260,7 +248,7 @@ def test_the_secret_file_is_created_0600_and_a_world_readable_one_is_refused(tmp
 def test_a_world_readable_secret_stops_the_cli_and_the_server_with_a_clear_message(tmp_path: Path) -> None:
     env = {**os.environ, "AGENTCHAT_DB": str(tmp_path / "s.db")}
     env.pop("AGENTCHAT_SECRET_FILE", None)
-    assert cli("user", "create", "--name", "first", env=env).returncode == 0
+    server_secret.load_or_create(tmp_path / "agentchat.secret")
     (tmp_path / "agentchat.secret").chmod(0o644)
     for args in (["user", "create", "--name", "second"], ["serve"]):
         done = cli(*args, env=env)

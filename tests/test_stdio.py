@@ -56,77 +56,82 @@ async def wake_latency(waiter: Client, sender: Client, conversation_id: str, tex
     return float(woke["at"] - sent_at)
 
 
-async def test_two_stdio_processes_talk_both_ways_and_a_waiting_agent_wakes_within_a_second(hub: Hub) -> None:
+async def test_two_stdio_processes_talk_both_ways_and_a_waiting_agent_wakes_within_a_second(
+    hub: Hub, tmp_path: Path
+) -> None:
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
-    async with Client(hub.stdio(alice)) as a, Client(hub.stdio(bob)) as b:
-        conv = await start(a, bob, "hello bob")
-        assert await texts(b, conv) == [("alice", "hello bob")]
-        structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "hi alice"}))
-        assert await texts(a, conv) == [("alice", "hello bob"), ("bob", "hi alice")]
+    logs = {name: tmp_path / f"{name}.stderr" for name in ("alice", "bob")}
+    with logs["alice"].open("w") as alice_log, logs["bob"].open("w") as bob_log:
+        async with (
+            Client(stdio_client(hub.stdio(alice), errlog=alice_log)) as a,
+            Client(stdio_client(hub.stdio(bob), errlog=bob_log)) as b,
+        ):
+            conv = await start(a, bob, "hello bob, the launch code is 0000")
+            assert await texts(b, conv) == [("alice", "hello bob, the launch code is 0000")]
+            structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "hi alice"}))
+            assert await texts(a, conv) == [("alice", "hello bob, the launch code is 0000"), ("bob", "hi alice")]
 
-        bob_woke = await wake_latency(b, a, conv, "are you there?")
-        alice_woke = await wake_latency(a, b, conv, "yes")
-        assert await texts(b, conv) == [
-            ("alice", "hello bob"),
-            ("bob", "hi alice"),
-            ("alice", "are you there?"),
-            ("bob", "yes"),
-        ]
+            bob_woke = await wake_latency(b, a, conv, "are you there?")
+            alice_woke = await wake_latency(a, b, conv, "yes")
+            assert [text for _, text in await texts(b, conv)][2:] == ["are you there?", "yes"]
+            rotated = structured(await a.call_tool("rotate_api_key", {}))["api_key"]
     print(f"stdio wake latency: bob {bob_woke * 1000:.0f} ms, alice {alice_woke * 1000:.0f} ms")
     assert bob_woke < WAKE_LIMIT_S
     assert alice_woke < WAKE_LIMIT_S
+    # What the servers logged (stderr) holds no key and no message text.
+    for log in logs.values():
+        text = log.read_text()
+        for secret in (alice.api_key, bob.api_key, rotated, "launch code", "are you there"):
+            assert secret not in text
 
 
 def conversation_uri(conversation_id: str) -> str:
     return f"agentchat://conversations/{conversation_id}"
 
 
-async def test_a_legacy_subscriber_hears_of_messages_from_its_own_and_from_another_process(hub: Hub) -> None:
-    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+async def test_subscribers_in_both_eras_hear_of_messages_from_their_own_and_from_another_process(hub: Hub) -> None:
+    """bob subscribes the handshake-era way, carol listens the 2026 way, each in its own stdio process."""
+    alice, bob, carol = [await hub.register_agent(n) for n in ("alice", "bob", "carol")]
     async with hub.client(alice) as a:
-        conv = await start(a, bob, "first")
+        conv = str(
+            structured(await a.call_tool("start_conversation", {"participants": [bob.id, carol.id], "topic": "news"}))[
+                "conversation"
+            ]["id"]
+        )
     uri = conversation_uri(conv)
-    heard: list[str] = []
-    news = anyio.Event()
+    bob_heard: list[str] = []
+    bob_news = anyio.Event()
 
     async def on_message(message: Any) -> None:
-        nonlocal news
         if isinstance(message, ResourceUpdatedNotification):
-            heard.append(str(message.params.uri))
-            news.set()
+            bob_heard.append(str(message.params.uri))
+            bob_news.set()
 
-    async with Client(hub.stdio(bob), mode="legacy", message_handler=on_message) as b:
+    async def bob_hears() -> None:
+        nonlocal bob_news
+        with anyio.fail_after(5):
+            await bob_news.wait()
+        assert uri in bob_heard
+        bob_heard.clear()
+        bob_news = anyio.Event()
+
+    async with (
+        Client(hub.stdio(bob), mode="legacy", message_handler=on_message) as b,
+        Client(hub.stdio(carol)) as c,
+        c.listen(resource_subscriptions=[uri]) as subscription,
+    ):
         await b.subscribe_resource(uri)
-        # Written by the subscriber's own process: published at once.
-        structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "mine"}))
+        carol_events = subscription.__aiter__()
+        # bob writes: bob hears it from his own process at once, carol through the data_version poller.
+        structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "from bob"}))
+        await bob_hears()
         with anyio.fail_after(5):
-            await news.wait()
-        assert uri in heard
-        heard.clear()
-        news = anyio.Event()
-        # Written by another process: found by the PRAGMA data_version poller.
-        async with Client(hub.stdio(alice)) as other:
-            structured(await other.call_tool("send_message", {"conversation_id": conv, "text": "theirs"}))
-            with anyio.fail_after(5):
-                await news.wait()
-        assert uri in heard
-
-
-async def test_a_listening_client_hears_of_messages_from_its_own_and_from_another_process(hub: Hub) -> None:
-    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
-    async with hub.client(alice) as a:
-        conv = await start(a, bob, "first")
-    uri = conversation_uri(conv)
-
-    async with Client(hub.stdio(bob)) as b, b.listen(resource_subscriptions=[uri]) as subscription:
-        events = subscription.__aiter__()
-        structured(await b.call_tool("send_message", {"conversation_id": conv, "text": "mine"}))
+            assert (await carol_events.__anext__()).uri == uri
+        # carol writes: the other way round.
+        structured(await c.call_tool("send_message", {"conversation_id": conv, "text": "from carol"}))
         with anyio.fail_after(5):
-            assert (await events.__anext__()).uri == uri
-        async with Client(hub.stdio(alice)) as other:
-            structured(await other.call_tool("send_message", {"conversation_id": conv, "text": "theirs"}))
-            with anyio.fail_after(5):
-                assert (await events.__anext__()).uri == uri
+            assert (await carol_events.__anext__()).uri == uri
+        await bob_hears()
 
 
 async def test_an_in_memory_listener_hears_of_a_message_another_server_wrote(hub: Hub) -> None:
@@ -237,17 +242,3 @@ async def test_an_invalid_api_key_in_the_environment_is_refused_with_a_clear_mes
         assert "API key is not valid" in text
         names = {t.name for t in (await client.list_tools()).tools}
     assert "register_agent" in names and "send_message" not in names
-
-
-async def test_the_stderr_log_of_a_session_holds_neither_keys_nor_message_text(hub: Hub, tmp_path: Path) -> None:
-    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
-    secret_text = "the launch code is 0000"
-    stderr_path = tmp_path / "session.log"
-    with stderr_path.open("w") as errlog:
-        async with Client(stdio_client(hub.stdio(alice), errlog=errlog)) as a:
-            conv = await start(a, bob, secret_text)
-            assert await texts(a, conv) == [("alice", secret_text)]
-            rotated = structured(await a.call_tool("rotate_api_key", {}))["api_key"]
-    log = stderr_path.read_text()
-    for secret in (alice.api_key, rotated, secret_text, "launch code"):
-        assert secret not in log
