@@ -25,8 +25,10 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -40,6 +42,7 @@ from mcp.server.transport_security import (
     TransportSecuritySettings,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials
 from starlette.datastructures import MutableHeaders
@@ -207,6 +210,32 @@ class Runtime:
     sse: SseServerTransport | None = None
     stateless: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Graceful shutdown (serve): requests being handled now, and whether SIGTERM/SIGINT arrived.
+    in_flight: int = 0
+    stopping: bool = False
+    drain_streams_on_stop: bool = False
+
+    async def count_in_flight(self, ctx: Any, call_next: Any) -> Any:
+        """Server middleware: track MCP requests in progress, whatever the transport."""
+        if ctx.request_id is None:  # a notification
+            return await call_next(ctx)
+        self.in_flight += 1
+        try:
+            return await call_next(ctx)
+        finally:
+            self.in_flight -= 1
+
+    async def close_streams_when_idle(self) -> None:
+        """Once stopping and no call is in progress, end the long-lived SSE streams.
+
+        Streams (standalone GET streams, legacy /sse connections, and the response streams of
+        handshake-era calls) are sse-starlette responses; left alone they would close on the signal
+        itself and cut calls in flight, or hold the shutdown until the grace period ends.
+        """
+        # polled: `stopping` is set in a signal handler, where waking an event loop primitive is unsafe
+        while not (self.stopping and self.in_flight == 0):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        AppStatus.should_exit = True
 
     @property
     def lowlevel(self) -> LowLevelServer[Any]:
@@ -406,6 +435,7 @@ def build_app(
         # feed's poller for other processes' writes, the peek sweeper, subscription renewals).
         async with running_app_context(settings, telemetry, payments) as app_ctx:
             runtime.server = make_server(app_ctx)
+            runtime.lowlevel.middleware.insert(0, runtime.count_in_flight)
             runtime.manager = StreamableHTTPSessionManager(
                 app=runtime.lowlevel,
                 stateless=options.stateless,
@@ -420,8 +450,11 @@ def build_app(
             app.state.agentchat = app_ctx
             app.state.settings = settings
             try:
-                async with runtime.manager.run():
+                async with runtime.manager.run(), anyio.create_task_group() as tasks:
+                    if runtime.drain_streams_on_stop:
+                        tasks.start_soon(runtime.close_streams_when_idle)
                     yield
+                    tasks.cancel_scope.cancel()
             finally:
                 runtime.app_ctx = runtime.verifier = None
                 app.state.agentchat = None
@@ -452,6 +485,18 @@ def build_app(
     return app
 
 
+class _HubServer(uvicorn.Server):
+    """uvicorn, telling the hub when a shutdown signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.runtime.stopping = True
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """`agentchat-mcp serve --transport http|sse`: run the hub until SIGINT/SIGTERM."""
     options = HttpOptions.from_args(args)
@@ -471,7 +516,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         server_header=False,
         timeout_graceful_shutdown=int(options.shutdown_grace_seconds),  # then open streams are cut
     )
-    server = uvicorn.Server(config)
+    runtime: Runtime = app.state.runtime
+    runtime.drain_streams_on_stop = True
+    AppStatus.enable_automatic_graceful_drain = False  # we end the streams once calls in flight are done
+    server = _HubServer(config, runtime)
     endpoint = SSE_PATH if options.transport == "sse" else MCP_PATH
     print(
         f"agentchat hub on http://{_host_header(options.host)}:{options.port}{endpoint} "
