@@ -264,7 +264,11 @@ class Conversations:
             if outsiders - extra or wrapped is None:
                 return await self._new_epoch(conn, conversation_id, await self._members(conn, conversation_id) | extra)
         assert wrapped is not None
-        return epoch, caller.epoch_key(conversation_id, epoch, wrapped)
+        try:
+            return epoch, caller.epoch_key(conversation_id, epoch, wrapped)
+        except DecryptionFailed:  # the sender's own sealed copy of the key was altered: count it too
+            self._telemetry.encryption_failures.add(1)
+            raise
 
     async def _new_epoch(self, conn: AsyncConnection, conversation_id: str, readers: set[str]) -> tuple[int, EpochKey]:
         """A fresh random key, sealed to each reader's public key; becomes the current epoch."""
