@@ -221,6 +221,38 @@ def cmd_credits(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
+# --- payouts ----------------------------------------------------------------------------------
+
+
+def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
+    """payouts run [--batch ID]: pay pending/failed Stripe payouts as one batch, or re-run a batch."""
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.money import fmt
+    from agentchat_mcp.server import build_app_context
+    from agentchat_mcp.store import open_store
+    from agentchat_mcp.telemetry import Telemetry
+
+    async def run() -> int:
+        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+            app = build_app_context(settings, store, Telemetry())
+            assert app.payments is not None
+            try:
+                batch = await app.payments.run_payout_batch(args.batch, min_age_seconds=args.min_age)
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                await app.payments.provider.aclose()
+        if batch is None:
+            print(json.dumps({"batch": None, "note": "nothing to pay"}))
+            return 0
+        shown = {"batch": batch.id, "status": batch.status, "paid": batch.paid, "unpaid": batch.unpaid}
+        print(json.dumps({**shown, "total": fmt(batch.total_cents), "errors": list(batch.errors)}))
+        return 0 if batch.status == "paid" else 1
+
+    return _run(run)
+
+
 # --- schemas and demo -------------------------------------------------------------------------
 
 
@@ -308,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("--memo", default="", help="a note stored with the ledger entry")
     grant.add_argument("--idempotency-key", help="repeat-safe: the same key grants only once")
     grant.set_defaults(handler=cmd_credits)
+
+    payouts = sub.add_parser("payouts", help="Stripe Connect payouts (stripe payments provider)")
+    payout_actions = payouts.add_subparsers(dest="payouts_command", required=True)
+    run_batch = payout_actions.add_parser(
+        "run", help="pay pending and failed payouts as one batch (or re-run --batch ID); safe to repeat"
+    )
+    run_batch.add_argument("--batch", default=None, help="re-send the unpaid payouts of this batch (pob_...)")
+    run_batch.add_argument("--min-age", type=float, default=60.0, help="skip payouts younger than this (s)")
+    run_batch.set_defaults(handler=cmd_payouts)
 
     schemas = sub.add_parser("schemas", help="the tool contract")
     schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)

@@ -10,24 +10,25 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
+import anyio
 import httpx2
 import pytest
 import stripe
+import uvicorn
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
-from starlette.applications import Starlette
 
 from agentchat_mcp.app import AppContext
-from agentchat_mcp.payments import webhook
+from agentchat_mcp.http import HttpOptions, build_app
 from agentchat_mcp.payments.provider import PaymentProvider
 from agentchat_mcp.payments.stripe_provider import StripeProvider
-from agentchat_mcp.server import build_app_context, build_server
-from agentchat_mcp.store import open_store
+from agentchat_mcp.server import build_server
 from tests.conftest import Account, Hub, structured
 
 WEBHOOK_SECRET = "whsec_test_agentchat"
@@ -175,19 +176,21 @@ def event(kind: str, obj: dict[str, Any], event_id: str | None = None) -> dict[s
 
 @dataclass
 class PayHub:
-    """A hub whose servers use one payment provider, plus the webhook endpoint over the same database."""
+    """A hub whose servers use one payment provider; the real HTTP app (uvicorn, loopback) over the
+    same database serves /webhooks/stripe and /mcp."""
 
     hub: Hub
     provider: PaymentProvider | None
-    context: AppContext | None = None
-    http: httpx2.AsyncClient | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    base: str
+    context: AppContext
+    http: httpx2.AsyncClient
 
     @property
     def settings(self) -> Any:
         return self.hub.settings
 
     def client(self, account: Account | None = None, **kwargs: Any) -> Client:
+        """An in-memory MCP client with its own server lifespan (like another process on the database)."""
         server = build_server(
             self.hub.settings_for(account.api_key if account else None),
             telemetry=self.hub.telemetry,
@@ -195,9 +198,17 @@ class PayHub:
         )
         return Client(server, **kwargs)  # type: ignore[arg-type]
 
+    @asynccontextmanager
+    async def http_client(self, account: Account, **kwargs: Any) -> AsyncIterator[Client]:
+        """An MCP client over the hub's Streamable HTTP endpoint, with the account's bearer key."""
+        headers = {"Authorization": f"Bearer {account.api_key}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http:
+            transport = streamable_http_client(f"{self.base}/mcp", http_client=http)
+            async with Client(transport, **kwargs) as client:  # type: ignore[arg-type]
+                yield client
+
     async def post_event(self, evt: dict[str, Any], *, at: int | None = None, secret: str = WEBHOOK_SECRET) -> Any:
         payload, header = signed(evt, at=at, secret=secret)
-        assert self.http is not None
         return await self.http.post(
             "/webhooks/stripe",
             content=payload,
@@ -209,25 +220,30 @@ class PayHub:
             return structured(await c.call_tool(tool, args))
 
 
-def webhook_app(context: AppContext) -> Starlette:
-    """The payment routes over an open AppContext (what the hub's HTTP app mounts)."""
-    app = Starlette(routes=webhook.routes())
-    app.state.agentchat = context
-    return app
-
-
 @asynccontextmanager
-async def pay_hub(hub: Hub, provider: PaymentProvider | None, *, mode: str = "stripe") -> AsyncIterator[PayHub]:
-    """Switch `hub` to `mode` payments with `provider`; open the webhook endpoint over its database."""
+async def pay_hub(
+    hub: Hub, provider: PaymentProvider | None, *, mode: str = "stripe", **settings: Any
+) -> AsyncIterator[PayHub]:
+    """Switch `hub` to `mode` payments with `provider` and serve the hub's HTTP app on a free port."""
     hub.settings = hub.settings.model_copy(
         update={
             "payments": mode,
             "stripe_api_key": SecretStr("sk_test_x") if mode == "stripe" else None,
             "stripe_webhook_secret": SecretStr(WEBHOOK_SECRET) if mode == "stripe" else None,
+            **settings,
         }
     )
-    async with open_store(hub.settings.db) as store:
-        context = build_app_context(hub.settings, store, hub.telemetry, provider)
-        transport = httpx2.ASGITransport(app=webhook_app(context))
-        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
-            yield PayHub(hub=hub, provider=provider, context=context, http=http)
+    port = free_port()
+    app = build_app(hub.settings, HttpOptions(port=port), telemetry=hub.telemetry, payments=provider)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    base = f"http://127.0.0.1:{port}"
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(server.serve)
+        with anyio.fail_after(20):
+            while not server.started:
+                await anyio.sleep(0.02)
+        try:
+            async with httpx2.AsyncClient(base_url=base, timeout=30) as http:
+                yield PayHub(hub=hub, provider=provider, base=base, context=app.state.agentchat, http=http)
+        finally:
+            server.should_exit = True

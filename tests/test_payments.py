@@ -217,7 +217,7 @@ async def test_without_a_saved_card_buy_credits_hands_back_checkout_and_only_the
     stub = stripe_stub()
     async with pay_hub(hub, recording_provider(stub)) as p:
         user = await hub.register_user("uma")
-        async with p.client(user) as u:
+        async with p.http_client(user) as u:  # over the hub's Streamable HTTP endpoint
             got = structured(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "buy-1"}))
             assert (got["status"], got["checkout_url"]) == (
                 "awaiting_checkout",
@@ -590,3 +590,68 @@ async def test_a_stripe_subscription_is_created_with_our_keys_and_renewed_by_inv
         )
         assert gone.json()["outcome"] == "subscription cancelled"
     assert ledger_total(hub) == 0
+
+
+async def test_a_payout_batch_locks_its_payouts_and_a_rerun_pays_only_what_is_unpaid(
+    hub: Hub, travel: TravelClock
+) -> None:
+    stub = stripe_stub()
+    down = {"acct_1AgentBobbb"}  # bob's connected account refuses transfers until it is fixed
+
+    def transfer(r: Recorded) -> tuple[int, dict[str, Any]]:
+        if r.params["destination"] in down:
+            return 500, {"error": {"type": "api_error", "message": "try later"}}
+        return 200, {"id": f"tr_{r.params['metadata[agentchat_payout_id]']}", "object": "transfer", "amount": 1}
+
+    stub.on("post", "/v1/transfers", transfer)
+    async with pay_hub(hub, recording_provider(stub)) as p:
+        alice = await hub.register_agent("alice", peek_price="15.00", can_refuse=False)
+        bob = await hub.register_agent("bob", peek_price="15.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        await grant(p, user, "30.00")
+        conv = await conversation(p, alice, bob)
+        await p.call(user, "request_peek", conversation_id=conv, max_price="30.00", duration_minutes=1)
+        travel.advance(minutes=2)
+        payouts = {}
+        for agent, acct in ((alice, "acct_1AgentAlice"), (bob, "acct_1AgentBobbb")):
+            await p.call(agent, "set_payout_account", connect_account_id=acct)
+            down.add(acct)  # the immediate attempt fails for both
+            payouts[agent.id] = await p.call(agent, "request_payout", idempotency_key="po")
+            assert payouts[agent.id]["status"] == "failed"
+        down.discard("acct_1AgentAlice")
+
+        batch = await p.context.payments.run_payout_batch(min_age_seconds=0)  # type: ignore[union-attr]
+        assert batch is not None and (batch.status, batch.paid, batch.unpaid, batch.total_cents) == (
+            "partial",
+            1,
+            1,
+            2400,
+        )
+        assert await p.context.payments.run_payout_batch(min_age_seconds=0) is None  # type: ignore[union-attr]
+        down.clear()
+        rerun = await p.context.payments.run_payout_batch(batch.id)  # type: ignore[union-attr]
+        assert rerun is not None and (rerun.status, rerun.paid) == ("paid", 2)
+    sent = stub.to("post", "/v1/transfers")
+    by_payout: dict[str, set[str | None]] = {}
+    for r in sent:
+        by_payout.setdefault(r.params["metadata[agentchat_payout_id]"], set()).add(r.idempotency_key)
+    assert by_payout == {pid["id"]: {f"payout:{pid['id']}"} for pid in payouts.values()}
+    successes = [r for r in sent if r.params["destination"] == "acct_1AgentAlice"]
+    assert len(successes) == 2  # the failed first try, then the batch; the re-run did not pay alice again
+    assert rows(hub, "SELECT status FROM payouts ORDER BY agent_id") == [("paid",), ("paid",)]
+    assert ledger_total(hub) == 0
+
+
+def test_offline_payout_batches_explain_they_need_stripe(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "agentchat_mcp", "--db", str(tmp_path / "a.db"), "payouts", "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "", "AGENTCHAT_SECRET_FILE": str(tmp_path / "s.secret")},
+        check=False,
+    )
+    assert done.returncode == 2 and "need the stripe provider" in done.stderr and "Traceback" not in done.stderr

@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 import pytest
 import stripe
-import uvicorn
 
 from agentchat_mcp.errors import InvalidInput, PaymentUnavailable
 from agentchat_mcp.payments.provider import Intent
@@ -22,11 +21,9 @@ from tests.payments_support import (
     WEBHOOK_SECRET,
     PayHub,
     event,
-    free_port,
     localstripe_fixture,  # noqa: F401 (the session fixture `localstripe`)
     localstripe_post,
     pay_hub,
-    webhook_app,
 )
 
 pytestmark = pytest.mark.anyio
@@ -161,35 +158,25 @@ async def test_a_signed_webhook_from_localstripe_credits_once_when_the_capture_a
 ) -> None:
     provider = LosesCaptureAnswer("sk_test_x", api_base=localstripe)
     async with stripe_hub(hub, localstripe, provider) as p:
-        assert p.context is not None
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(webhook_app(p.context), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+        await localstripe_post(
+            localstripe,
+            "/_config/webhooks/agentchat_test",
+            [
+                ("url", f"{p.base}/webhooks/stripe"),  # the hub's real HTTP app
+                ("secret", WEBHOOK_SECRET),
+                ("events[]", "payment_intent.succeeded"),
+            ],
         )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            while not server.started:
-                await anyio.sleep(0.01)
-            await localstripe_post(
-                localstripe,
-                "/_config/webhooks/agentchat_test",
-                [
-                    ("url", f"http://127.0.0.1:{port}/webhooks/stripe"),
-                    ("secret", WEBHOOK_SECRET),
-                    ("events[]", "payment_intent.succeeded"),
-                ],
-            )
-            user = await user_with_card(p, "wes")
-            async with p.client(user) as u:
-                lost = error_text(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "w-1"}))
-                assert "retrying the same call with the same idempotency_key is safe" in lost
-                assert credit(hub, user) == 0  # charged at Stripe, not credited by us yet
-                with anyio.fail_after(10):  # localstripe delivers about 1 s after the capture
-                    while credit(hub, user) == 0:
-                        await anyio.sleep(0.05)
-                retry = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "w-1"}))
-                assert (retry["status"], retry["credit"]) == ("completed", "25.00")
-            server.should_exit = True
+        user = await user_with_card(p, "wes")
+        async with p.http_client(user) as u:
+            lost = error_text(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "w-1"}))
+            assert "retrying the same call with the same idempotency_key is safe" in lost
+            assert credit(hub, user) == 0  # charged at Stripe, not credited by us yet
+            with anyio.fail_after(10):  # localstripe delivers about 1 s after the capture
+                while credit(hub, user) == 0:
+                    await anyio.sleep(0.05)
+            retry = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "w-1"}))
+            assert (retry["status"], retry["credit"]) == ("completed", "25.00")
     assert credit(hub, user) == 2500
     # (events of earlier tests' payments may arrive too: they are recognised as not ours)
     outcomes = [o for (o,) in rows(hub, "SELECT outcome FROM webhook_events")]

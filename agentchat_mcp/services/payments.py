@@ -46,7 +46,16 @@ from agentchat_mcp.services.ledger import EXTERNAL_CLEARING, PLATFORM_REVENUE, L
 from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store
-from agentchat_mcp.store.tables import payment_customers, payments, principals, subscriptions, webhook_events
+from agentchat_mcp.store.tables import (
+    payment_customers,
+    payments,
+    payout_batch_items,
+    payout_batches,
+    payouts,
+    principals,
+    subscriptions,
+    webhook_events,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +86,16 @@ class PaymentView:
     last_error: str | None
     created_at: str
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class PayoutBatch:
+    id: str
+    status: str  # paid | partial | failed
+    paid: int
+    unpaid: int
+    total_cents: int
+    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -174,12 +193,14 @@ class Payments:
         self._identity = identity
         self.provider = provider
         self._settings = settings
+        self._earnings: EarningsService | None = None
 
     def install(self, pricing: Pricing, earnings: EarningsService) -> None:
         """Plug packs and subscriptions into peek pricing (subscriptions first: they cost the user
         nothing more), and Stripe Connect transfers into payouts when cards are taken."""
         pricing.providers["subscription"] = ents.EntitlementCovers("subscription", self._ledger)
         pricing.providers["pack"] = ents.EntitlementCovers("pack", self._ledger)
+        self._earnings = earnings
         if self.provider.takes_cards:
             earnings.sender = ConnectPayouts(self.provider)
 
@@ -1151,6 +1172,78 @@ class Payments:
             except Exception:  # one bad pass must not end renewals; the next pass retries
                 logger.exception("subscription renewal pass failed")
             await anyio.sleep(every)
+
+    # --- payout batches ---------------------------------------------------------------------
+
+    async def run_payout_batch(
+        self, batch_id: str | None = None, *, min_age_seconds: float = 60.0
+    ) -> PayoutBatch | None:
+        """Pay Stripe payouts in one batch. Without `batch_id`: claim every pending or failed payout older
+        than `min_age_seconds` that no batch holds yet (the claim is one transaction, so two runners never
+        pay the same payout). With it: re-send that batch's unpaid payouts. A transfer always carries the
+        payout's own idempotency key, so a re-run after a lost answer never pays twice."""
+        if self._earnings is None or self._earnings.sender is None:
+            raise PaymentUnavailable("Payout batches need the stripe provider; offline, payouts are only recorded.")
+        now = clock.now()
+        if batch_id is None:
+            cutoff = clock.iso(now - timedelta(seconds=min_age_seconds))
+            async with self._store.write() as conn:
+                claimed = (
+                    await conn.execute(
+                        select(payouts.c.id, payouts.c.amount_cents).where(
+                            and_(
+                                payouts.c.provider == "stripe",
+                                payouts.c.status.in_(["pending", "failed"]),
+                                payouts.c.created_at <= cutoff,
+                                payouts.c.id.not_in(select(payout_batch_items.c.payout_id)),
+                            )
+                        )
+                    )
+                ).all()
+                if not claimed:
+                    return None
+                batch_id = new_id("pob")
+                stamp = clock.iso(now)
+                await conn.execute(
+                    insert(payout_batches).values(
+                        id=batch_id,
+                        status="processing",
+                        provider="stripe",
+                        total_cents=sum(r.amount_cents for r in claimed),
+                        created_at=stamp,
+                        updated_at=stamp,
+                    )
+                )
+                await conn.execute(
+                    insert(payout_batch_items), [{"payout_id": r.id, "batch_id": batch_id} for r in claimed]
+                )
+        async with self._store.read() as conn:
+            if (await conn.execute(select(payout_batches.c.id).where(payout_batches.c.id == batch_id))).first() is None:
+                raise NotFound(f"No payout batch {batch_id}.")
+            ids = list(
+                (
+                    await conn.execute(
+                        select(payout_batch_items.c.payout_id).where(payout_batch_items.c.batch_id == batch_id)
+                    )
+                ).scalars()
+            )
+        results = [await self._earnings.retry_payout(payout_id) for payout_id in sorted(ids)]
+        paid = sum(1 for r in results if r.status == "paid")
+        status = "paid" if paid == len(results) else "failed" if paid == 0 else "partial"
+        async with self._store.write() as conn:
+            await conn.execute(
+                update(payout_batches)
+                .where(payout_batches.c.id == batch_id)
+                .values(status=status, attempts=payout_batches.c.attempts + 1, updated_at=clock.now_iso())
+            )
+        return PayoutBatch(
+            id=batch_id,
+            status=status,
+            paid=paid,
+            unpaid=len(results) - paid,
+            total_cents=sum(r.amount_cents for r in results),
+            errors=tuple(f"{r.id}: {r.last_error}" for r in results if r.status != "paid" and r.last_error),
+        )
 
     # --- reading ------------------------------------------------------------------------------
 
