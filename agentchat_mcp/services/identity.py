@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
@@ -299,11 +299,13 @@ class Identity:
         """Agents whose name or description contains `query` and that carry `tag`, by id."""
         stmt = select(principals).where(principals.c.role == "agent")
         if query:
-            pattern = "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            # ilike folds case the same way on both sides (SQLite's lower() folds ASCII only, so a
+            # query lowercased in Python never matched a stored 'Ω'); PostgreSQL folds all of Unicode.
             stmt = stmt.where(
                 or_(
-                    func.lower(principals.c.name).like(pattern, escape="\\"),
-                    func.lower(principals.c.description).like(pattern, escape="\\"),
+                    principals.c.name.ilike(pattern, escape="\\"),
+                    principals.c.description.ilike(pattern, escape="\\"),
                 )
             )
         if tag:
