@@ -655,3 +655,37 @@ def test_offline_payout_batches_explain_they_need_stripe(tmp_path: Any) -> None:
         check=False,
     )
     assert done.returncode == 2 and "need the stripe provider" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_refunded_pack_takes_back_its_unused_peeks_and_one_held_by_a_pending_peek(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        alice = await hub.register_agent("alice", peek_price="2.00", can_refuse=False)
+        carl = await hub.register_agent("carl", peek_price="2.00", can_refuse=True)
+        bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        async with p.client(user) as u:
+            pid = structured(await u.call_tool("buy_peek_pack", {"pack": "pack-10"}))["purchase"]["payment_id"]
+        assert (await p.post_event(event("checkout.session.completed", paid_session(pid, 4000)))).status_code == 200
+        used = await conversation(p, alice, bob)  # both covered by the pack: 2 units, captured at once
+        pending = await conversation(p, carl, bob)  # carl must consent: 2 units held
+        await p.call(user, "request_peek", conversation_id=used, max_price="0.00")
+        peek = await p.call(user, "request_peek", conversation_id=pending, max_price="0.00")
+        assert account(hub, f"user:{user.id}:packs") == 4000 - 4 * 400
+        refund = await p.post_event(event("charge.refunded", charge(pid, 4000, 4000)))
+        assert refund.json()["outcome"] == "reversed 4000"
+        assert account(hub, f"user:{user.id}:packs") == 0  # the 6 unused units went back with the refund
+        assert account(hub, "platform:clawback") == 6 * 400 - 4000
+        await p.call(carl, "respond_to_peek", peek_id=peek["id"], decision="refuse")
+        # the 2 held units come back to a refunded pack: forfeited against the refund, not usable
+        assert account(hub, f"user:{user.id}:packs") == 0 and account(hub, "platform:clawback") == 8 * 400 - 4000
+        async with p.client(user) as u:
+            assert structured(await u.call_tool("buy_peek_pack", {}))["your_packs"] == []
+            quote = structured(await u.call_tool("quote_peek", {"conversation_id": pending}))
+            assert {x["paid_by"] for x in quote["agents"]} == {"credit"}
+    assert ledger_total(hub) == 0
+
+
+async def test_stripe_webhooks_are_not_found_on_an_offline_server(hub: Hub) -> None:
+    async with pay_hub(hub, None, mode="ledger") as p:
+        reply = await p.post_event(event("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"}))
+    assert reply.status_code == 404 and rows(hub, "SELECT COUNT(*) FROM webhook_events") == [(0,)]

@@ -182,3 +182,34 @@ async def test_a_signed_webhook_from_localstripe_credits_once_when_the_capture_a
     outcomes = [o for (o,) in rows(hub, "SELECT outcome FROM webhook_events")]
     assert outcomes.count("fulfilled") == 1 and set(outcomes) <= {"fulfilled", "ignored: not ours"}
     assert rows(hub, "SELECT COUNT(*) FROM ledger_entries") == [(1,)] and ledger_total(hub) == 0
+
+
+async def test_a_subscription_is_a_stripe_subscription_on_a_legacy_plan_and_cancels_there(
+    hub: Hub, localstripe: str
+) -> None:
+    async with stripe_hub(hub, localstripe) as p:
+        alice = await hub.register_agent("alice", peek_price="2.50")
+        user = await user_with_card(p, "sue")
+        async with p.client(user) as u:
+            sub = structured(
+                await u.call_tool(
+                    "subscribe_to_agent", {"agent_id": alice.id, "plan": "monthly-4", "idempotency_key": "s"}
+                )
+            )["subscription"]
+            assert (sub["status"], sub["paid_with"], sub["peeks_left"], sub["monthly_price"]) == (
+                "active",
+                "card",
+                4,
+                "9.00",
+            )
+            ((remote_id,),) = rows(hub, "SELECT provider_ref FROM subscriptions")
+            async with sdk(localstripe) as client:
+                remote = (await client.v1.subscriptions.retrieve_async(remote_id)).to_dict()
+            assert remote["status"] == "active" and remote["plan"]["amount"] == 900
+            assert remote["metadata"]["agentchat_subscription_id"] == sub["id"]
+            done = structured(await u.call_tool("cancel_subscription", {"agent_id": alice.id}))
+            assert (done["status"], done["peeks_left"]) == ("cancelled", 4)  # paid peeks stay for the period
+        async with sdk(localstripe) as client:
+            assert (await client.v1.subscriptions.retrieve_async(remote_id)).status == "canceled"
+    sql = "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines WHERE account = 'platform:revenue'"
+    assert rows(hub, sql) == [(900,)] and ledger_total(hub) == 0

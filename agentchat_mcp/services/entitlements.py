@@ -91,6 +91,12 @@ async def live_entitlements(conn: AsyncConnection, user_id: str, source: str | N
     return [_entitlement(r) for r in rows]
 
 
+async def for_payment(conn: AsyncConnection, payment_id: str) -> Entitlement | None:
+    """The entitlement a payment bought, if any."""
+    row = (await conn.execute(select(entitlements).where(entitlements.c.payment_id == payment_id))).first()
+    return None if row is None else _entitlement(row)
+
+
 async def grant(
     conn: AsyncConnection,
     *,

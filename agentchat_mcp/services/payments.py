@@ -239,6 +239,8 @@ class Payments:
     async def buy_credits(self, caller: Caller, amount_cents: int, idempotency_key: str | None) -> PaymentView:
         """Top up the caller's credit with a card: the saved one at once, else a Checkout link."""
         require_role(caller, "user")
+        if not self.provider.takes_cards and self.provider.name != "ledger":
+            raise PaymentUnavailable("Card payments are not configured on this server; tell its operator.")
         if not self.provider.takes_cards:
             raise PaymentUnavailable(
                 "This server runs the offline ledger provider and takes no card payments. Credit is granted by "
@@ -503,7 +505,9 @@ class Payments:
             return False
         amount = row.amount_cents
         memo = {"credits": "credit top-up", "pack": f"pack {row.item}", "subscription": f"subscription {row.item}"}
-        if row.purpose == "credits":
+        pack = self.packs.get(row.item or "") if row.purpose == "pack" else None
+        if row.purpose == "credits" or (row.purpose == "pack" and pack is None):
+            # (a pack withdrawn from the catalogue since it was paid for arrives as credit instead)
             target = user_credit(row.user_id)
         elif row.purpose == "pack":
             target = user_packs(row.user_id)
@@ -517,20 +521,16 @@ class Payments:
             memo=memo[row.purpose],
             ref=row.id,
         )
-        if row.purpose == "pack":
-            spec = self.packs.get(row.item or "")
-            if spec is None:  # removed from the catalogue since: honour what was paid, as credit-priced units
-                logger.error("pack %s of payment %s is no longer in the catalogue", row.item, row.id)
-                raise RetryLater(f"pack {row.item} unknown")
+        if pack is not None:
             await ents.grant(
                 conn,
                 user_id=row.user_id,
                 source="pack",
                 name=row.item,
                 payment_id=row.id,
-                units=spec.peeks,
-                unit_value_cents=spec.unit_price_cents,
-                max_agent_price_cents=spec.max_agent_price_cents,
+                units=pack.peeks,
+                unit_value_cents=pack.unit_price_cents,
+                max_agent_price_cents=pack.max_agent_price_cents,
             )
         elif row.purpose == "subscription":
             await self._grant_period_entitlement(conn, row, period)
@@ -560,28 +560,23 @@ class Payments:
         if delta <= 0 or row.fulfilled_at is None:
             return 0
         refund_out = Line(EXTERNAL_CLEARING, delta)  # the money goes back out to the card
-        if row.purpose == "credits":
-            taken = min(delta, await self._ledger.balance(conn, user_credit(row.user_id)))
-            lines = [refund_out, Line(user_credit(row.user_id), -taken)]
-        elif row.purpose == "pack":
-            spec_value = max(1, self._unit_value(row))
-            _, taken = await ents.revoke_unused(conn, row.id, math.ceil(delta / spec_value))
-            if delta >= row.amount_cents - row.reversed_cents:
-                _, more = await ents.revoke_unused(conn, row.id, None)  # all of it: nothing stays usable
-                taken += more
-            lines = [refund_out, Line(user_packs(row.user_id), -taken)]
-        else:
+        pack = await ents.for_payment(conn, row.id) if row.purpose == "pack" else None
+        if row.purpose == "subscription":  # the platform had the money; unused peeks of the period go
             await ents.revoke_unused(conn, row.id, None)
             taken = delta
             lines = [refund_out, Line(PLATFORM_REVENUE, -delta)]
+        elif pack is not None:
+            whole = delta >= row.amount_cents - row.reversed_cents
+            units = None if whole else math.ceil(delta / max(1, pack.unit_value_cents))
+            _, taken = await ents.revoke_unused(conn, row.id, units)
+            lines = [refund_out, Line(user_packs(row.user_id), -taken)]
+        else:  # credit (or a withdrawn pack that arrived as credit)
+            taken = min(delta, await self._ledger.balance(conn, user_credit(row.user_id)))
+            lines = [refund_out, Line(user_credit(row.user_id), -taken)]
         lines.append(Line(PLATFORM_CLAWBACK, taken - delta))  # +: kept beyond the refund; -: absorbed
         await self._ledger.post(conn, idempotency_key=key, kind="payment_reversal", lines=lines, memo=why, ref=row.id)
         await self._set(conn, row.id, reversed_cents=row.reversed_cents + delta)
         return delta
-
-    def _unit_value(self, row: Any) -> int:
-        spec = self.packs.get(row.item or "")
-        return spec.unit_price_cents if spec else row.amount_cents
 
     # --- webhook events ---------------------------------------------------------------------
 
@@ -1073,7 +1068,10 @@ class Payments:
             raise NotFound(f"You have no subscription to {agent_id}.")
         if sub.status != "cancelled":
             if sub.provider == "stripe" and sub.provider_ref:
-                await self.provider.cancel_subscription(subscription_id=sub.provider_ref)
+                try:
+                    await self.provider.cancel_subscription(subscription_id=sub.provider_ref)
+                except RequestRejected:  # already cancelled (or gone) at Stripe: nothing will renew
+                    logger.info("subscription %s was already cancelled at Stripe", sub.id)
             async with self._store.write() as conn:
                 await self._set_sub(conn, sub.id, status="cancelled", cancelled_at=clock.now_iso())
         async with self._store.read() as conn:
