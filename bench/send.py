@@ -4,6 +4,7 @@
     python bench/send.py --n 2000        # more calls
     python bench/send.py --legs memory   # one transport only
     python bench/send.py --profile out.prof   # cProfile the in-memory send loop
+    python bench/send.py --http          # also over HTTP: 50 concurrent sessions per era (bench/send_http.py)
 
 Each leg times N sequential calls from one real MCP client: first `echo(text)` on a bare MCPServer
 (the floor: what the SDK and transport cost by themselves), then `send_message` on agentchat-mcp
@@ -196,8 +197,9 @@ LEGS: dict[str, Leg] = {"memory": memory_leg, "stdio": stdio_leg}
 # --- main -------------------------------------------------------------------------------------
 
 
-async def run(legs: list[str], n: int, profile: str | None) -> int:
+async def run(legs: list[str], n: int, profile: str | None, http: argparse.Namespace | None = None) -> int:
     results: list[tuple[str, Stats, Stats]] = []
+    http_lines: list[str] = []
     async with open_hub() as hub:
         for name in legs:
             if profile and name == "memory":
@@ -209,6 +211,12 @@ async def run(legs: list[str], n: int, profile: str | None) -> int:
             else:
                 echo, send = await LEGS[name](hub, n)
             results.append((name, echo, send))
+        if http is not None:  # bench/send_http.py: 50 concurrent sessions per era over real HTTP
+            from send_http import http_figures
+
+            http_lines = await http_figures(
+                hub.settings, hub.api_key, hub.conversation_id, seconds=http.http_seconds, sessions=http.http_sessions
+            )
     print(f"agentchat-mcp bench: {n} sequential calls per row after {WARMUP} warm-up calls, {len(TEXT)}-char text")
     for name, echo, send in results:
         print(echo.row())
@@ -218,6 +226,8 @@ async def run(legs: list[str], n: int, profile: str | None) -> int:
             met = send.per_second >= TARGET_RATIO * echo.per_second
             verdict = f"  (target >= {TARGET_RATIO:.1f}: {'met' if met else 'NOT met'})"
         print(f"  {name} ratio send/echo: {send.per_second / echo.per_second:.2f}{verdict}")
+    for line in http_lines:
+        print(line)
     if profile:
         print(f"cProfile of the in-memory leg written to {profile} (python -m pstats {profile})")
     return 0
@@ -229,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--legs", default=",".join(LEGS), help=f"comma-separated, from {', '.join(LEGS)}")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the in-memory leg into FILE")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)  # the stdio floor's child
+    parser.add_argument("--http", action="store_true", help="also: send_message over HTTP, concurrent sessions")
+    parser.add_argument("--http-seconds", type=float, default=2.0, help="timed seconds per HTTP row (default 2)")
+    parser.add_argument("--http-sessions", type=int, default=50, help="concurrent HTTP sessions (default 50)")
     args = parser.parse_args(argv)
     if args.echo_server:
         echo_server().run("stdio")
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [leg for leg in legs if leg not in LEGS]
     if unknown or args.n < 1:
         parser.error(f"unknown legs {unknown}; choose from {list(LEGS)}" if unknown else "--n must be >= 1")
-    return anyio.run(run, legs, args.n, args.profile)
+    return anyio.run(run, legs, args.n, args.profile, args if args.http else None)
 
 
 if __name__ == "__main__":
