@@ -689,3 +689,75 @@ async def test_stripe_webhooks_are_not_found_on_an_offline_server(hub: Hub) -> N
     async with pay_hub(hub, None, mode="ledger") as p:
         reply = await p.post_event(event("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"}))
     assert reply.status_code == 404 and rows(hub, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+
+
+async def test_a_subscription_paid_at_checkout_is_linked_and_granted_whatever_order_the_events_come_in(
+    hub: Hub,
+) -> None:
+    stub = stripe_stub()
+    async with pay_hub(hub, recording_provider(stub)) as p:
+        alice = await hub.register_agent("alice", peek_price="2.50")
+        user = await hub.register_user("uma")
+        async with p.client(user) as u:
+            sub = structured(await u.call_tool("subscribe_to_agent", {"agent_id": alice.id, "plan": "monthly-10"}))
+            sub = sub["subscription"]
+        assert (sub["status"], sub["checkout_url"]) == ("pending", "https://checkout.stripe.com/c/pay/cs_test_1")
+        (session,) = stub.to("post", "/v1/checkout/sessions")
+        assert session.idempotency_key == f"subscription:{sub['id']}:checkout"
+        assert {k: session.params[k] for k in ("mode", "line_items[0][price_data][unit_amount]")} == {
+            "mode": "subscription",
+            "line_items[0][price_data][unit_amount]": "2000",
+        }
+        assert session.params["line_items[0][price_data][recurring][interval]"] == "month"
+        assert session.params["subscription_data[metadata][agentchat_subscription_id]"] == sub["id"]
+
+        now = int(time.time())
+        invoice = {
+            "id": "in_9",
+            "object": "invoice",
+            "subscription": "sub_remote",
+            "amount_paid": 2000,
+            "payment_intent": "pi_in_9",
+            "lines": {"data": [{"period": {"start": now, "end": now + 2592000}}]},
+        }
+        early = await p.post_event(event("invoice.paid", invoice, "evt_invoice_first"))
+        assert early.status_code == 503  # not linked yet: Stripe will deliver it again
+        assert rows(hub, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+        linked = await p.post_event(
+            event(
+                "checkout.session.completed",
+                {
+                    "id": "cs_test_1",
+                    "object": "checkout.session",
+                    "mode": "subscription",
+                    "subscription": "sub_remote",
+                    "metadata": {"agentchat_subscription_id": sub["id"]},
+                },
+            )
+        )
+        assert linked.json()["outcome"] == "subscription linked"
+        again = await p.post_event(event("invoice.paid", invoice, "evt_invoice_first"))
+        assert again.json()["outcome"] == "period granted"
+        async with p.client(user) as u:
+            listed = structured(await u.call_tool("cancel_subscription", {"agent_id": alice.id}))
+        assert (listed["status"], listed["peeks_left"]) == ("cancelled", 10)
+        failed = await p.post_event(event("invoice.payment_failed", {**invoice, "id": "in_10"}))
+        assert failed.json()["outcome"] == "ignored"  # cancelled already: nothing to mark
+    assert account(hub, "platform:revenue") == 2000 and ledger_total(hub) == 0
+
+
+async def test_an_abandoned_checkout_ends_the_purchase_unpaid(hub: Hub) -> None:
+    async with pay_hub(hub, recording_provider(stripe_stub())) as p:
+        user = await hub.register_user("uma")
+        async with p.client(user) as u:
+            got = structured(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "k"}))
+            expired = {**paid_session(got["payment_id"], 2000), "payment_status": "unpaid"}
+            out = await p.post_event(event("checkout.session.expired", expired))
+            assert out.json()["outcome"] == "checkout ended unpaid"
+            replay = structured(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "k"}))
+            assert (replay["status"], replay["checkout_url"]) == ("failed", None)
+            failed = await p.post_event(
+                event("payment_intent.payment_failed", {"id": "pi_zz", "object": "payment_intent", "metadata": {}})
+            )
+            assert failed.json()["outcome"] == "ignored"
+    assert account(hub, f"user:{user.id}:credit") == 0 and ledger_total(hub) == 0
