@@ -54,6 +54,8 @@ class RemoteSubscription:
     current_period_start: int  # unix seconds
     current_period_end: int
     latest_invoice_paid: bool
+    latest_invoice_id: str | None = None
+    latest_invoice_intent: str | None = None  # the PaymentIntent that paid it (refunds arrive by it)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,9 @@ def _intent(obj: Any) -> Intent:
 def remote_subscription(sub: Any) -> RemoteSubscription:
     """A subscription object (API response or webhook payload) as a plain value."""
     invoice = sub.get("latest_invoice")
-    paid = bool(invoice is not None and not isinstance(invoice, str) and invoice.get("status") == "paid")
+    expanded = isinstance(invoice, dict)
+    paid = bool(expanded and invoice.get("status") == "paid")
+    intent = invoice.get("payment_intent") if expanded else None
     period = {"start": sub.get("current_period_start"), "end": sub.get("current_period_end")}
     if period["start"] is None:  # API versions since 2025-03 keep the period on the items
         items = (sub.get("items") or {}).get("data") or [{}]
@@ -102,6 +104,8 @@ def remote_subscription(sub: Any) -> RemoteSubscription:
         current_period_start=int(period["start"] or 0),
         current_period_end=int(period["end"] or 0),
         latest_invoice_paid=paid,
+        latest_invoice_id=str(invoice.get("id")) if expanded else invoice if isinstance(invoice, str) else None,
+        latest_invoice_intent=intent if isinstance(intent, str) else None,
     )
 
 

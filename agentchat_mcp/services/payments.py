@@ -933,17 +933,22 @@ class Payments:
         async with self._store.write() as conn:
             await self._set_sub(conn, sub_id, provider_ref=remote.id)
             if remote.latest_invoice_paid:  # confirmed server-side: grant the first period now
-                await self._grant_remote_period(conn, sub_id, remote, invoice_id=f"{remote.id}:first")
+                await self._grant_remote_period(conn, sub_id, remote)
             elif remote.status in ("incomplete", "incomplete_expired"):
                 await self._set_sub(conn, sub_id, status="cancelled", last_error="first payment failed")
                 raise PaymentDeclined("The first month's payment was declined; nothing was charged.")
             return await self._sub_view(conn, sub_id)
 
-    async def _grant_remote_period(
-        self, conn: AsyncConnection, sub_id: str, remote: RemoteSubscription, *, invoice_id: str
-    ) -> None:
+    async def _grant_remote_period(self, conn: AsyncConnection, sub_id: str, remote: RemoteSubscription) -> None:
         start, end = _iso_from_unix(remote.current_period_start), _iso_from_unix(remote.current_period_end)
-        await self._grant_period(conn, sub_id, invoice_id=invoice_id, intent_id=None, start=start, end=end)
+        await self._grant_period(
+            conn,
+            sub_id,
+            invoice_id=remote.latest_invoice_id or f"{remote.id}:first",
+            intent_id=remote.latest_invoice_intent,
+            start=start,
+            end=end,
+        )
 
     async def _grant_period(
         self,
@@ -1076,19 +1081,6 @@ class Payments:
                 await self._set_sub(conn, sub.id, status="cancelled", cancelled_at=clock.now_iso())
         async with self._store.read() as conn:
             return await self._sub_view(conn, sub.id)
-
-    async def list_subscriptions(self, caller: Caller) -> list[SubscriptionView]:
-        require_role(caller, "user")
-        async with self._store.read() as conn:
-            ids = (
-                await conn.execute(
-                    select(subscriptions.c.id)
-                    .where(subscriptions.c.user_id == caller.id)
-                    .order_by(subscriptions.c.created_at.desc())
-                    .limit(100)
-                )
-            ).scalars()
-            return [await self._sub_view(conn, i) for i in list(ids)]
 
     async def _sub_view(self, conn: AsyncConnection, sub_id: str, *, replayed: bool = False) -> SubscriptionView:
         sub = (await conn.execute(select(subscriptions).where(subscriptions.c.id == sub_id))).one()
@@ -1244,13 +1236,6 @@ class Payments:
         )
 
     # --- reading ------------------------------------------------------------------------------
-
-    async def get_payment(self, caller: Caller, payment_id: str) -> PaymentView:
-        async with self._store.read() as conn:
-            row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).first()
-        if row is None or (row.user_id != caller.id and caller.role != "admin"):
-            raise NotFound(f"No payment {payment_id} of yours.")
-        return _view(row)
 
     async def refund(self, payment_id: str, amount_cents: int | None = None) -> str:
         """Refund a card payment at the provider (admin action); the charge.refunded event then reverses
