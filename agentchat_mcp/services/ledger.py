@@ -140,22 +140,35 @@ class Ledger:
         if not idempotency_key:
             raise ValueError("an idempotency key is required")
         digest = _request_hash(kind, ref, merged)
-        first = (
+        overdraft_ok = set(allow_negative)
+        checked = [
+            line
+            for line in merged
+            if line.amount_cents < 0 and not _may_go_negative(line.account) and line.account not in overdraft_ok
+        ]
+        # One statement: has this key been used, and what do the accounts being drawn on hold?
+        by_key = ledger_entries.c.idempotency_key == idempotency_key
+        row = (
             await conn.execute(
-                select(ledger_entries.c.id, ledger_entries.c.request_hash, ledger_entries.c.created_at).where(
-                    ledger_entries.c.idempotency_key == idempotency_key
+                select(
+                    select(ledger_entries.c.id).where(by_key).scalar_subquery(),
+                    select(ledger_entries.c.request_hash).where(by_key).scalar_subquery(),
+                    select(ledger_entries.c.created_at).where(by_key).scalar_subquery(),
+                    *[
+                        select(func.coalesce(func.sum(ledger_lines.c.amount_cents), 0))
+                        .where(ledger_lines.c.account == line.account)
+                        .scalar_subquery()
+                        for line in checked
+                    ],
                 )
             )
-        ).first()
-        if first is not None:
-            if first.request_hash != digest:
+        ).one()
+        first_id, first_hash, first_at, *balances = row
+        if first_id is not None:
+            if first_hash != digest:
                 raise Conflict("idempotency key reused with other parameters")
-            return PostResult(entry_id=first.id, created_at=first.created_at, replayed=True)
-        overdraft_ok = set(allow_negative)
-        for line in merged:
-            if line.amount_cents >= 0 or _may_go_negative(line.account) or line.account in overdraft_ok:
-                continue
-            balance = await self.balance(conn, line.account)
+            return PostResult(entry_id=int(first_id), created_at=first_at, replayed=True)
+        for line, balance in zip(checked, balances, strict=True):
             if balance + line.amount_cents < 0:
                 raise InsufficientFunds(
                     f"Not enough funds: {fmt(balance)} available, {fmt(-line.amount_cents)} needed."

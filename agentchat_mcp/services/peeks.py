@@ -160,6 +160,17 @@ def _peek_not_found(peek_id: str) -> NotFound:
     return NotFound(f"No peek {peek_id} that you can see. list_peek_requests shows yours.")
 
 
+@dataclass(frozen=True)
+class _ConsentRow:
+    """What capture needs of one agent's consent."""
+
+    agent_id: str
+    price_cents: int
+    fee_cents: int
+    cover_ref: str | None
+    decision: str
+
+
 @dataclass
 class _Counters:
     """What the last unit of work did, reported to telemetry after it commits."""
@@ -226,8 +237,6 @@ class Peeks:
         digest = _request_hash(conversation_id, max_price_cents, duration_minutes, start_iso)
         counters = _Counters()
         async with self._store.write() as conn:
-            # Expired holds first, in this same transaction: they must not block or fund the new request.
-            await self._settle_rows(conn, await self._due(conn, clock.iso(now_dt), user_id=caller.id), counters)
             if idempotency_key:
                 first = (
                     await conn.execute(
@@ -243,6 +252,10 @@ class Peeks:
                             f"peek ({first.id}). Use a new key for a new request."
                         )
                     return replace(await self._view(conn, first.id), replayed=True)
+            # Expired holds first, in this same transaction: they must not block or fund the new request.
+            await self._settle_and_check_overlap(
+                conn, caller.id, conversation_id, clock.iso(now_dt), start_iso, counters
+            )
             peek_id = await self._create(
                 conn,
                 caller,
@@ -288,7 +301,6 @@ class Peeks:
                 f"This peek costs {fmt(quote.charged_cents)}, above your max_price {fmt(max_price)}. "
                 "quote_peek shows the current price; ask again with a higher max_price if you accept it."
             )
-        await self._refuse_overlap(conn, caller.id, conversation_id, start_iso or now)
         peek_id = new_id("pek")
         await conn.execute(
             insert(peeks).values(
@@ -350,29 +362,44 @@ class Peeks:
             await self._capture(conn, peek_id, now_dt, counters)
         return peek_id
 
-    async def _refuse_overlap(self, conn: AsyncConnection, user_id: str, conversation_id: str, start: str) -> None:
-        live = (
+    async def _settle_and_check_overlap(
+        self,
+        conn: AsyncConnection,
+        user_id: str,
+        conversation_id: str,
+        now: str,
+        start_iso: str | None,
+        counters: _Counters,
+    ) -> None:
+        """In one query: settle the user's due peeks (their holds must not block or fund this request),
+        and refuse a second pending request, or an overlapping paid window, on the same conversation."""
+        start = start_iso or now
+        due = or_(
+            and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at <= now),
+            and_(peeks.c.status == "active", peeks.c.window_end <= now),
+        )
+        live = and_(
+            peeks.c.conversation_id == conversation_id,
+            or_(
+                and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at > now),
+                and_(peeks.c.status == "active", peeks.c.window_end > start, peeks.c.window_end > now),
+            ),
+        )
+        rows = (
             await conn.execute(
-                select(peeks.c.id, peeks.c.status)
-                .where(
-                    and_(
-                        peeks.c.user_id == user_id,
-                        peeks.c.conversation_id == conversation_id,
-                        or_(
-                            peeks.c.status == "awaiting_consent",
-                            and_(peeks.c.status == "active", peeks.c.window_end > start),
-                        ),
-                    )
-                )
-                .limit(1)
+                select(peeks.c.id, peeks.c.status, due.label("is_due"))
+                .where(and_(peeks.c.user_id == user_id, or_(due, live)))
+                .limit(500)
             )
-        ).first()
-        if live is not None:
-            what = "waiting for consent" if live.status == "awaiting_consent" else "granted for that time"
+        ).all()
+        clash = next((r for r in rows if not r.is_due), None)
+        if clash is not None:
+            what = "waiting for consent" if clash.status == "awaiting_consent" else "granted for that time"
             raise Conflict(
-                f"You already have peek {live.id} on this conversation, {what}. get_peek shows it; cancel_peek "
+                f"You already have peek {clash.id} on this conversation, {what}. get_peek shows it; cancel_peek "
                 "cancels one still waiting for consent."
             )
+        await self._settle_rows(conn, [(r.id, r.status, now) for r in rows], counters)
 
     # --- deciding -------------------------------------------------------------------------
 
@@ -383,20 +410,32 @@ class Peeks:
         now_dt = clock.now()
         now = clock.iso(now_dt)
         async with self._store.write() as conn:
-            peek = (
+            rows = (
                 await conn.execute(
-                    select(peeks, peek_consents.c.decision.label("my_decision"))
+                    select(
+                        peeks,
+                        peek_consents.c.agent_id.label("c_agent_id"),
+                        peek_consents.c.price_cents.label("c_price_cents"),
+                        peek_consents.c.fee_cents.label("c_fee_cents"),
+                        peek_consents.c.cover_ref.label("c_cover_ref"),
+                        peek_consents.c.decision.label("c_decision"),
+                    )
                     .join(peek_consents, peek_consents.c.peek_id == peeks.c.id)
-                    .where(and_(peeks.c.id == peek_id, peek_consents.c.agent_id == caller.id))
+                    .where(peeks.c.id == peek_id)
                 )
-            ).first()
-            if peek is None:
+            ).all()
+            mine = [r for r in rows if r.c_agent_id == caller.id]
+            if not mine:
                 raise _peek_not_found(peek_id)
+            peek = mine[0]
             expired = peek.status == "awaiting_consent" and peek.expires_at <= now
             if expired:  # settle it (committed), then tell the agent
                 await self._release(conn, peek_id, "expired", "No decision before the consent deadline.", now, counters)
             else:
-                view = await self._decide(conn, caller, peek, peek.my_decision, decision, reason, now_dt, counters)
+                consents = [
+                    _ConsentRow(r.c_agent_id, r.c_price_cents, r.c_fee_cents, r.c_cover_ref, r.c_decision) for r in rows
+                ]
+                view = await self._decide(conn, caller, peek, consents, decision, reason, now_dt, counters)
         await self._report(counters)
         if expired:
             raise Conflict(f"Peek {peek_id} expired before your answer; its hold was released.")
@@ -407,7 +446,7 @@ class Peeks:
         conn: AsyncConnection,
         caller: Caller,
         peek: Any,
-        current: str,
+        consents: list[_ConsentRow],
         decision: Decision,
         reason: str | None,
         now_dt: datetime,
@@ -416,6 +455,7 @@ class Peeks:
         peek_id = peek.id
         now = clock.iso(now_dt)
         wanted = "accepted" if decision == "accept" else "refused"
+        current = next(c.decision for c in consents if c.agent_id == caller.id)
         if current != "pending" or peek.status != "awaiting_consent":
             already = "accepted" if current == "standing" else current
             if already == wanted:
@@ -430,7 +470,7 @@ class Peeks:
         if decision == "refuse":
             await self._release(conn, peek_id, "refused", reason or "An agent refused.", now, counters)
         else:
-            consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
+            consents = [replace(c, decision=wanted) if c.agent_id == caller.id else c for c in consents]
             if all(c.decision in ("accepted", "standing") for c in consents):
                 await self._capture(conn, peek_id, now_dt, counters, peek=peek, consents=consents, releaser=caller)
         return await self._view(conn, peek_id)
@@ -509,9 +549,12 @@ class Peeks:
         if consents is None:
             consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
         held_account = user_held(peek.user_id)
-        held = sum(
-            x.amount_cents for x in await self._hold_lines(conn, peek_id, "peek_hold") if x.account == held_account
-        )
+        if any(c.cover_ref for c in consents):  # covers put their own amounts into the hold
+            held = sum(
+                x.amount_cents for x in await self._hold_lines(conn, peek_id, "peek_hold") if x.account == held_account
+            )
+        else:
+            held = peek.charged_cents
         earnings = [Line(agent_pending(c.agent_id), c.price_cents - c.fee_cents) for c in consents]
         earned = sum(e.amount_cents for e in earnings)
         await self._ledger.post(
