@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
+from uuid import UUID
 
 import anyio
 import uvicorn
@@ -225,6 +226,30 @@ class Runtime:
         finally:
             self.in_flight -= 1
 
+    async def forget_ended_sessions(self, every_seconds: float = 60.0) -> None:
+        """Drop identities bound to sessions that ended without a DELETE (idle timeout, SSE closed)."""
+        while True:
+            await anyio.sleep(every_seconds)
+            self.prune_session_keys()
+
+    def prune_session_keys(self) -> None:
+        if self.app_ctx is None:
+            return
+        # The transports' session tables are private; without them, keep everything (safe, bounded
+        # by the registration rate limit).
+        http_live = getattr(self.manager, "_server_instances", None)
+        sse_live = getattr(self.sse, "_read_stream_writers", None)
+        for slot in list(self.app_ctx.session_keys):
+            if not slot.startswith("http:"):
+                continue
+            session = slot.removeprefix("http:")
+            if session.startswith("sse-"):
+                alive = sse_live is None or _uuid_or_none(session.removeprefix("sse-")) in sse_live
+            else:
+                alive = http_live is None or session in http_live
+            if not alive:
+                self.app_ctx.session_keys.pop(slot, None)
+
     async def close_streams_when_idle(self) -> None:
         """Once stopping and no call is in progress, end the long-lived SSE streams.
 
@@ -241,6 +266,13 @@ class Runtime:
     def lowlevel(self) -> LowLevelServer[Any]:
         assert self.server is not None
         return self.server._lowlevel_server
+
+
+def _uuid_or_none(text: str) -> UUID | None:
+    try:
+        return UUID(hex=text)
+    except ValueError:
+        return None
 
 
 def _refusal_response(refusal: AuthRefusal) -> Response:
@@ -445,12 +477,20 @@ def build_app(
             runtime.sse = SseServerTransport(
                 SSE_MESSAGE_PATH, security_settings=security, max_request_body_size=options.max_body_bytes
             )
+            # mcp_sessions_active: the SDK's transports keep the live sessions in their own tables
+            telemetry.add_session_probe(
+                lambda: (
+                    len(getattr(runtime.manager, "_server_instances", ()))
+                    + len(getattr(runtime.sse, "_read_stream_writers", ()))
+                )
+            )
             runtime.verifier = ApiKeyVerifier(app_ctx.identity)
             runtime.app_ctx = app_ctx
             app.state.agentchat = app_ctx
             app.state.settings = settings
             try:
                 async with runtime.manager.run(), anyio.create_task_group() as tasks:
+                    tasks.start_soon(runtime.forget_ended_sessions)
                     if runtime.drain_streams_on_stop:
                         tasks.start_soon(runtime.close_streams_when_idle)
                     yield
@@ -513,6 +553,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         host=options.host,
         port=options.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go to our JSON-lines handler on stderr (logs.configure)
+        access_log=False,  # one line per tool call comes from agentchat_mcp.access instead
         server_header=False,
         timeout_graceful_shutdown=int(options.shutdown_grace_seconds),  # then open streams are cut
     )

@@ -65,10 +65,10 @@ def bearer(account: Account | str | None) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serving(
+async def serving_app(
     hub: Hub, *, settings: Any = None, telemetry: Telemetry | None = None, **options: Any
-) -> AsyncIterator[str]:
-    """The hub app under uvicorn on 127.0.0.1:<free port>, in this event loop; yields the base URL."""
+) -> AsyncIterator[tuple[str, Any]]:
+    """The hub app under uvicorn on 127.0.0.1:<free port>, in this event loop; yields (base URL, app)."""
     port = free_port()
     app = build_app(settings or hub.settings, HttpOptions(port=port, **options), telemetry=telemetry or hub.telemetry)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -78,9 +78,16 @@ async def serving(
             while not server.started:
                 await anyio.sleep(0.02)
         try:
-            yield f"http://127.0.0.1:{port}"
+            yield f"http://127.0.0.1:{port}", app
         finally:
             server.should_exit = True
+
+
+@asynccontextmanager
+async def serving(hub: Hub, **kwargs: Any) -> AsyncIterator[str]:
+    """serving_app, yielding only the base URL."""
+    async with serving_app(hub, **kwargs) as (base, _):
+        yield base
 
 
 @asynccontextmanager
@@ -185,7 +192,7 @@ async def test_a_bad_or_rotated_key_gets_401_with_www_authenticate(hub: Hub) -> 
             assert structured(await c.call_tool("whoami", {}))["id"] == alice.id
 
 
-async def test_a_key_in_the_query_string_is_refused(hub: Hub) -> None:
+async def test_a_key_in_the_query_string_or_two_keys_are_refused(hub: Hub) -> None:
     alice = await hub.register_agent("alice")
     async with serving(hub) as base, httpx2.AsyncClient() as http:
         for url in (
@@ -197,6 +204,8 @@ async def test_a_key_in_the_query_string_is_refused(hub: Hub) -> None:
             refused = await http.post(url, json=INITIALIZE, headers=MCP_HEADERS)
             assert refused.status_code == 400, url
             assert "Authorization: Bearer" in refused.json()["error_description"]
+        two = [*MCP_HEADERS.items(), ("Authorization", f"Bearer {alice.api_key}"), ("Authorization", "Bearer acp_x")]
+        assert (await http.post(f"{base}/mcp", json=INITIALIZE, headers=two)).status_code == 400
 
 
 # --- anonymous sessions and registration -------------------------------------------------------------
@@ -285,6 +294,25 @@ async def test_an_anonymous_sessions_identity_cannot_be_borrowed_by_its_id(hub: 
         assert (await http.delete(f"{base}/mcp", headers=app_headers)).status_code == 200
         gone = await http.post(f"{base}/mcp", json=whoami_request(5), headers=headers)
         assert gone.status_code == 404
+
+
+async def test_identities_bound_to_sessions_that_ended_are_forgotten(hub: Hub) -> None:
+    async with serving_app(hub) as (base, app):
+        runtime = app.state.runtime
+        async with sse(base, mode="legacy") as s:
+            structured(await s.call_tool("register_agent", {"name": "dora", "peek_price": "1.00"}))
+            slots = [k for k in runtime.app_ctx.session_keys if k.startswith("http:sse-")]
+            assert len(slots) == 1
+            runtime.prune_session_keys()
+            assert slots[0] in runtime.app_ctx.session_keys  # still connected
+        with anyio.fail_after(5):
+            while runtime.sse._read_stream_writers:  # the stream winds down after the client leaves
+                await anyio.sleep(0.02)
+        runtime.prune_session_keys()
+        assert slots[0] not in runtime.app_ctx.session_keys
+        runtime.app_ctx.session_keys["http:0123abcd"] = "acp_gone"  # an expired Streamable HTTP session
+        runtime.prune_session_keys()
+        assert "http:0123abcd" not in runtime.app_ctx.session_keys
 
 
 # --- transport security ---------------------------------------------------------------------------
