@@ -8,7 +8,8 @@ request being served (``request_id``, ``principal_id``, ``tool``; see `bound`) a
   can carry SQL parameters, validation inputs or a message's plaintext, so they are never written;
 - every text is passed through `redact`, which masks API keys, bearer tokens and Stripe secrets.
 
-Third-party loggers that may echo request payloads at DEBUG are held at INFO or above.
+Third-party loggers that may echo request payloads are held at INFO (HTTP libraries) or WARNING
+(the MCP SDK, SQLAlchemy) whatever the configured level.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from typing import Any, TextIO
 
 ACCESS_LOGGER = "agentchat_mcp.access"
 FIELDS = ("request_id", "jsonrpc_id", "principal_id", "tool", "latency_ms", "outcome", "transport", "method")
-_NOISY = ("mcp", "httpx", "httpx2", "httpcore", "sqlalchemy", "aiosqlite", "hpack", "sse_starlette", "stripe")
+_NOISY = ("httpx", "httpx2", "httpcore", "httpcore2", "hpack", "sse_starlette", "stripe", "uvicorn")
+# Their INFO lines carry user data: the SDK logs tool-error texts (validation errors quote the input),
+# SQLAlchemy logs SQL parameters. Held at WARNING whatever the level.
+_QUIET = ("mcp", "sqlalchemy", "aiosqlite")
 _SECRETS = re.compile(
     r"(acp_[A-Za-z0-9_\-]{8,})"  # our API keys
     r"|((?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]{8,})"  # Stripe API keys
@@ -105,5 +109,7 @@ def configure(level: str | int = "WARNING", *, access_log: bool = True, stream: 
     root.setLevel(numeric)
     logging.getLogger("agentchat_mcp").setLevel(numeric)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else max(numeric, logging.WARNING))
-    for name in _NOISY:  # their DEBUG lines can hold raw JSON-RPC payloads
+    for name in _NOISY:  # their DEBUG lines can hold raw payloads
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

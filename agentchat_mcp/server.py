@@ -23,7 +23,7 @@ from agentchat_mcp.services.peeks import Peeks
 from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store, open_store
-from agentchat_mcp.telemetry import Telemetry, ToolCallObserver
+from agentchat_mcp.telemetry import Telemetry, ToolCallObserver, metered_payments
 from agentchat_mcp.tools import register_all
 from agentchat_mcp.tools.registry import ToolRegistry
 
@@ -57,7 +57,9 @@ def build_app_context(
         peeks=peeks,
         earnings=EarningsService(store, ledger, peeks, provider=settings.payments),
     )
-    app.payments = Payments(store, app.ledger, identity, payments or build_provider(settings), settings)
+    app.payments = Payments(
+        store, app.ledger, identity, metered_payments(payments or build_provider(settings), telemetry), settings
+    )
     app.payments.install(app.pricing, app.earnings)  # packs/subscriptions pay peeks; Stripe pays payouts
     if settings.api_key is not None:
         app.session_keys[PROCESS_SESSION] = settings.api_key.get_secret_value()
@@ -81,7 +83,7 @@ async def running_app_context(
         app = build_app_context(settings, store, telemetry, payments)
         for listener in listeners:
             app.feed.add_listener(listener)
-        async with telemetry.serving(store), anyio.create_task_group() as tasks:
+        async with telemetry.watching(store), anyio.create_task_group() as tasks:
             tasks.start_soon(app.feed.run)
             tasks.start_soon(app.peeks.run_sweeper)
             assert app.payments is not None
@@ -114,9 +116,10 @@ def build_server(
         if shared is not None:  # opened (and its feed listened to) by the caller: see below
             yield shared
             return
-        async with running_app_context(
-            settings, telemetry, payments, listeners=[subscriptions.conversation_changed]
-        ) as app:
+        async with (
+            telemetry.session(),  # HTTP and SSE sessions are counted by the hub (http.py)
+            running_app_context(settings, telemetry, payments, listeners=[subscriptions.conversation_changed]) as app,
+        ):
             yield app
 
     registry_holder: list[ToolRegistry] = []

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 from opentelemetry import trace
@@ -34,6 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agentchat_mcp import __version__, clock, logs
+from agentchat_mcp.errors import PaymentDeclined, PaymentUnavailable
 
 if TYPE_CHECKING:
     from agentchat_mcp.store import Store
@@ -233,6 +235,22 @@ class Telemetry:
             description="Live MCP sessions (stdio processes, in-memory clients, HTTP and SSE sessions).",
         )
         self.sessions_closed = meter.create_counter("mcp_sessions_closed", description="MCP sessions that ended.")
+        # database saturation
+        self.db_write_wait = meter.create_histogram(
+            "db_write_wait",
+            unit="s",
+            description="How long a write transaction waited for the database write lock.",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+        )
+        self._db_files: list[Path] = []
+        meter.create_observable_gauge(
+            "db_size_bytes", callbacks=[self._observe_db(suffix="")], description="Size of the SQLite database file."
+        )
+        meter.create_observable_gauge(
+            "db_wal_bytes",
+            callbacks=[self._observe_db(suffix="-wal")],
+            description="Size of the SQLite write-ahead log (grows when checkpoints cannot keep up).",
+        )
         for counter in (
             self.encryption_failures,
             self.messages_sent,
@@ -278,9 +296,19 @@ class Telemetry:
         yield Observation(total)
 
     @asynccontextmanager
-    async def serving(self, store: Store) -> AsyncIterator[None]:
-        """Around a server lifespan: count the session; with OTLP, keep the business gauges fresh."""
+    async def session(self) -> AsyncIterator[None]:
+        """Around one session's lifespan (a stdio process, an in-memory client): counted while open."""
         self.session_opened()
+        try:
+            yield
+        finally:
+            self.session_closed()
+
+    @asynccontextmanager
+    async def watching(self, store: Store) -> AsyncIterator[None]:
+        """While a store is open: its write-lock waits and file sizes; with OTLP, fresh business gauges."""
+        store.write_wait_observers.append(self.db_write_wait.record)
+        self._db_files.append(store.path)
         try:
             if otlp_configured():
                 async with anyio.create_task_group() as tasks:
@@ -292,7 +320,19 @@ class Telemetry:
             else:
                 yield
         finally:
-            self.session_closed()
+            store.write_wait_observers.remove(self.db_write_wait.record)
+            self._db_files.remove(store.path)
+
+    def _observe_db(self, *, suffix: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            for path in dict.fromkeys(self._db_files):  # one reading per file, however many sessions
+                try:
+                    size = path.with_name(path.name + suffix).stat().st_size
+                except OSError:
+                    size = 0
+                yield Observation(size, {"db": path.name})
+
+        return observe
 
     # business gauges ----------------------------------------------------------------------------
 
@@ -406,6 +446,57 @@ async def _principal_id(ctx: Any) -> str | None:
     except Exception:  # an invalid key: the call itself reports it
         return None
     return None if caller is None else str(caller.id)
+
+
+# --- payments ---------------------------------------------------------------------------------
+
+# Provider calls that move (or try to move) money, by the `kind` label they are counted under.
+MONEY_CALLS = {
+    "authorize": "charge",
+    "capture": "charge",
+    "refund": "refund",
+    "checkout": "checkout",
+    "subscribe": "subscription",
+    "transfer": "payout",
+}
+P = TypeVar("P")
+
+
+class MeteredPayments:
+    """A payment provider that counts its money calls: payment_attempts and payment_failures{kind, reason}."""
+
+    def __init__(self, inner: Any, telemetry: Telemetry) -> None:
+        self._inner = inner
+        self._telemetry = telemetry
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        kind = MONEY_CALLS.get(name)
+        if kind is None or not callable(attribute):
+            return attribute
+
+        async def metered(*args: Any, **kwargs: Any) -> Any:
+            self._telemetry.payment_attempts.add(1, {"kind": kind})
+            try:
+                return await attribute(*args, **kwargs)
+            except PaymentDeclined:
+                self._telemetry.payment_failures.add(1, {"kind": kind, "reason": "declined"})
+                raise
+            except PaymentUnavailable:
+                self._telemetry.payment_failures.add(1, {"kind": kind, "reason": "unavailable"})
+                raise
+            except Exception:
+                self._telemetry.payment_failures.add(1, {"kind": kind, "reason": "error"})
+                raise
+
+        return metered
+
+
+def metered_payments(provider: P, telemetry: Telemetry) -> P:
+    """`provider`, counted; the embedded ledger provider moves no outside money and is left as it is."""
+    if getattr(provider, "name", None) == "ledger":
+        return provider
+    return cast(P, MeteredPayments(provider, telemetry))
 
 
 # --- /metrics over HTTP -----------------------------------------------------------------------

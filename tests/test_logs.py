@@ -24,7 +24,10 @@ def captured() -> Iterator[io.StringIO]:
     """logs.configure() into a buffer; the root logger is restored afterwards."""
     root = logging.getLogger()
     saved = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in ("agentchat_mcp", logs.ACCESS_LOGGER, *logs._NOISY)}
+    levels = {
+        name: logging.getLogger(name).level
+        for name in ("agentchat_mcp", logs.ACCESS_LOGGER, *logs._NOISY, *logs._QUIET)
+    }
     buffer = io.StringIO()
     logs.configure("INFO", stream=buffer)
     yield buffer

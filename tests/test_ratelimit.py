@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from agentchat_mcp.errors import RateLimited
 from agentchat_mcp.ratelimit import LOCAL, HttpRateLimit, RateLimiter, ToolCallLimits
 from agentchat_mcp.settings import Settings
 from tests.conftest import Hub, error_text, structured
@@ -187,7 +189,9 @@ async def test_over_http_the_ip_limit_is_a_429_with_retry_after_and_ratelimit_he
     assert first.headers["ratelimit-policy"] == "5;w=60"
     assert 55 <= int(last.headers["retry-after"]) <= 60
     assert last.headers["ratelimit-remaining"] == "0"
-    assert last.json()["error"] == "rate_limited" and last.json()["retry_after_seconds"] == int(last.headers["retry-after"])
+    assert last.json()["error"] == "rate_limited" and last.json()["retry_after_seconds"] == int(
+        last.headers["retry-after"]
+    )
     assert health.status_code == 200 and "ratelimit-limit" not in health.headers  # never counted
 
 
@@ -218,7 +222,19 @@ def redis_url(tmp_path: Any) -> Iterator[str]:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -237,18 +253,17 @@ def redis_url(tmp_path: Any) -> Iterator[str]:
 
 
 async def test_a_redis_storage_is_shared_by_two_limiters_and_stays_exact(redis_url: str) -> None:
-    one, two = RateLimiter(storage_uri=redis_url, principal="10/minute"), RateLimiter(
-        storage_uri=redis_url, principal="10/minute"
+    one, two = (
+        RateLimiter(storage_uri=redis_url, principal="10/minute"),
+        RateLimiter(storage_uri=redis_url, principal="10/minute"),
     )
     admitted = 0
 
     async def call(limiter: RateLimiter) -> None:
         nonlocal admitted
-        try:
+        with contextlib.suppress(RateLimited):
             await limiter.check_tool_call("whoami", principal_id="agt_shared", client=LOCAL)
             admitted += 1
-        except Exception:
-            pass
 
     async with anyio.create_task_group() as tasks:
         for i in range(40):

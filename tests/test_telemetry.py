@@ -96,6 +96,19 @@ async def test_metrics_show_every_instrument_after_a_demo_like_run(hub: Hub) -> 
     assert values["mcp_sessions_closed_total"] >= 2
 
 
+async def test_database_saturation_signals_are_measured_while_a_store_is_open(hub: Hub) -> None:
+    prometheus_hub(hub)
+    alice = await hub.register_agent("alice")
+    async with hub.client(alice) as client:
+        structured(await client.call_tool("update_profile", {"description": "writes once"}))
+        values = samples((await hub.telemetry.render_prometheus()).decode())
+    assert values["db_write_wait_seconds_count"] >= 1
+    assert values['db_size_bytes{db="agentchat.db"}'] > 0
+    assert 'db_wal_bytes{db="agentchat.db"}' in values
+    after = samples((await hub.telemetry.render_prometheus()).decode())
+    assert not any(key.startswith("db_size_bytes{") for key in after)  # the store closed with the session
+
+
 async def test_sessions_are_counted_while_open(hub: Hub) -> None:
     prometheus_hub(hub)
     alice = await hub.register_agent("alice")
@@ -319,3 +332,47 @@ async def test_each_tool_call_has_a_span_that_is_a_child_of_the_sdk_server_span(
     assert ours[0].attributes["agentchat.principal.id"] == alice.id
     assert ours[0].attributes["agentchat.outcome"] == "ok"
     assert alice.api_key not in str(dict(ours[0].attributes)) + str(dict(server[0].attributes))
+
+
+# --- payments -----------------------------------------------------------------------------------
+
+
+class FakeProvider:
+    name = "stripe"
+    takes_cards = True
+
+    def __init__(self) -> None:
+        self.outcomes: list[Exception | None] = []
+
+    async def capture(self, *, intent_id: str, idempotency_key: str) -> str:
+        outcome = self.outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return intent_id
+
+    async def retrieve_intent(self, intent_id: str) -> str:
+        return intent_id
+
+
+async def test_payment_attempts_and_failures_are_counted_by_kind_and_reason(hub: Hub) -> None:
+    from agentchat_mcp.errors import PaymentDeclined, PaymentUnavailable
+    from agentchat_mcp.payments.provider import LedgerProvider
+    from agentchat_mcp.telemetry import metered_payments
+
+    prometheus_hub(hub)
+    fake = FakeProvider()
+    metered = metered_payments(fake, hub.telemetry)
+    assert metered.takes_cards and metered.name == "stripe"  # everything else passes through
+    fake.outcomes = [None, PaymentDeclined("no"), PaymentUnavailable("down"), RuntimeError("?")]
+    assert await metered.capture(intent_id="pi_1", idempotency_key="k") == "pi_1"
+    for expected in (PaymentDeclined, PaymentUnavailable, RuntimeError):
+        with pytest.raises(expected):
+            await metered.capture(intent_id="pi_1", idempotency_key="k")
+    assert await metered.retrieve_intent("pi_2") == "pi_2"  # not a money call: not counted
+    values = samples((await hub.telemetry.render_prometheus()).decode())
+    assert values['payment_attempts_total{kind="charge"}'] == 4
+    assert values['payment_failures_total{kind="charge",reason="declined"}'] == 1
+    assert values['payment_failures_total{kind="charge",reason="unavailable"}'] == 1
+    assert values['payment_failures_total{kind="charge",reason="error"}'] == 1
+    ledger = LedgerProvider()
+    assert metered_payments(ledger, hub.telemetry) is ledger  # moves no outside money

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ class Store:
         # than letting them spin on SQLITE_BUSY. Other processes still wait on busy_timeout.
         self._write_lock = anyio.Lock()
         self._watch: sqlite3.Connection | None = None
+        # Called with the seconds a writer waited for the write lock (ours, then SQLite's): the
+        # database-saturation signal in telemetry (db_write_wait_seconds).
+        self.write_wait_observers: list[Callable[[float], None]] = []
         self._compiled: dict[Select[Any], SQLCompiler] = {}
 
     @asynccontextmanager
@@ -46,9 +50,12 @@ class Store:
         Shielded from cancellation: a unit of work, once begun, commits or rolls back whole.
         """
         with anyio.CancelScope(shield=True):
+            asked = time.perf_counter()
             async with self._write_lock, self.engine.connect() as conn:
                 await conn.execution_options(sqlite_immediate=True)
                 async with conn.begin():
+                    for observe in self.write_wait_observers:
+                        observe(time.perf_counter() - asked)
                     yield conn
 
     def _watch_connection(self) -> sqlite3.Connection:
