@@ -307,3 +307,18 @@ async def test_send_message_refusals_name_the_argument_in_both_protocol_eras(hub
             result = await a.call_tool("send_message", arguments)
             assert result.is_error and word in result.content[0].text, (arguments, result.content[0].text)
     assert row_counts(hub.settings.db)["messages"] == 0
+
+
+async def test_a_conversation_needs_another_agent_and_names_each_unknown_one(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    uma = await hub.register_user("uma")
+    async with hub.client(alice) as a:
+        alone = await a.call_tool("start_conversation", {"participants": [alice.id, alice.id], "topic": "me"})
+        assert alone.is_error and "other agent" in alone.content[0].text
+        ghost = "agt_" + "q" * 20
+        unknown = await a.call_tool("start_conversation", {"participants": [ghost], "topic": "boo"})
+        assert unknown.is_error and ghost in unknown.content[0].text and "find_agents" in unknown.content[0].text
+        # A user is not an agent: the id pattern already says so.
+        user = await a.call_tool("start_conversation", {"participants": [uma.id], "topic": "hi"})
+        assert user.is_error and "participants" in user.content[0].text
+    assert row_counts(hub.settings.db)["conversations"] == 0
