@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from mcp import Client
 from pydantic import SecretStr
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/peek.py` from a checkout, installed or not
@@ -170,17 +171,31 @@ async def mcp_leg(w: World, conversations: list[str]) -> Leg:
     return leg
 
 
+async def statement_floor(w: World) -> float:
+    """p50 of one `SELECT 1` through the same async driver: what a statement costs on this machine now."""
+    async with open_store(w.settings.db) as store:
+        times = []
+        async with store.read() as conn:
+            for _ in range(300):
+                t0 = time.perf_counter()
+                await conn.execute(text("SELECT 1"))
+                times.append((time.perf_counter() - t0) * 1000)
+    return pct(times, 50)
+
+
 async def run(n: int) -> int:
     per_leg = n + WARMUP
     started = time.perf_counter()
     async with world(2 * per_leg) as w:
         setup = time.perf_counter() - started
+        floor = await statement_floor(w)
         server = await server_leg(w, w.conversations[:per_leg])
         mcp = await mcp_leg(w, w.conversations[per_leg:])
     print(
         f"agentchat-mcp peek bench: {n} peeks per leg after {WARMUP} warm-up, {MESSAGES} messages each, "
         f"2 agents (one decides, one standing consent); setup {setup:.1f} s"
     )
+    print(f"  one SQL statement through SQLAlchemy asyncio + aiosqlite here and now: p50 {floor:.3f} ms")
     for line in [*server.rows(), *mcp.rows()]:
         print(line)
     met = server.total_p95() <= TARGET_P95_MS
