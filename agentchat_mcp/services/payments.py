@@ -231,18 +231,23 @@ class Payments:
     def _pay_with(self, pay_with: PayWith | None) -> PayWith:
         method: PayWith = pay_with or ("card" if self.provider.takes_cards else "credit")
         if method == "card" and not self.provider.takes_cards:
-            raise PaymentUnavailable(OFFLINE)
+            raise self._no_cards(OFFLINE)
         return method
+
+    def _no_cards(self, offline: str) -> PaymentUnavailable:
+        if self.provider.name == "ledger":
+            return PaymentUnavailable(offline)
+        return PaymentUnavailable(
+            "Card payments are not configured on this server (STRIPE_API_KEY); tell its operator."
+        )
 
     # --- purchases --------------------------------------------------------------------------
 
     async def buy_credits(self, caller: Caller, amount_cents: int, idempotency_key: str | None) -> PaymentView:
         """Top up the caller's credit with a card: the saved one at once, else a Checkout link."""
         require_role(caller, "user")
-        if not self.provider.takes_cards and self.provider.name != "ledger":
-            raise PaymentUnavailable("Card payments are not configured on this server; tell its operator.")
         if not self.provider.takes_cards:
-            raise PaymentUnavailable(
+            raise self._no_cards(
                 "This server runs the offline ledger provider and takes no card payments. Credit is granted by "
                 "an admin: ask them to run grant_credits (or `agentchat-mcp credits grant USER AMOUNT`)."
             )
