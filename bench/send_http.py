@@ -7,7 +7,7 @@
 Two server processes in turn, each `build_app` from agentchat_mcp.http under uvicorn on a loopback
 port, with the same middleware, bearer auth (alice's key) and transports: first the floor (a bare
 MCPServer with one `echo` tool), then agentchat-mcp itself. In this process, `--sessions` sessions
-(each its own HTTP connection, raw JSON-RPC) call as fast as they can for `--seconds`, once in
+(raw JSON-RPC, one keep-alive connection each) call as fast as they can for `--seconds`, once in
 each protocol era: `legacy` (2025-11-25 handshake sessions) and `auto` (2026-07-28, per request).
 Rows: calls/s, latency p50/p95/p99, and the server's CPU time per call (Linux /proc). Target:
 send_message keeps >= 0.7 x the floor's calls/s in each era.
@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 import httpx2
+from anyio.streams.buffered import BufferedByteStream
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,7 +40,7 @@ from agentchat_mcp.settings import Settings  # noqa: E402
 TEXT = "Benchmark message: the quick brown fox jumps over the lazy dog, then asks for a code review. " * 2
 TARGET_RATIO = 0.7
 BENCH_RATE_LIMIT = "100000000/minute"  # limits stay on (their check is part of a call's cost), out of reach
-WARMUP_CALLS = 3  # per session, before the clock starts
+WARMUP_CALLS = 1  # per session, before the clock starts (opens its connection, fills caches)
 ERAS = ("legacy", "auto")
 
 
@@ -108,40 +109,45 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
 
 
 @asynccontextmanager
-async def server_process(kind: str, settings: Settings) -> AsyncIterator[tuple[str, int]]:
-    port = free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port)]
-    command += ["--db", str(settings.db), "--secret", str(settings.resolved_secret_file())]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+async def server_processes(kinds: list[str], settings: Settings) -> AsyncIterator[list[tuple[str, int]]]:
+    """Start one server child per kind at once; yields (base URL, pid) each once all answer /healthz."""
+    started: list[tuple[str, str, subprocess.Popen[bytes]]] = []
     try:
+        for kind in kinds:
+            port = free_port()
+            command = [sys.executable, str(Path(__file__).resolve()), "--serve", kind, "--port", str(port)]
+            command += ["--db", str(settings.db), "--secret", str(settings.resolved_secret_file())]
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started.append((kind, f"http://127.0.0.1:{port}", process))
         async with httpx2.AsyncClient() as http:
-            with anyio.fail_after(60):
-                while True:
-                    if process.poll() is not None:
-                        raise SystemExit(f"the {kind} server exited with {process.returncode}")
-                    try:
-                        if (await http.get(f"{base}/healthz")).status_code == 200:
-                            break
-                    except httpx2.TransportError:
-                        pass
-                    await anyio.sleep(0.1)
-        yield base, process.pid
+            for kind, base, process in started:
+                with anyio.fail_after(60):
+                    while True:
+                        if process.poll() is not None:
+                            raise SystemExit(f"the {kind} server exited with {process.returncode}")
+                        try:
+                            if (await http.get(f"{base}/healthz")).status_code == 200:
+                                break
+                        except httpx2.TransportError:
+                            pass
+                        await anyio.sleep(0.1)
+        yield [(base, process.pid) for _, base, process in started]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for _, _, process in started:
+            process.terminate()
+        for _, _, process in started:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 # --- the load -----------------------------------------------------------------------------------
-# Raw JSON-RPC over httpx2 rather than the mcp Client: with 50 sessions in one Python process the
-# Client's own per-call work (validation, SSE parsing, tools/list for output schemas) costs more
-# than the server's, and the bench would measure the client. Every reply is still checked.
+# A minimal HTTP/1.1 keep-alive client, one TCP connection per session, rather than the mcp Client
+# or httpx: with 50 sessions in one Python process on a small machine, their own per-call work
+# would make the load generator, not the server, the bottleneck. Every reply is still checked.
 
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 MODERN = "2026-07-28"
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -150,12 +156,65 @@ MODERN_META = {
 }
 
 
-class Session:
-    """One client session speaking raw Streamable HTTP in one era."""
+class Connection:
+    """One keep-alive HTTP/1.1 connection: send a request, read the whole response."""
 
-    def __init__(self, http: httpx2.AsyncClient, url: str, mode: str) -> None:
-        self.http, self.url, self.mode = http, url, mode
-        self.headers = dict(MCP_HEADERS)
+    def __init__(self, host: str, port: int, api_key: str) -> None:
+        self.host, self.port = host, port
+        self.fixed = (
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {api_key}\r\nAccept: application/json, text/event-stream\r\n"
+        )
+        self.stream: BufferedByteStream | None = None
+
+    async def request(
+        self, method: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"{method} /mcp HTTP/1.1\r\n{self.fixed}{extra}Content-Length: {len(body)}\r\n\r\n"
+        for attempt in (1, 2):
+            if self.stream is None:
+                self.stream = BufferedByteStream(await anyio.connect_tcp(self.host, self.port))
+            try:
+                await self.stream.send(head.encode() + body)
+                status_line = await self.stream.receive_until(b"\r\n", 65536)
+                break
+            except (anyio.BrokenResourceError, anyio.EndOfStream, anyio.IncompleteRead):
+                # the server closed an idle keep-alive connection (uvicorn: after 5 s): it had no
+                # request of ours in flight, so reconnecting and sending again is safe
+                await self.aclose()
+                if attempt == 2:
+                    raise
+        assert self.stream is not None
+        status = int(status_line.split()[1])
+        got: dict[str, str] = {}
+        while line := await self.stream.receive_until(b"\r\n", 65536):
+            name, _, value = line.decode("latin-1").partition(":")
+            got[name.strip().lower()] = value.strip()
+        if "content-length" in got:
+            data = await self.stream.receive_exactly(int(got["content-length"]))
+        elif got.get("transfer-encoding") == "chunked":
+            parts = []
+            while size := int((await self.stream.receive_until(b"\r\n", 65536)).split(b";")[0], 16):
+                parts.append(await self.stream.receive_exactly(size))
+                await self.stream.receive_exactly(2)
+            await self.stream.receive_exactly(2)
+            data = b"".join(parts)
+        else:
+            data = b""
+        return status, got, data
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            await stream.aclose()
+
+
+class Session:
+    """One MCP session over its own connection, in one protocol era."""
+
+    def __init__(self, connection: Connection, mode: str) -> None:
+        self.connection, self.mode = connection, mode
+        self.headers = {"Content-Type": "application/json"}
         self.next_id = 0
 
     async def open(self) -> None:
@@ -165,23 +224,27 @@ class Session:
                 "capabilities": {},
                 "clientInfo": {"name": "bench", "version": "0"},
             }
-            got = await self.http.post(self.url, json=self._request("initialize", params), headers=self.headers)
-            got.raise_for_status()
-            self.headers |= {"mcp-session-id": got.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-            done = await self.http.post(
-                self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers
-            )
-            done.raise_for_status()
+            status, headers, body = await self.post(self._request("initialize", params), self.headers)
+            if status != 200:
+                raise SystemExit(f"initialize failed ({status}): {body[:300]!r}")
+            self.headers |= {"mcp-session-id": headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            status, _, body = await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, self.headers)
+            if status != 202:
+                raise SystemExit(f"initialized failed ({status}): {body[:300]!r}")
         else:  # 2026-07-28: no session, every request carries the protocol version
             self.headers |= {"mcp-protocol-version": MODERN, "mcp-method": "tools/call"}
 
     async def close(self) -> None:
         if self.mode == "legacy":
-            await self.http.delete(self.url, headers={k: v for k, v in self.headers.items() if k != "Content-Type"})
+            await self.connection.request("DELETE", {k: v for k, v in self.headers.items() if k != "Content-Type"})
+        await self.connection.aclose()
 
     def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         self.next_id += 1
         return {"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}
+
+    async def post(self, message: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        return await self.connection.request("POST", headers, json.dumps(message).encode())
 
     async def call(self, tool: str, args: dict[str, Any]) -> None:
         params: dict[str, Any] = {"name": tool, "arguments": args}
@@ -189,13 +252,13 @@ class Session:
         if self.mode != "legacy":
             params["_meta"] = MODERN_META
             headers = {**headers, "mcp-name": tool}
-        got = await self.http.post(self.url, json=self._request("tools/call", params), headers=headers)
-        body = got.text
-        if got.headers.get("content-type", "").startswith("text/event-stream"):
+        status, got, raw = await self.post(self._request("tools/call", params), headers)
+        body = raw.decode()
+        if got.get("content-type", "").startswith("text/event-stream"):
             body = [line for line in body.splitlines() if line.startswith("data: ")][-1][len("data: ") :]
         message = json.loads(body)
-        if got.status_code != 200 or "result" not in message or message["result"].get("isError"):
-            raise SystemExit(f"{tool} failed ({got.status_code}): {body[:300]}")
+        if status != 200 or "result" not in message or message["result"].get("isError"):
+            raise SystemExit(f"{tool} failed ({status}): {body[:300]}")
 
 
 @dataclass
@@ -243,6 +306,11 @@ class Pool:
         else:
             self.cpu_s = None
 
+    async def close(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            for session in self.sessions:
+                tasks.start_soon(session.close)
+
     def result(self) -> Load:
         return Load(self.label, self.calls, self.seconds, self.latencies_ms, self.cpu_s)
 
@@ -259,17 +327,13 @@ async def open_pool(
     mode: str,
     sessions: int,
 ) -> Pool:
-    opened: list[Session] = []
-    for _ in range(sessions):
-        http = await stack.enter_async_context(
-            httpx2.AsyncClient(headers={"Authorization": f"Bearer {api_key}"}, timeout=httpx2.Timeout(60))
-        )
-        opened.append(Session(http, f"{base}/mcp", mode))
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    opened = [Session(Connection(host, int(port), api_key), mode) for _ in range(sessions)]
+    pool = Pool(label, pid, tool, args, opened)
+    stack.push_async_callback(pool.close)
     async with anyio.create_task_group() as tasks:
         for session in opened:
             tasks.start_soon(session.open)
-            stack.push_async_callback(session.close)
-    pool = Pool(label, pid, tool, args, opened)
     await pool.warm_up()
     return pool
 
@@ -289,11 +353,8 @@ async def http_figures(
     background load on the machine falls on floor and send alike.
     """
     send_args = {"conversation_id": conversation_id, "text": TEXT}
-    async with (
-        server_process("echo", settings) as (echo_base, echo_pid),
-        server_process("agentchat", settings) as (send_base, send_pid),
-        AsyncExitStack() as stack,
-    ):
+    async with server_processes(["echo", "agentchat"], settings) as servers, AsyncExitStack() as stack:
+        (echo_base, echo_pid), (send_base, send_pid) = servers
         pools: dict[tuple[str, str], Pool] = {}
         for era in ERAS:
             pools["echo", era] = await open_pool(
