@@ -57,6 +57,7 @@ class Leg:
     request: list[float]
     accept: list[float]
     read: list[float]
+    cpu_ms_per_peek: float = 0.0  # process CPU time (every thread) per timed peek: load-independent
 
     def rows(self) -> list[str]:
         total = [a + b + c for a, b, c in zip(self.request, self.accept, self.read, strict=True)]
@@ -69,7 +70,7 @@ class Leg:
         )
         out.append(
             f"  {self.label:<7} {'request -> accept -> read':<28} p50 {pct(total, 50):6.2f} ms   "
-            f"p95 {pct(total, 95):6.2f} ms"
+            f"p95 {pct(total, 95):6.2f} ms   (CPU {self.cpu_ms_per_peek:.2f} ms per peek)"
         )
         return out
 
@@ -122,6 +123,8 @@ async def server_leg(w: World, conversations: list[str]) -> Leg:
         app = build_app_context(w.settings, store, Telemetry())
         callers: dict[str, Caller] = {n: await app.identity.authenticate(k) for n, k in w.keys.items()}
         for i, conv in enumerate(conversations):
+            if i == WARMUP:
+                cpu = time.process_time()
             t0 = time.perf_counter()
             peek = await app.peeks.request(callers["uma"], conv, max_price_cents=400)
             t1 = time.perf_counter()
@@ -135,6 +138,7 @@ async def server_leg(w: World, conversations: list[str]) -> Leg:
                 leg.request.append((t1 - t0) * 1000)
                 leg.accept.append((t2 - t1) * 1000)
                 leg.read.append((t3 - t2) * 1000)
+        leg.cpu_ms_per_peek = (time.process_time() - cpu) * 1000 / max(1, len(leg.request))
     return leg
 
 
@@ -155,6 +159,8 @@ async def mcp_leg(w: World, conversations: list[str]) -> Leg:
             for n, k in w.keys.items()
         }
         for i, conv in enumerate(conversations):
+            if i == WARMUP:
+                cpu = time.process_time()
             t0 = time.perf_counter()
             peek = await _call(clients["uma"], "request_peek", {"conversation_id": conv, "max_price": "4.00"})
             t1 = time.perf_counter()
@@ -168,6 +174,7 @@ async def mcp_leg(w: World, conversations: list[str]) -> Leg:
                 leg.request.append((t1 - t0) * 1000)
                 leg.accept.append((t2 - t1) * 1000)
                 leg.read.append((t3 - t2) * 1000)
+        leg.cpu_ms_per_peek = (time.process_time() - cpu) * 1000 / max(1, len(leg.request))
     return leg
 
 
