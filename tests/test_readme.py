@@ -171,3 +171,15 @@ def test_local_links_in_the_readme_point_at_files_that_exist() -> None:
 def test_the_demo_command_the_readme_gives_is_a_real_cli_command() -> None:
     done = subprocess.run([agentchat_command(), "demo", "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "--keep" in done.stdout
+
+
+def test_every_serve_flag_is_documented_in_the_configuration_page() -> None:
+    parser = build_parser()
+    subparsers: Any = next(a for a in parser._actions if a.dest == "command")
+    serve = subparsers.choices["serve"]
+    flags = [
+        opt for action in serve._actions for opt in action.option_strings if opt.startswith("--") and opt != "--help"
+    ]
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    missing = [flag for flag in flags if f"`{flag}" not in page]
+    assert not missing, f"document these in docs/configuration.md: {missing}"
