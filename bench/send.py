@@ -6,9 +6,10 @@
     python bench/send.py --profile out.prof   # cProfile the in-memory send loop
     python bench/send.py --http          # also over HTTP: 50 concurrent sessions per era (bench/send_http.py)
 
-Each leg times N sequential calls from one real MCP client: first `echo(text)` on a bare MCPServer
-(the floor: what the SDK and transport cost by themselves), then `send_message` on agentchat-mcp
-(auth, membership check, encrypt + sign, one SQLite write transaction) over the same transport.
+Each leg times N sequential calls from one real MCP client to each of: `echo(text)` on a bare
+MCPServer (the floor: what the SDK and transport cost by themselves) and `send_message` on
+agentchat-mcp (auth, membership check, encrypt + sign, one SQLite write transaction), over the same
+transport, taking turns in slices so that load from elsewhere on the machine hits both alike.
 The ratio send/echo in calls per second is the share of the floor that send_message keeps.
 Target: in-memory ratio >= 0.7.
 
@@ -43,6 +44,7 @@ from agentchat_mcp.settings import Settings  # noqa: E402
 
 TEXT = "Benchmark message: the quick brown fox jumps over the lazy dog, then asks for a code review. " * 2
 WARMUP = 20
+SLICES = 10  # echo and send take turns, N/SLICES calls at a time
 TARGET_RATIO = 0.7
 BENCH_RATE_LIMIT = "1000000/minute"
 
@@ -70,6 +72,7 @@ class Stats:
     n: int
     seconds: float
     latencies_ms: list[float]
+    cpu_seconds: float = 0.0  # this process's CPU time (all threads): the whole call when in-process
 
     @property
     def per_second(self) -> float:
@@ -82,21 +85,44 @@ class Stats:
     def row(self) -> str:
         return (
             f"  {self.label:<24} {self.per_second:>9.0f}/s   p50 {self.pct(50):7.2f} ms   "
-            f"p95 {self.pct(95):7.2f} ms   p99 {self.pct(99):7.2f} ms"
+            f"p95 {self.pct(95):7.2f} ms   p99 {self.pct(99):7.2f} ms   "
+            f"client-process CPU {self.cpu_seconds / self.n * 1000:5.2f} ms/call"
         )
 
 
-async def timed(label: str, client: Client, tool: str, args: dict[str, Any], n: int) -> Stats:
-    """N sequential calls after a warm-up; every call must succeed."""
-    for _ in range(WARMUP):
-        await _call(client, tool, args)
+async def _slice(label: str, client: Client, tool: str, args: dict[str, Any], n: int) -> Stats:
+    """N sequential calls; every call must succeed."""
     latencies: list[float] = []
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         t0 = time.perf_counter()
         await _call(client, tool, args)
         latencies.append((time.perf_counter() - t0) * 1000)
-    return Stats(label, n, time.perf_counter() - start, latencies)
+    return Stats(label, n, time.perf_counter() - start, latencies, time.process_time() - cpu)
+
+
+async def interleaved(rows: list[tuple[str, Client, str, dict[str, Any]]], n: int, slices: int = SLICES) -> list[Stats]:
+    """Each row's N calls in `slices` turns, alternating rows: load changes on a shared machine
+    hit every row alike, so the ratio between rows stays meaningful."""
+    for _, client, tool, args in rows:
+        for _ in range(WARMUP):
+            await _call(client, tool, args)
+    parts: list[list[Stats]] = [[] for _ in rows]
+    for turn in range(slices):
+        size = n // slices + (1 if turn < n % slices else 0)
+        for i, (label, client, tool, args) in enumerate(rows):
+            if size:
+                parts[i].append(await _slice(label, client, tool, args, size))
+    return [
+        Stats(
+            label,
+            sum(p.n for p in done),
+            sum(p.seconds for p in done),
+            [ms for p in done for ms in p.latencies_ms],
+            sum(p.cpu_seconds for p in done),
+        )
+        for (label, *_), done in zip(rows, parts, strict=True)
+    ]
 
 
 async def _call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -164,13 +190,15 @@ async def pair(
     hub: Hub,
     n: int,
 ) -> tuple[Stats, Stats]:
-    async with echo_client as client:
-        echo = await timed(f"{name} echo (floor)", client, "echo", {"text": TEXT}, n)
-    async with send_client as client:
-        send = await timed(
-            f"{name} send_message", client, "send_message", {"conversation_id": hub.conversation_id, "text": TEXT}, n
+    async with echo_client as echo, send_client as send:
+        floor, sent = await interleaved(
+            [
+                (f"{name} echo (floor)", echo, "echo", {"text": TEXT}),
+                (f"{name} send_message", send, "send_message", {"conversation_id": hub.conversation_id, "text": TEXT}),
+            ],
+            n,
         )
-    return echo, send
+    return floor, sent
 
 
 async def memory_leg(hub: Hub, n: int) -> tuple[Stats, Stats]:
@@ -217,7 +245,10 @@ async def run(legs: list[str], n: int, profile: str | None, http: argparse.Names
             http_lines = await http_figures(
                 hub.settings, hub.api_key, hub.conversation_id, seconds=http.http_seconds, sessions=http.http_sessions
             )
-    print(f"agentchat-mcp bench: {n} sequential calls per row after {WARMUP} warm-up calls, {len(TEXT)}-char text")
+    print(
+        f"agentchat-mcp bench: {n} sequential calls per row ({SLICES} alternating slices) after {WARMUP} warm-up calls, "
+        f"{len(TEXT)}-char text"
+    )
     for name, echo, send in results:
         print(echo.row())
         print(send.row())
