@@ -71,7 +71,9 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     role = args.role
 
     async def create() -> int:
-        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+        async with open_store(
+            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
+        ) as store:
             identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
             try:
                 principal, api_key = await identity.register(
@@ -102,7 +104,9 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> int:
         upgrade = args.db_command == "upgrade"
-        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds, upgrade=upgrade) as store:
+        async with open_store(
+            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
+        ) as store:
             if args.db_command == "backup":
                 try:
                     await store.backup(Path(args.path))
@@ -140,7 +144,9 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     async def run() -> int:
-        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+        async with open_store(
+            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
+        ) as store:
             identity = Identity(store, server_secret.load_keyring(path))
             in_use = await identity.hash_versions()
         keyring = server_secret.load_keyring(path)
@@ -176,7 +182,9 @@ async def grant_credits_offline(
     from agentchat_mcp.store import open_store
     from agentchat_mcp.telemetry import Telemetry
 
-    async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+    async with open_store(
+        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
+    ) as store:
         app = build_app_context(settings, store, Telemetry())
         return await app.earnings.grant(
             user_id,
@@ -233,7 +241,9 @@ def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp.telemetry import Telemetry
 
     async def run() -> int:
-        async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+        async with open_store(
+            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
+        ) as store:
             app = build_app_context(settings, store, Telemetry())
             assert app.payments is not None
             try:

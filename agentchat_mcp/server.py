@@ -79,7 +79,9 @@ async def running_app_context(
     One per process: stdio's lifespan, or the HTTP hub's outer lifespan (shared by every session).
     `listeners` hear of every new message (resource subscriptions).
     """
-    async with open_store(settings.db, busy_timeout=settings.busy_timeout_seconds) as store:
+    async with open_store(
+        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
+    ) as store:
         app = build_app_context(settings, store, telemetry, payments)
         for listener in listeners:
             app.feed.add_listener(listener)

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     log_level: str = Field(default="WARNING", description="Level of the JSON log on stderr.")
     access_log: bool = Field(default=True, description="One JSON line per tool call (id, principal, latency).")
     change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    sqlite_driver: Literal["inline", "aiosqlite"] = Field(
+        default="inline",
+        description="inline: statements run on the event loop (fast, SQLite is a library); aiosqlite: in a thread.",
+    )
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
     # --- payments (agentchat_mcp/payments): Stripe's own variable names, without the prefix ---
     stripe_api_key: SecretStr | None = Field(

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound, PaymentDeclined
@@ -21,7 +20,7 @@ from agentchat_mcp.server import AppContext, build_app_context
 from agentchat_mcp.services.identity import Caller
 from agentchat_mcp.services.pricing import Cover
 from agentchat_mcp.settings import Settings
-from agentchat_mcp.store import open_store
+from agentchat_mcp.store import DbConnection, open_store
 from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import PROJECT_ROOT
 
@@ -119,14 +118,14 @@ class FakeCovers:
         self.restored: list[str] = []
 
     async def cover(
-        self, conn: AsyncConnection, *, user_id: str, agent_id: str, price_cents: int, conversation_id: str
+        self, conn: DbConnection, *, user_id: str, agent_id: str, price_cents: int, conversation_id: str
     ) -> Cover | None:
         return Cover(source="pack", ref=f"pack-1:{agent_id}", account=self.account, amount_cents=self.amount)
 
-    async def consume(self, conn: AsyncConnection, *, cover: Cover, peek_id: str) -> None:
+    async def consume(self, conn: DbConnection, *, cover: Cover, peek_id: str) -> None:
         self.consumed.append(cover.ref)
 
-    async def restore(self, conn: AsyncConnection, *, ref: str, peek_id: str) -> None:
+    async def restore(self, conn: DbConnection, *, ref: str, peek_id: str) -> None:
         self.restored.append(ref)
 
 

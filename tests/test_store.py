@@ -238,3 +238,19 @@ def test_a_non_editable_install_finds_its_migrations_from_any_directory(tmp_path
         "up_to_date": True,
     }
     print(f"pip install . and run from /tmp: {time.monotonic() - started:.1f} s")
+
+
+async def test_the_aiosqlite_driver_serves_the_same_conversation(tmp_path: Path) -> None:
+    """The threaded aiosqlite path (the shape of the PostgreSQL store) stays a working option."""
+    from tests.conftest import Hub, structured
+
+    hub = Hub(tmp_path)
+    hub.settings = hub.settings.model_copy(update={"sqlite_driver": "aiosqlite"})
+    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
+    async with hub.client(alice) as a, hub.client(bob) as b:
+        started = await a.call_tool(
+            "start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"}
+        )
+        conv = structured(started)["conversation"]["id"]
+        page = structured(await b.call_tool("read_messages", {"conversation_id": conv}))
+    assert [m["text"] for m in page["messages"]] == ["hi"]

@@ -15,7 +15,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -164,12 +163,8 @@ def test_outcome_of_reads_both_result_shapes() -> None:
 
 
 async def test_business_gauges_read_zero_when_their_tables_do_not_exist(tmp_path: Path) -> None:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
-    store = Store(engine, tmp_path / "empty.db")
-    try:
+    async with open_store(tmp_path / "empty.db", upgrade=False) as store:
         snapshot = await read_business(store)
-    finally:
-        await store.close()
     assert snapshot == telemetry.BusinessSnapshot()
 
 

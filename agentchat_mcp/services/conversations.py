@@ -13,20 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, MessageContext, new_id, signed_payload, verify_signature
 from agentchat_mcp.errors import DecryptionFailed, InvalidInput, NotFound
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, Identity, require_role
-from agentchat_mcp.store import Store
+from agentchat_mcp.store import DbConnection, Store
 from agentchat_mcp.store.tables import conversations, epoch_keys, messages, participants, principals
 from agentchat_mcp.telemetry import Telemetry
 
 MAX_PARTICIPANTS = 20
-AccessCheck = Callable[[AsyncConnection, Caller, str], Awaitable[bool]]
-ExtraReaders = Callable[[AsyncConnection, str], Awaitable[set[str]]]
+AccessCheck = Callable[[DbConnection, Caller, str], Awaitable[bool]]
+ExtraReaders = Callable[[DbConnection, str], Awaitable[set[str]]]
 
 
 @dataclass(frozen=True)
@@ -225,7 +224,7 @@ class Conversations:
                 )
 
     async def _send(
-        self, conn: AsyncConnection, caller: Caller, conversation_id: str, text: str, state: Any = None
+        self, conn: DbConnection, caller: Caller, conversation_id: str, text: str, state: Any = None
     ) -> tuple[SentMessage, int]:
         if state is None:
             state = (await conn.execute(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})).one()
@@ -253,7 +252,7 @@ class Conversations:
         return SentMessage(conversation_id=conversation_id, seq=seq, sent_at=now), int(message_id)
 
     async def _current_key(
-        self, conn: AsyncConnection, caller: Caller, conversation_id: str, epoch: int, wrapped: bytes | None
+        self, conn: DbConnection, caller: Caller, conversation_id: str, epoch: int, wrapped: bytes | None
     ) -> tuple[int, EpochKey]:
         """The key to seal under now, starting a new epoch if a former reader still holds this one."""
         outsiders = set(
@@ -270,7 +269,7 @@ class Conversations:
             self._telemetry.encryption_failures.add(1)
             raise
 
-    async def _new_epoch(self, conn: AsyncConnection, conversation_id: str, readers: set[str]) -> tuple[int, EpochKey]:
+    async def _new_epoch(self, conn: DbConnection, conversation_id: str, readers: set[str]) -> tuple[int, EpochKey]:
         """A fresh random key, sealed to each reader's public key; becomes the current epoch."""
         epoch = (
             await conn.execute(select(conversations.c.current_epoch).where(conversations.c.id == conversation_id))
@@ -294,7 +293,7 @@ class Conversations:
         )
         return epoch, key
 
-    async def grant_epochs(self, conn: AsyncConnection, caller: Caller, conversation_id: str, reader_id: str) -> int:
+    async def grant_epochs(self, conn: DbConnection, caller: Caller, conversation_id: str, reader_id: str) -> int:
         """Seal every epoch key the caller holds to `reader_id` too (peek key release); returns how many."""
         public = await self._identity.public_keys(conn, [reader_id])
         held = (
@@ -397,7 +396,7 @@ class Conversations:
             error=error,
         )
 
-    async def can_read(self, conn: AsyncConnection, caller: Caller, conversation_id: str) -> bool:
+    async def can_read(self, conn: DbConnection, caller: Caller, conversation_id: str) -> bool:
         if await self._is_member(conn, caller.id, conversation_id):
             return True
         for check in self.access_checks:
@@ -487,7 +486,7 @@ class Conversations:
 
     # --- helpers --------------------------------------------------------------------------
 
-    async def _is_member(self, conn: AsyncConnection, principal_id: str, conversation_id: str) -> bool:
+    async def _is_member(self, conn: DbConnection, principal_id: str, conversation_id: str) -> bool:
         row = await conn.execute(
             select(participants.c.principal_id).where(
                 and_(
@@ -499,7 +498,7 @@ class Conversations:
         )
         return row.first() is not None
 
-    async def _members(self, conn: AsyncConnection, conversation_id: str) -> set[str]:
+    async def _members(self, conn: DbConnection, conversation_id: str) -> set[str]:
         rows = await conn.execute(
             select(participants.c.principal_id).where(
                 and_(participants.c.conversation_id == conversation_id, participants.c.left_at.is_(None))
@@ -507,13 +506,13 @@ class Conversations:
         )
         return set(rows.scalars())
 
-    async def _extra_readers(self, conn: AsyncConnection, conversation_id: str) -> set[str]:
+    async def _extra_readers(self, conn: DbConnection, conversation_id: str) -> set[str]:
         readers: set[str] = set()
         for extra in self.extra_readers:
             readers |= await extra(conn, conversation_id)
         return readers
 
-    async def _conversation(self, conn: AsyncConnection, caller: Caller, conversation_id: str) -> Conversation:
+    async def _conversation(self, conn: DbConnection, caller: Caller, conversation_id: str) -> Conversation:
         conv = (await conn.execute(select(conversations).where(conversations.c.id == conversation_id))).one()
         members = sorted(await self._members(conn, conversation_id))
         read_seq = (

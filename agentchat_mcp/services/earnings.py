@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Literal, Protocol
 
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
@@ -35,7 +34,7 @@ from agentchat_mcp.services.ledger import (
     user_held,
 )
 from agentchat_mcp.services.peeks import Peeks
-from agentchat_mcp.store import Store
+from agentchat_mcp.store import DbConnection, Store
 from agentchat_mcp.store.tables import ledger_entries, ledger_lines, payouts, peeks, principals
 
 Period = Literal["week", "month", "lifetime"]
@@ -344,7 +343,7 @@ class EarningsService:
             )
             return await self._payout(conn, payout_id)
 
-    async def _payout(self, conn: AsyncConnection, payout_id: str) -> Payout:
+    async def _payout(self, conn: DbConnection, payout_id: str) -> Payout:
         row = (await conn.execute(select(payouts).where(payouts.c.id == payout_id))).one()
         return Payout(
             id=row.id,

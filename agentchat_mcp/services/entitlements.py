@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
 from agentchat_mcp.errors import Conflict
 from agentchat_mcp.services.ledger import Ledger, Line
 from agentchat_mcp.services.pricing import Cover
+from agentchat_mcp.store import DbConnection
 from agentchat_mcp.store.tables import entitlement_uses, entitlements, participants, principals
 
 PLATFORM_CLAWBACK = "platform:clawback"  # value taken back (or not recoverable) after refunds and disputes
@@ -82,7 +82,7 @@ def _split(ref: str) -> tuple[str, str]:
     return entitlement_id, agent_id
 
 
-async def live_entitlements(conn: AsyncConnection, user_id: str, source: str | None = None) -> list[Entitlement]:
+async def live_entitlements(conn: DbConnection, user_id: str, source: str | None = None) -> list[Entitlement]:
     """The user's entitlements with units left now, oldest first (the order they are used in)."""
     stmt = select(entitlements).where(and_(entitlements.c.user_id == user_id, _live(clock.now_iso())))  # type: ignore[arg-type]
     if source is not None:
@@ -91,14 +91,14 @@ async def live_entitlements(conn: AsyncConnection, user_id: str, source: str | N
     return [_entitlement(r) for r in rows]
 
 
-async def for_payment(conn: AsyncConnection, payment_id: str) -> Entitlement | None:
+async def for_payment(conn: DbConnection, payment_id: str) -> Entitlement | None:
     """The entitlement a payment bought, if any."""
     row = (await conn.execute(select(entitlements).where(entitlements.c.payment_id == payment_id))).first()
     return None if row is None else _entitlement(row)
 
 
 async def grant(
-    conn: AsyncConnection,
+    conn: DbConnection,
     *,
     user_id: str,
     source: str,
@@ -141,7 +141,7 @@ async def grant(
     return entitlement_id
 
 
-async def revoke_unused(conn: AsyncConnection, payment_id: str, units: int | None = None) -> tuple[int, int]:
+async def revoke_unused(conn: DbConnection, payment_id: str, units: int | None = None) -> tuple[int, int]:
     """Take back up to `units` unused units (all when None) of what `payment_id` bought.
 
     Returns (units revoked, their value in cents). Units held by pending peeks stay theirs; one
@@ -174,7 +174,7 @@ class EntitlementCovers:
         self._ledger = ledger
 
     async def cover(
-        self, conn: AsyncConnection, *, user_id: str, agent_id: str, price_cents: int, conversation_id: str
+        self, conn: DbConnection, *, user_id: str, agent_id: str, price_cents: int, conversation_id: str
     ) -> Cover | None:
         """Read-only. Packs are shared out over the conversation's agents in the quote's order, so a
         quote never promises one unit to two agents."""
@@ -197,7 +197,7 @@ class EntitlementCovers:
         )
 
     async def _allocate(
-        self, conn: AsyncConnection, user_id: str, conversation_id: str, packs: Sequence[Entitlement]
+        self, conn: DbConnection, user_id: str, conversation_id: str, packs: Sequence[Entitlement]
     ) -> dict[str, Entitlement]:
         agents = (
             await conn.execute(
@@ -227,7 +227,7 @@ class EntitlementCovers:
                     break
         return chosen
 
-    async def consume(self, conn: AsyncConnection, *, cover: Cover, peek_id: str) -> None:
+    async def consume(self, conn: DbConnection, *, cover: Cover, peek_id: str) -> None:
         entitlement_id, agent_id = _split(cover.ref)
         used = (
             await conn.execute(
@@ -264,7 +264,7 @@ class EntitlementCovers:
                 .values(entitlement_id=entitlement_id, status="used", updated_at=now)
             )
 
-    async def restore(self, conn: AsyncConnection, *, ref: str, peek_id: str) -> None:
+    async def restore(self, conn: DbConnection, *, ref: str, peek_id: str) -> None:
         entitlement_id, agent_id = _split(ref)
         now = clock.now_iso()
         back = await conn.execute(

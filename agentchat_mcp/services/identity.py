@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, KeyBundle, new_api_key, new_id
 from agentchat_mcp.errors import DecryptionFailed, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from agentchat_mcp.server_secret import Keyring, version_of
-from agentchat_mcp.store import Store
+from agentchat_mcp.store import DbConnection, Store
 from agentchat_mcp.store.tables import agent_tags, principals
 
 Role = Literal["agent", "user", "admin"]
@@ -286,7 +285,7 @@ class Identity:
             raise NotFound(f"No agent {agent_id}. Use find_agents to look agents up.")
         return principal
 
-    async def _get(self, conn: AsyncConnection, principal_id: str) -> Principal:
+    async def _get(self, conn: DbConnection, principal_id: str) -> Principal:
         row = (await conn.execute(select(principals).where(principals.c.id == principal_id))).first()
         if row is None:
             raise NotFound(f"No agent {principal_id}. Use find_agents to look agents up.")
@@ -328,14 +327,14 @@ class Identity:
         next_cursor = found[-1].id if len(rows) > limit else None
         return found, next_cursor
 
-    async def public_keys(self, conn: AsyncConnection, ids: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    async def public_keys(self, conn: DbConnection, ids: list[str]) -> dict[str, tuple[bytes, bytes]]:
         """id -> (box public, sign public) for the given principals."""
         rows = await conn.execute(
             select(principals.c.id, principals.c.box_public, principals.c.sign_public).where(principals.c.id.in_(ids))
         )
         return {r.id: (r.box_public, r.sign_public) for r in rows}
 
-    async def agents_exist(self, conn: AsyncConnection, ids: list[str]) -> set[str]:
+    async def agents_exist(self, conn: DbConnection, ids: list[str]) -> set[str]:
         """Which of `ids` are agents."""
         rows = await conn.execute(
             select(principals.c.id).where(and_(principals.c.id.in_(ids), principals.c.role == "agent"))

@@ -27,12 +27,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import Conflict, InsufficientFunds
 from agentchat_mcp.money import fmt
-from agentchat_mcp.store import Store
+from agentchat_mcp.store import DbConnection, Store
 from agentchat_mcp.store.tables import ledger_entries, ledger_lines
 
 PLATFORM_REVENUE = "platform:revenue"
@@ -117,7 +116,7 @@ class Ledger:
 
     async def post(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         *,
         idempotency_key: str,
         kind: str,
@@ -192,7 +191,7 @@ class Ledger:
         )
         return PostResult(entry_id=entry_id, created_at=now, replayed=False)
 
-    async def balance(self, conn: AsyncConnection, account: str) -> int:
+    async def balance(self, conn: DbConnection, account: str) -> int:
         """The account's balance: the sum of its lines."""
         total = (
             await conn.execute(
@@ -201,7 +200,7 @@ class Ledger:
         ).scalar_one()
         return int(total)
 
-    async def balances(self, conn: AsyncConnection, prefix: str) -> dict[str, int]:
+    async def balances(self, conn: DbConnection, prefix: str) -> dict[str, int]:
         """Balances of every account whose name starts with `prefix` (non-zero history only)."""
         rows = await conn.execute(
             select(ledger_lines.c.account, func.sum(ledger_lines.c.amount_cents))
@@ -210,11 +209,11 @@ class Ledger:
         )
         return {account: int(total) for account, total in rows.all()}
 
-    async def total(self, conn: AsyncConnection) -> int:
+    async def total(self, conn: DbConnection) -> int:
         """The sum of every line ever written: 0 in a sound ledger."""
         return int((await conn.execute(select(func.coalesce(func.sum(ledger_lines.c.amount_cents), 0)))).scalar_one())
 
-    async def unbalanced_entries(self, conn: AsyncConnection) -> list[int]:
+    async def unbalanced_entries(self, conn: DbConnection) -> list[int]:
         """Ids of entries whose lines do not sum to zero (must always be empty)."""
         rows = await conn.execute(
             select(ledger_lines.c.entry_id)
@@ -224,7 +223,7 @@ class Ledger:
         return [int(r) for r in rows.scalars()]
 
     async def entries_for(
-        self, conn: AsyncConnection, account_prefix: str, limit: int, cursor: str | None
+        self, conn: DbConnection, account_prefix: str, limit: int, cursor: str | None
     ) -> tuple[list[Entry], str | None]:
         """Entries touching accounts under `account_prefix`, newest first; returns (page, next cursor)."""
         touching = (
@@ -269,13 +268,13 @@ class Ledger:
         ]
         return entries, (str(page[-1].id) if len(heads) > limit else None)
 
-    async def entry_by_key(self, conn: AsyncConnection, idempotency_key: str) -> int | None:
+    async def entry_by_key(self, conn: DbConnection, idempotency_key: str) -> int | None:
         """The entry id posted under this key, if any."""
         return (
             await conn.execute(select(ledger_entries.c.id).where(ledger_entries.c.idempotency_key == idempotency_key))
         ).scalar()
 
-    async def entries_with_ref(self, conn: AsyncConnection, ref: str) -> list[tuple[int, str, tuple[Line, ...]]]:
+    async def entries_with_ref(self, conn: DbConnection, ref: str) -> list[tuple[int, str, tuple[Line, ...]]]:
         """(id, kind, lines) of the entries about one business object (a peek, a payment)."""
         rows = (
             await conn.execute(

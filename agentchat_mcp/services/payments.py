@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import anyio
 from sqlalchemy import and_, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
@@ -45,7 +44,7 @@ from agentchat_mcp.services.identity import Caller, Identity, require_role
 from agentchat_mcp.services.ledger import EXTERNAL_CLEARING, PLATFORM_REVENUE, Ledger, Line, user_credit
 from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
-from agentchat_mcp.store import Store
+from agentchat_mcp.store import DbConnection, Store
 from agentchat_mcp.store.tables import (
     payment_customers,
     payments,
@@ -270,7 +269,7 @@ class Payments:
 
     async def _open_payment(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         user_id: str,
         *,
         purpose: Purpose,
@@ -483,7 +482,7 @@ class Payments:
         customer_id, _ = await self._customer(caller)
         return customer_id
 
-    async def _set(self, conn: AsyncConnection, payment_id: str, **values: Any) -> None:
+    async def _set(self, conn: DbConnection, payment_id: str, **values: Any) -> None:
         await conn.execute(
             update(payments).where(payments.c.id == payment_id).values(**values, updated_at=clock.now_iso())
         )
@@ -492,7 +491,7 @@ class Payments:
 
     async def _fulfil(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         payment_id: str,
         *,
         source: str,
@@ -542,7 +541,7 @@ class Payments:
         await self._set(conn, row.id, status="succeeded", fulfilled_at=clock.now_iso())
         return True
 
-    async def _grant_period_entitlement(self, conn: AsyncConnection, row: Any, period: tuple[str, str] | None) -> None:
+    async def _grant_period_entitlement(self, conn: DbConnection, row: Any, period: tuple[str, str] | None) -> None:
         sub = (await conn.execute(select(subscriptions).where(subscriptions.c.id == row.subscription_id))).one()
         start, end = period or (sub.current_period_start, sub.current_period_end)
         await ents.grant(
@@ -559,7 +558,7 @@ class Payments:
             valid_until=end,
         )
 
-    async def _reverse(self, conn: AsyncConnection, row: Any, delta: int, *, key: str, why: str) -> int:
+    async def _reverse(self, conn: DbConnection, row: Any, delta: int, *, key: str, why: str) -> int:
         """Take back `delta` cents of what `row` bought (refund or dispute); returns what was reversed."""
         delta = min(delta, row.amount_cents - row.reversed_cents)
         if delta <= 0 or row.fulfilled_at is None:
@@ -612,7 +611,7 @@ class Payments:
         await self._after(kind, obj, outcome)
         return outcome
 
-    async def _seen(self, conn: AsyncConnection, event_id: str) -> bool:
+    async def _seen(self, conn: DbConnection, event_id: str) -> bool:
         found = await conn.execute(select(webhook_events.c.id).where(webhook_events.c.id == event_id))
         return found.first() is not None
 
@@ -629,7 +628,7 @@ class Payments:
             return None
         return await self.provider.retrieve_intent(intent_id)
 
-    async def _payment_for(self, conn: AsyncConnection, *, payment_id: Any = None, intent_id: Any = None) -> Any:
+    async def _payment_for(self, conn: DbConnection, *, payment_id: Any = None, intent_id: Any = None) -> Any:
         if isinstance(payment_id, str) and payment_id:
             row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).first()
             if row is not None:
@@ -638,7 +637,7 @@ class Payments:
             return (await conn.execute(select(payments).where(payments.c.intent_id == intent_id))).first()
         return None
 
-    async def _apply(self, conn: AsyncConnection, kind: str, obj: dict[str, Any], hint: Intent | None) -> str:
+    async def _apply(self, conn: DbConnection, kind: str, obj: dict[str, Any], hint: Intent | None) -> str:
         metadata = obj.get("metadata") or {}
         if kind == "payment_intent.succeeded":
             row = await self._payment_for(
@@ -691,7 +690,7 @@ class Payments:
             return "noted"
         return "ignored: type"
 
-    async def _apply_checkout(self, conn: AsyncConnection, kind: str, obj: dict[str, Any]) -> str:
+    async def _apply_checkout(self, conn: DbConnection, kind: str, obj: dict[str, Any]) -> str:
         metadata = obj.get("metadata") or {}
         if obj.get("mode") == "subscription":
             sub_id = metadata.get("agentchat_subscription_id") or obj.get("client_reference_id")
@@ -725,7 +724,7 @@ class Payments:
             return "checkout ended unpaid"
         return "noted"
 
-    async def _apply_refund(self, conn: AsyncConnection, charge: dict[str, Any], hint: Intent | None) -> str:
+    async def _apply_refund(self, conn: DbConnection, charge: dict[str, Any], hint: Intent | None) -> str:
         row = await self._payment_for(
             conn,
             payment_id=hint.metadata.get("agentchat_payment_id") if hint else None,
@@ -748,9 +747,7 @@ class Payments:
         done = await self._reverse(conn, row, total - before, key=f"payment:{row.id}:refunded:{total}", why="refund")
         return f"reversed {done}"
 
-    async def _apply_dispute(
-        self, conn: AsyncConnection, kind: str, dispute: dict[str, Any], hint: Intent | None
-    ) -> str:
+    async def _apply_dispute(self, conn: DbConnection, kind: str, dispute: dict[str, Any], hint: Intent | None) -> str:
         row = await self._payment_for(
             conn,
             payment_id=hint.metadata.get("agentchat_payment_id") if hint else None,
@@ -882,7 +879,7 @@ class Payments:
                 return await self._sub_view(conn, sub_id)
         return await self._subscribe_stripe(caller, sub_id, agent.name, plan, price)
 
-    async def _charge_period_from_credit(self, conn: AsyncConnection, sub: Any, *, key: str) -> None:
+    async def _charge_period_from_credit(self, conn: DbConnection, sub: Any, *, key: str) -> None:
         row, _ = await self._open_payment(
             conn,
             sub.user_id,
@@ -944,7 +941,7 @@ class Payments:
                 raise PaymentDeclined("The first month's payment was declined; nothing was charged.")
             return await self._sub_view(conn, sub_id)
 
-    async def _grant_remote_period(self, conn: AsyncConnection, sub_id: str, remote: RemoteSubscription) -> None:
+    async def _grant_remote_period(self, conn: DbConnection, sub_id: str, remote: RemoteSubscription) -> None:
         start, end = _iso_from_unix(remote.current_period_start), _iso_from_unix(remote.current_period_end)
         await self._grant_period(
             conn,
@@ -957,7 +954,7 @@ class Payments:
 
     async def _grant_period(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         sub_id: str,
         *,
         invoice_id: str,
@@ -1012,7 +1009,7 @@ class Payments:
         await self._fulfil(conn, payment_id, source=EXTERNAL_CLEARING, received_cents=amount, period=(start, end))
         return True
 
-    async def _subscription_for(self, conn: AsyncConnection, invoice: dict[str, Any]) -> Any:
+    async def _subscription_for(self, conn: DbConnection, invoice: dict[str, Any]) -> Any:
         ref = invoice.get("subscription")
         if isinstance(ref, dict):
             ref = ref.get("id")
@@ -1033,7 +1030,7 @@ class Payments:
             return found
         return None
 
-    async def _apply_invoice_paid(self, conn: AsyncConnection, invoice: dict[str, Any]) -> str:
+    async def _apply_invoice_paid(self, conn: DbConnection, invoice: dict[str, Any]) -> str:
         if not invoice.get("subscription") and not invoice.get("subscription_details") and not invoice.get("parent"):
             return "ignored: not a subscription invoice"
         sub = await self._subscription_for(conn, invoice)
@@ -1057,7 +1054,7 @@ class Payments:
         )
         return "period granted" if done else "period already granted"
 
-    async def _set_sub(self, conn: AsyncConnection, sub_id: str, **values: Any) -> None:
+    async def _set_sub(self, conn: DbConnection, sub_id: str, **values: Any) -> None:
         await conn.execute(
             update(subscriptions).where(subscriptions.c.id == sub_id).values(**values, updated_at=clock.now_iso())
         )
@@ -1087,7 +1084,7 @@ class Payments:
         async with self._store.read() as conn:
             return await self._sub_view(conn, sub.id)
 
-    async def _sub_view(self, conn: AsyncConnection, sub_id: str, *, replayed: bool = False) -> SubscriptionView:
+    async def _sub_view(self, conn: DbConnection, sub_id: str, *, replayed: bool = False) -> SubscriptionView:
         sub = (await conn.execute(select(subscriptions).where(subscriptions.c.id == sub_id))).one()
         agent = await self._identity.get(sub.agent_id)
         left = sum(

@@ -34,8 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import anyio
-from sqlalchemy import and_, exists, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
@@ -54,7 +53,7 @@ from agentchat_mcp.services.ledger import (
     user_held,
 )
 from agentchat_mcp.services.pricing import Pricing, Quote
-from agentchat_mcp.store import Store
+from agentchat_mcp.store import DbConnection, Store
 from agentchat_mcp.store.tables import conversations, participants, peek_consents, peeks, principals
 from agentchat_mcp.telemetry import Telemetry
 
@@ -182,6 +181,23 @@ class _Counters:
     notify: set[str] = field(default_factory=set)
 
 
+# Active paid windows of the caller's conversations whose keys are not released yet.
+_KEYS_WAITING = (
+    select(peeks.c.id)
+    .join(participants, participants.c.conversation_id == peeks.c.conversation_id)
+    .where(
+        and_(
+            peeks.c.status == "active",
+            peeks.c.keys_released_at.is_(None),
+            peeks.c.window_start <= bindparam("now"),
+            peeks.c.window_end > bindparam("now"),
+            participants.c.principal_id == bindparam("caller"),
+            participants.c.left_at.is_(None),
+        )
+    )
+)
+
+
 class Peeks:
     """The peek service; registers itself with Conversations as an access check and reader source."""
 
@@ -284,7 +300,7 @@ class Peeks:
 
     async def _create(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         caller: Caller,
         conversation_id: str,
         max_price: int,
@@ -364,7 +380,7 @@ class Peeks:
 
     async def _settle_and_check_overlap(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         user_id: str,
         conversation_id: str,
         now: str,
@@ -443,7 +459,7 @@ class Peeks:
 
     async def _decide(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         caller: Caller,
         peek: Any,
         consents: list[_ConsentRow],
@@ -521,7 +537,7 @@ class Peeks:
 
     # --- money steps (inside the caller's transaction) -----------------------------------------
 
-    async def _hold_lines(self, conn: AsyncConnection, peek_id: str, kind: str) -> list[Line]:
+    async def _hold_lines(self, conn: DbConnection, peek_id: str, kind: str) -> list[Line]:
         lines: list[Line] = []
         for _, entry_kind, entry_lines in await self._ledger.entries_with_ref(conn, peek_id):
             if entry_kind == kind:
@@ -530,7 +546,7 @@ class Peeks:
 
     async def _capture(
         self,
-        conn: AsyncConnection,
+        conn: DbConnection,
         peek_id: str,
         now_dt: datetime,
         counters: _Counters,
@@ -588,7 +604,7 @@ class Peeks:
         counters.earned_cents += earned
 
     async def _release(
-        self, conn: AsyncConnection, peek_id: str, status: str, reason: str, now: str, counters: _Counters
+        self, conn: DbConnection, peek_id: str, status: str, reason: str, now: str, counters: _Counters
     ) -> None:
         """Give the hold back exactly as it was taken, and the covers too; the request ends as `status`."""
         changed = await conn.execute(
@@ -611,7 +627,7 @@ class Peeks:
             )
         await self._restore_covers(conn, peek_id)
 
-    async def _restore_covers(self, conn: AsyncConnection, peek_id: str) -> None:
+    async def _restore_covers(self, conn: DbConnection, peek_id: str) -> None:
         covered = await conn.execute(
             select(peek_consents.c.paid_by, peek_consents.c.cover_ref).where(
                 and_(peek_consents.c.peek_id == peek_id, peek_consents.c.cover_ref.is_not(None))
@@ -624,7 +640,7 @@ class Peeks:
                 continue
             await provider.restore(conn, ref=ref, peek_id=peek_id)
 
-    async def _reverse_all(self, conn: AsyncConnection, peek_id: str, *, kind: str, step: str, memo: str) -> None:
+    async def _reverse_all(self, conn: DbConnection, peek_id: str, *, kind: str, step: str, memo: str) -> None:
         """One entry undoing the net effect of everything posted about this peek."""
         net: dict[str, int] = {}
         for _, _, lines in await self._ledger.entries_with_ref(conn, peek_id):
@@ -642,7 +658,7 @@ class Peeks:
                 allow_negative=[x.account for x in reversal if x.account.startswith("agent:")],
             )
 
-    async def _complete(self, conn: AsyncConnection, peek_id: str, now: str, counters: _Counters) -> None:
+    async def _complete(self, conn: DbConnection, peek_id: str, now: str, counters: _Counters) -> None:
         """The window is over: the peek is completed and its earnings become available for payout."""
         changed = await conn.execute(
             update(peeks)
@@ -683,7 +699,7 @@ class Peeks:
         return len(due)
 
     async def _due(
-        self, conn: AsyncConnection, now: str, *, user_id: str | None = None, agent_id: str | None = None
+        self, conn: DbConnection, now: str, *, user_id: str | None = None, agent_id: str | None = None
     ) -> list[tuple[str, str, str]]:
         """(id, status, now) of peeks whose time-driven transition is due."""
         stmt = select(peeks.c.id, peeks.c.status).where(
@@ -700,7 +716,7 @@ class Peeks:
             )
         return [(r.id, r.status, now) for r in (await conn.execute(stmt.limit(500))).all()]
 
-    async def _settle_rows(self, conn: AsyncConnection, due: list[tuple[str, str, str]], counters: _Counters) -> None:
+    async def _settle_rows(self, conn: DbConnection, due: list[tuple[str, str, str]], counters: _Counters) -> None:
         for peek_id, status, now in due:
             if status == "awaiting_consent":
                 await self._release(conn, peek_id, "expired", "No decision before the consent deadline.", now, counters)
@@ -745,22 +761,12 @@ class Peeks:
         if caller.role != "agent":
             return 0
         now = clock.now_iso()
-        waiting = (
-            select(peeks.c.id)
-            .join(participants, participants.c.conversation_id == peeks.c.conversation_id)
-            .where(
-                and_(
-                    peeks.c.status == "active",
-                    peeks.c.keys_released_at.is_(None),
-                    peeks.c.window_start <= now,
-                    peeks.c.window_end > now,
-                    participants.c.principal_id == caller.id,
-                    participants.c.left_at.is_(None),
-                )
-            )
-        )
+        # Runs on every agent request: an inline indexed probe first (microseconds), the read only
+        # when some window waits for this agent's keys.
+        if self._store.quick_first(_KEYS_WAITING, {"now": now, "caller": caller.id}) is None:
+            return 0
         async with self._store.read() as conn:
-            ids = list((await conn.execute(waiting)).scalars())
+            ids = list((await conn.execute(_KEYS_WAITING, {"now": now, "caller": caller.id})).scalars())
         if not ids:
             return 0
         released = 0
@@ -769,7 +775,7 @@ class Peeks:
                 released += await self._release_keys(conn, caller, peek_id, now)
         return released
 
-    async def _release_keys(self, conn: AsyncConnection, caller: Caller, peek_id: str, now: str) -> int:
+    async def _release_keys(self, conn: DbConnection, caller: Caller, peek_id: str, now: str) -> int:
         peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).one()
         if not (
             peek.status == "active"
@@ -782,7 +788,7 @@ class Peeks:
         await conn.execute(update(peeks).where(peeks.c.id == peek_id).values(keys_released_at=now, updated_at=now))
         return 1
 
-    async def _is_member(self, conn: AsyncConnection, principal_id: str, conversation_id: str) -> bool:
+    async def _is_member(self, conn: DbConnection, principal_id: str, conversation_id: str) -> bool:
         row = await conn.execute(
             select(participants.c.principal_id).where(
                 and_(
@@ -794,7 +800,7 @@ class Peeks:
         )
         return row.first() is not None
 
-    async def _may_read(self, conn: AsyncConnection, caller: Caller, conversation_id: str) -> bool:
+    async def _may_read(self, conn: DbConnection, caller: Caller, conversation_id: str) -> bool:
         """Conversations access check: a user inside a paid window."""
         if caller.role != "user":
             return False
@@ -814,7 +820,7 @@ class Peeks:
         )
         return row.first() is not None
 
-    async def _readers(self, conn: AsyncConnection, conversation_id: str) -> set[str]:
+    async def _readers(self, conn: DbConnection, conversation_id: str) -> set[str]:
         """Conversations extra readers: peekers whose window is open now."""
         now = clock.now_iso()
         rows = await conn.execute(
@@ -969,7 +975,7 @@ class Peeks:
         else:
             await self.settle_due()
 
-    async def _visible(self, conn: AsyncConnection, caller: Caller, peek_id: str) -> bool:
+    async def _visible(self, conn: DbConnection, caller: Caller, peek_id: str) -> bool:
         if caller.role == "admin":
             return (await conn.execute(select(peeks.c.id).where(peeks.c.id == peek_id))).first() is not None
         if caller.role == "user":
@@ -982,7 +988,7 @@ class Peeks:
             raise Forbidden("Sign in to see peeks.")
         return (await conn.execute(stmt)).first() is not None
 
-    async def _view(self, conn: AsyncConnection, peek_id: str) -> Peek:
+    async def _view(self, conn: DbConnection, peek_id: str) -> Peek:
         user = principals.alias("peek_user")
         agent = principals.alias("peek_agent")
         rows = (

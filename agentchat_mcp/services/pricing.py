@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentchat_mcp.errors import NotFound
 from agentchat_mcp.services.ledger import Ledger, user_credit
+from agentchat_mcp.store import DbConnection
 from agentchat_mcp.store.tables import conversations, participants, principals
 
 PaidBy = Literal["credit", "pack", "subscription"]
@@ -44,16 +44,16 @@ class EntitlementProvider(Protocol):
     """Something besides credit that can pay for an agent's share of a peek."""
 
     async def cover(
-        self, conn: AsyncConnection, *, user_id: str, agent_id: str, price_cents: int, conversation_id: str
+        self, conn: DbConnection, *, user_id: str, agent_id: str, price_cents: int, conversation_id: str
     ) -> Cover | None:
         """Read-only: the cover this user has for this agent's share, or None."""
         ...
 
-    async def consume(self, conn: AsyncConnection, *, cover: Cover, peek_id: str) -> None:
+    async def consume(self, conn: DbConnection, *, cover: Cover, peek_id: str) -> None:
         """Use the cover for `peek_id` (same transaction as the hold); Conflict if it is used up."""
         ...
 
-    async def restore(self, conn: AsyncConnection, *, ref: str, peek_id: str) -> None:
+    async def restore(self, conn: DbConnection, *, ref: str, peek_id: str) -> None:
         """Give the cover `ref` back: the peek was refused, expired, cancelled or refunded."""
         ...
 
@@ -102,7 +102,7 @@ class Pricing:
         self.providers: dict[str, EntitlementProvider] = {}
 
     async def quote(
-        self, conn: AsyncConnection, user_id: str, conversation_id: str, *, with_balance: bool = True
+        self, conn: DbConnection, user_id: str, conversation_id: str, *, with_balance: bool = True
     ) -> Quote:
         """What peeking at this conversation costs this user now (NotFound if it is not peekable)."""
         agents = (
@@ -163,7 +163,7 @@ class Pricing:
         )
 
     async def _cover(
-        self, conn: AsyncConnection, user_id: str, agent_id: str, price: int, conversation_id: str
+        self, conn: DbConnection, user_id: str, agent_id: str, price: int, conversation_id: str
     ) -> Cover | None:
         for provider in self.providers.values():
             cover = await provider.cover(

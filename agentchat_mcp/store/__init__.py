@@ -1,10 +1,10 @@
-"""The storage layer: one Store per process, SQLAlchemy Core over aiosqlite (PostgreSQL later).
+"""The storage layer: one Store per process, SQLAlchemy Core over SQLite (PostgreSQL later).
 
 Store functions never commit: a service opens `store.write()` (one transaction, BEGIN IMMEDIATE
 on SQLite, so a writer waits for the lock up front instead of failing half-way) or
 `store.read()`, and does its whole unit of work inside it.
 """
 
-from agentchat_mcp.store.engine import Store, open_store
+from agentchat_mcp.store.engine import DbConnection, Store, open_store
 
-__all__ = ["Store", "open_store"]
+__all__ = ["DbConnection", "Store", "open_store"]
