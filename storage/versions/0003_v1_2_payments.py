@@ -15,7 +15,10 @@ depends_on = None
 
 
 def _times() -> list[sa.Column]:  # type: ignore[type-arg]
-    return [sa.Column("created_at", sa.String(32), nullable=False), sa.Column("updated_at", sa.String(32), nullable=False)]
+    return [
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+    ]
 
 
 def upgrade() -> None:
