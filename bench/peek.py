@@ -202,7 +202,7 @@ async def run(n: int) -> int:
         f"agentchat-mcp peek bench: {n} peeks per leg after {WARMUP} warm-up, {MESSAGES} messages each, "
         f"2 agents (one decides, one standing consent); setup {setup:.1f} s"
     )
-    print(f"  one SQL statement through SQLAlchemy asyncio + aiosqlite here and now: p50 {floor:.3f} ms")
+    print(f"  one SQL statement through the store (sqlite_driver=inline) here and now: p50 {floor:.3f} ms")
     for line in [*server.rows(), *mcp.rows()]:
         print(line)
     met = server.total_p95() <= TARGET_P95_MS
