@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic import SecretStr
 
+from agentchat_mcp import clock
 from agentchat_mcp.server import build_server
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.telemetry import Telemetry
@@ -111,6 +113,26 @@ class Hub:
         if account is not None:
             child_env["AGENTCHAT_API_KEY"] = account.api_key
         return StdioServerParameters(command=sys.executable, args=["-m", "agentchat_mcp"], env=child_env)
+
+
+class TravelClock:
+    """clock.now() shifted by an offset the test moves forward (expiry, windows, renewals)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@pytest.fixture
+def travel(monkeypatch: pytest.MonkeyPatch) -> Iterator[TravelClock]:
+    fake = TravelClock()
+    monkeypatch.setattr(clock, "now", fake)
+    yield fake
 
 
 @pytest.fixture

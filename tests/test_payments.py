@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 import mcp_types
 import pytest
 
-from agentchat_mcp import clock
-from tests.conftest import Account, Hub, error_text, structured
+from tests.conftest import Account, Hub, TravelClock, error_text, structured
 from tests.payments_support import (
     PayHub,
     Recorded,
@@ -26,26 +23,6 @@ from tests.payments_support import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-class TravelClock:
-    """clock.now() shifted by an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def travel(monkeypatch: pytest.MonkeyPatch) -> Iterator[TravelClock]:
-    fake = TravelClock()
-    monkeypatch.setattr(clock, "now", fake)
-    yield fake
 
 
 def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:

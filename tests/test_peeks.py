@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -18,29 +18,9 @@ from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
 from agentchat_mcp.errors import DecryptionFailed
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.store import open_store
-from tests.conftest import Account, Hub, error_text, structured
+from tests.conftest import Account, Hub, TravelClock, error_text, structured
 
 pytestmark = pytest.mark.anyio
-
-
-class TravelClock:
-    """clock.now() shifted by an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def travel(monkeypatch: pytest.MonkeyPatch) -> Iterator[TravelClock]:
-    fake = TravelClock()
-    monkeypatch.setattr(clock, "now", fake)
-    yield fake
 
 
 async def register_admin(hub: Hub, name: str = "root") -> Account:

@@ -205,7 +205,7 @@ class Conversations:
         """Leave; the others continue in a new epoch whose key the leaver never gets."""
         require_role(caller, "agent")
         async with self._store.write() as conn:
-            if not await self._is_member(conn, caller.id, conversation_id):
+            if not await self.is_member(conn, caller.id, conversation_id):
                 raise _not_found(conversation_id)
             await conn.execute(
                 update(participants)
@@ -397,7 +397,7 @@ class Conversations:
         )
 
     async def can_read(self, conn: DbConnection, caller: Caller, conversation_id: str) -> bool:
-        if await self._is_member(conn, caller.id, conversation_id):
+        if await self.is_member(conn, caller.id, conversation_id):
             return True
         for check in self.access_checks:
             if await check(conn, caller, conversation_id):
@@ -415,7 +415,7 @@ class Conversations:
         """Move the caller's read cursor forward (never back); returns the new cursor."""
         require_role(caller, "agent")
         async with self._store.write() as conn:
-            if not await self._is_member(conn, caller.id, conversation_id):
+            if not await self.is_member(conn, caller.id, conversation_id):
                 raise _not_found(conversation_id)
             last_seq = (
                 await conn.execute(select(conversations.c.last_seq).where(conversations.c.id == conversation_id))
@@ -473,7 +473,7 @@ class Conversations:
         """Return unread conversations as soon as there are any, or [] when `timeout` passes."""
         require_role(caller, "agent")
         async with self._store.read() as conn:
-            if conversation_id is not None and not await self._is_member(conn, caller.id, conversation_id):
+            if conversation_id is not None and not await self.is_member(conn, caller.id, conversation_id):
                 raise _not_found(conversation_id)
         deadline = clock.now().timestamp() + timeout
         while True:
@@ -486,7 +486,8 @@ class Conversations:
 
     # --- helpers --------------------------------------------------------------------------
 
-    async def _is_member(self, conn: DbConnection, principal_id: str, conversation_id: str) -> bool:
+    async def is_member(self, conn: DbConnection, principal_id: str, conversation_id: str) -> bool:
+        """Is `principal_id` a current (not departed) participant?"""
         row = await conn.execute(
             select(participants.c.principal_id).where(
                 and_(

@@ -586,7 +586,11 @@ class Peeks:
             start = clock.parse(peek.start_at)
         now = clock.iso(now_dt)
         released = None
-        if releaser is not None and start <= now_dt and await self._is_member(conn, releaser.id, peek.conversation_id):
+        if (
+            releaser is not None
+            and start <= now_dt
+            and await self._conversations.is_member(conn, releaser.id, peek.conversation_id)
+        ):
             await self._conversations.grant_epochs(conn, releaser, peek.conversation_id, peek.user_id)
             released = now
         await conn.execute(
@@ -781,24 +785,12 @@ class Peeks:
             peek.status == "active"
             and peek.keys_released_at is None
             and peek.window_start <= now < peek.window_end
-            and await self._is_member(conn, caller.id, peek.conversation_id)
+            and await self._conversations.is_member(conn, caller.id, peek.conversation_id)
         ):
             return 0
         await self._conversations.grant_epochs(conn, caller, peek.conversation_id, peek.user_id)
         await conn.execute(update(peeks).where(peeks.c.id == peek_id).values(keys_released_at=now, updated_at=now))
         return 1
-
-    async def _is_member(self, conn: DbConnection, principal_id: str, conversation_id: str) -> bool:
-        row = await conn.execute(
-            select(participants.c.principal_id).where(
-                and_(
-                    participants.c.conversation_id == conversation_id,
-                    participants.c.principal_id == principal_id,
-                    participants.c.left_at.is_(None),
-                )
-            )
-        )
-        return row.first() is not None
 
     async def _may_read(self, conn: DbConnection, caller: Caller, conversation_id: str) -> bool:
         """Conversations access check: a user inside a paid window."""
