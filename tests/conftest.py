@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -113,6 +114,19 @@ class Hub:
         if account is not None:
             child_env["AGENTCHAT_API_KEY"] = account.api_key
         return StdioServerParameters(command=sys.executable, args=["-m", "agentchat_mcp"], env=child_env)
+
+
+def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Read the hub's database directly, as an auditor would (not through the server)."""
+    with sqlite3.connect(hub.settings.db) as db:
+        found = db.execute(sql, args).fetchall()
+    db.close()
+    return found
+
+
+def ledger_total(hub: Hub) -> int:
+    """The sum of every ledger line: 0 whenever the books balance."""
+    return int(rows(hub, "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines")[0][0])
 
 
 class TravelClock:

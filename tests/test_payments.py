@@ -4,7 +4,6 @@ and the signed webhook (dedupe, concurrency, refunds, disputes, bad signatures).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ import anyio
 import mcp_types
 import pytest
 
-from tests.conftest import Account, Hub, TravelClock, error_text, structured
+from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, structured
 from tests.payments_support import (
     PayHub,
     Recorded,
@@ -23,17 +22,6 @@ from tests.payments_support import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(hub.settings.db) as db:
-        found = db.execute(sql, args).fetchall()
-    db.close()
-    return found
-
-
-def ledger_total(hub: Hub) -> int:
-    return int(rows(hub, "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines")[0][0])
 
 
 def account(hub: Hub, name: str) -> int:

@@ -4,10 +4,8 @@ delivered by localstripe itself crediting once after the capture's answer was lo
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
@@ -16,7 +14,7 @@ import stripe
 from agentchat_mcp.errors import InvalidInput, PaymentUnavailable
 from agentchat_mcp.payments.provider import Intent
 from agentchat_mcp.payments.stripe_provider import UNAVAILABLE, AsyncHTTPXClient, StripeProvider
-from tests.conftest import Account, Hub, error_text, structured
+from tests.conftest import Account, Hub, error_text, ledger_total, rows, structured
 from tests.payments_support import (
     WEBHOOK_SECRET,
     PayHub,
@@ -29,20 +27,9 @@ from tests.payments_support import (
 pytestmark = pytest.mark.anyio
 
 
-def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(hub.settings.db) as db:
-        found = db.execute(sql, args).fetchall()
-    db.close()
-    return found
-
-
 def credit(hub: Hub, user: Account) -> int:
     sql = "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines WHERE account = ?"
     return int(rows(hub, sql, f"user:{user.id}:credit")[0][0])
-
-
-def ledger_total(hub: Hub) -> int:
-    return int(rows(hub, "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines")[0][0])
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
 from agentchat_mcp.errors import DecryptionFailed
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.store import open_store
-from tests.conftest import Account, Hub, TravelClock, error_text, structured
+from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -60,13 +60,6 @@ async def scene(hub: Hub, credit: str = "10.00") -> Scene:
     async with hub.client(alice) as a:
         got = await call(a, "start_conversation", participants=[bob.id], topic="pricing", first_message="hi bob")
     return Scene(alice, bob, user, got["conversation"]["id"])
-
-
-def ledger_total(hub: Hub) -> int:
-    with sqlite3.connect(hub.settings.db) as db:
-        (total,) = db.execute("SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines").fetchone()
-    db.close()
-    return int(total)
 
 
 async def test_the_happy_path_is_exact_to_the_cent(hub: Hub) -> None:
