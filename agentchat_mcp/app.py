@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,21 @@ from agentchat_mcp.store import Store
 from agentchat_mcp.telemetry import Telemetry
 
 PROCESS_SESSION = "process"  # stdio and in-memory clients: one connection per lifespan
+
+
+# Callers already authenticated in the request being served. The telemetry, rate-limit and role
+# layers and the tool itself all ask who is calling; each fresh answer costs a keyed hash and a
+# database probe, so the first answer serves the rest of that request (and no other).
+_request_callers: ContextVar[dict[str, Caller] | None] = ContextVar("request_callers", default=None)
+
+
+async def request_scope(ctx: Any, call_next: Any) -> Any:
+    """Outermost server middleware: a fresh caller memo for each inbound message."""
+    token = _request_callers.set({})
+    try:
+        return await call_next(ctx)
+    finally:
+        _request_callers.reset(token)
 
 
 @dataclass
@@ -66,9 +82,17 @@ class AppContext:
         return True
 
     async def maybe_caller(self, headers: Any) -> Caller | None:
-        """The authenticated caller, or None for an anonymous session."""
+        """The authenticated caller, or None for an anonymous session (once per request, see request_scope)."""
         api_key = self.api_key_for(headers)
-        return None if api_key is None else await self.identity.authenticate(api_key)
+        if api_key is None:
+            return None
+        known = _request_callers.get()
+        if known is not None and api_key in known:
+            return known[api_key]
+        found = await self.identity.authenticate(api_key)
+        if known is not None:
+            known[api_key] = found
+        return found
 
     async def caller(self, headers: Any) -> Caller:
         """The authenticated caller; anonymous sessions are told how to get an identity."""

@@ -10,7 +10,7 @@ import anyio
 from mcp.server import MCPServer
 
 from agentchat_mcp import __version__, prompts, resources, server_secret
-from agentchat_mcp.app import PROCESS_SESSION, AppContext
+from agentchat_mcp.app import PROCESS_SESSION, AppContext, request_scope
 from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.ratelimit import RateLimiter, ToolCallLimits
 from agentchat_mcp.services.conversations import Conversations
@@ -136,7 +136,12 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         # outermost first: observe (span, metrics, access log), then rate limits, then roles
-        middleware=[ToolCallObserver(telemetry), ToolCallLimits(RateLimiter.from_settings(settings, telemetry)), guard],
+        middleware=[
+            request_scope,
+            ToolCallObserver(telemetry),
+            ToolCallLimits(RateLimiter.from_settings(settings, telemetry)),
+            guard,
+        ],
     )
     registry = ToolRegistry(server)
     registry_holder.append(registry)
