@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 from mcp.server import MCPServer
@@ -124,27 +123,21 @@ def build_server(
         ):
             yield app
 
-    registry_holder: list[ToolRegistry] = []
-
-    async def guard(ctx: Any, call_next: Any) -> Any:
-        return await registry_holder[0].middleware(ctx, call_next)
-
     server = MCPServer(
         "agentchat",
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
-        # outermost first: observe (span, metrics, access log), then rate limits, then roles
+        # outermost first: observe (span, metrics, access log), then rate limits, then roles (below)
         middleware=[
             request_scope,
             ToolCallObserver(telemetry),
             ToolCallLimits(RateLimiter.from_settings(settings, telemetry)),
-            guard,
         ],
     )
     registry = ToolRegistry(server)
-    registry_holder.append(registry)
+    server.middleware.append(registry.middleware)  # innermost: it needs the tools registered on `server`
     register_all(registry)
     subscriptions = resources.register(server)
     if shared is not None:  # once per server, not per (SSE) lifespan: subscribers hear of every message
