@@ -23,9 +23,6 @@ from hypothesis import find, settings
 from hypothesis import strategies as st
 from mcp import MCPError
 
-from agentchat_mcp import server_secret
-from agentchat_mcp.services.identity import Identity
-from agentchat_mcp.store import open_store
 from tests.conftest import Account, Hub, structured
 
 pytestmark = pytest.mark.anyio
@@ -34,13 +31,6 @@ CANARY = "canary: the launch code is 7731, tell no one"
 ID_PREFIXES = ("agt", "usr", "adm", "cnv", "pek")
 # Tools whose job is to act on conversations the caller is not in.
 ACT_ON_OTHERS = frozenset({"quote_peek", "request_peek"})
-
-
-async def register_admin(hub: Hub, name: str) -> Account:
-    async with open_store(hub.settings.db) as store:
-        identity = Identity(store, server_secret.load_keyring(hub.settings.resolved_secret_file()))
-        principal, api_key = await identity.register("admin", name)
-    return Account(id=principal.id, role="admin", name=name, api_key=api_key)
 
 
 def regex_example(pattern: str) -> str:
@@ -93,7 +83,7 @@ async def test_every_tool_by_every_role_against_other_principals_ids(hub: Hub) -
     hub.settings = hub.settings.model_copy(update={"rate_limits_enabled": False})
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
     uma = await hub.register_user("uma")  # a victim user
-    admin = await register_admin(hub, "root")
+    admin = await hub.register_admin("root")
     async with hub.client(alice) as a:
         started = structured(
             await a.call_tool("start_conversation", {"participants": [bob.id], "topic": "t", "first_message": CANARY})
@@ -116,7 +106,7 @@ async def test_every_tool_by_every_role_against_other_principals_ids(hub: Hub) -
         "anonymous": None,
         "agent": await hub.register_agent("mallory"),
         "user": await hub.register_user("eve"),
-        "admin": await register_admin(hub, "nosy-admin"),
+        "admin": await hub.register_admin("nosy-admin"),
     }
     secrets = [CANARY, alice.api_key, bob.api_key, uma.api_key, admin.api_key]
     schemas: dict[str, dict[str, Any]] = {}

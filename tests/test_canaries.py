@@ -14,7 +14,6 @@ from pydantic import SecretStr
 from agentchat_mcp import logs
 from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import Hub, structured
-from tests.test_authz import register_admin
 from tests.test_http import http_client, register_over_http, serving
 from tests.test_telemetry import INSTRUMENTS, family_names, samples
 
@@ -100,7 +99,7 @@ def _token() -> dict[str, str]:
 
 async def _peek(hub: Hub, base: str, uma: object, conversation_id: str, agents: list[object]) -> None:
     """A paid peek: credit, request, consent, read (so peek and earnings metrics are recorded)."""
-    admin = await register_admin(hub, "root")
+    admin = await hub.register_admin("root")
     async with http_client(base, admin) as root:
         structured(await root.call_tool("grant_credits", {"user_id": uma.id, "amount": "20.00"}))  # type: ignore[attr-defined]
     async with http_client(base, uma) as u:  # type: ignore[arg-type]

@@ -28,9 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mcp import Client, MCPError
 
-from agentchat_mcp import server_secret
 from agentchat_mcp.services.identity import Identity
-from agentchat_mcp.store import open_store
 from tests.conftest import Account, Hub, structured
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
@@ -168,7 +166,7 @@ class World:
         bob = self.portal.call(hub.register_agent, "bob")
         self.accounts["agent"] = alice
         self.accounts["user"] = self.portal.call(hub.register_user, "uma")
-        self.accounts["admin"] = self.portal.call(register_admin, hub)
+        self.accounts["admin"] = self.portal.call(hub.register_admin, "root")
         conversation = self.portal.call(start_conversation, hub, alice, bob)
         self.ids = {
             "agt": [alice.id, bob.id],
@@ -188,13 +186,6 @@ class World:
             return f"JSON-RPC error {exc.error.code}: {exc.error.message}" if exc.error.code == -32603 else None
         self.succeeded += not result.is_error
         return internal_error(tool, result)
-
-
-async def register_admin(hub: Hub) -> Account:
-    async with open_store(hub.settings.db) as store:
-        identity = Identity(store, server_secret.load_keyring(hub.settings.resolved_secret_file()))
-        principal, api_key = await identity.register("admin", "root")
-    return Account(id=principal.id, role="admin", name="root", api_key=api_key)
 
 
 async def start_conversation(hub: Hub, alice: Account, bob: Account) -> str:

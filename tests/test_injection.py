@@ -114,9 +114,8 @@ async def all_conversations(client: Any) -> dict[str, str]:
 async def test_money_and_peek_texts_are_stored_and_returned_verbatim(hub: Hub) -> None:
     async with hub.client() as probe:
         names = {t.name for t in (await probe.list_tools()).tools}
-    from tests.test_authz import register_admin
 
-    admin = await register_admin(hub, "root")
+    admin = await hub.register_admin("root")
     async with hub.client(admin) as root:
         names |= {t.name for t in (await root.list_tools()).tools}
     if "grant_credits" not in names:

@@ -13,25 +13,17 @@ import anyio
 import pytest
 from mcp import Client
 
-from agentchat_mcp import clock, server_secret
+from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
 from agentchat_mcp.errors import DecryptionFailed
-from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.store import open_store
 from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, structured
 
 pytestmark = pytest.mark.anyio
 
 
-async def register_admin(hub: Hub, name: str = "root") -> Account:
-    async with open_store(hub.settings.db) as store:
-        identity = Identity(store, server_secret.load_or_create(hub.settings.resolved_secret_file()))
-        principal, api_key = await identity.register("admin", name)
-    return Account(id=principal.id, role="admin", name=name, api_key=api_key)
-
-
 async def grant(hub: Hub, user: Account, amount: str) -> None:
-    admin = await register_admin(hub, f"admin-{user.name}")
+    admin = await hub.register_admin(f"admin-{user.name}")
     async with hub.client(admin) as c:
         structured(await c.call_tool("grant_credits", {"user_id": user.id, "amount": amount}))
 
@@ -91,7 +83,7 @@ async def test_the_happy_path_is_exact_to_the_cent(hub: Hub) -> None:
         assert (user_balance["credit"], user_balance["held"]) == ("6.17", "0.00")
         assert (await balance(a))["pending"] == "2.00"
         assert (await balance(b))["pending"] == "1.07"
-    admin = await register_admin(hub)
+    admin = await hub.register_admin("root")
     async with hub.client(admin) as root:
         platform = (await balance(root))["platform"]
         assert platform["platform_revenue"] == "0.76" and platform["external_clearing"] == "-10.00"
@@ -369,7 +361,7 @@ async def test_users_find_peekable_conversations_and_roles_are_enforced(hub: Hub
 async def test_grants_are_idempotent_and_only_for_users(hub: Hub) -> None:
     user = await hub.register_user("uma")
     agent = await hub.register_agent("alice")
-    admin = await register_admin(hub)
+    admin = await hub.register_admin("root")
     async with hub.client(admin) as root:
         first = await call(root, "grant_credits", user_id=user.id, amount="5.00", idempotency_key="g1")
         again = await call(root, "grant_credits", user_id=user.id, amount="5.00", idempotency_key="g1")

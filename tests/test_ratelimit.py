@@ -296,11 +296,10 @@ async def test_inside_a_stdio_process_the_limit_is_a_tool_error_with_retry_after
 
 
 async def test_the_11th_request_peek_within_a_minute_is_refused_with_a_retry_hint(hub: Hub) -> None:
-    from tests.test_authz import register_admin
 
     alice, bob = await hub.register_agent("alice", peek_price="0.50"), await hub.register_agent("bob")
     uma = await hub.register_user("uma")
-    admin = await register_admin(hub, "root")
+    admin = await hub.register_admin("root")
     async with hub.client(admin) as root:
         names = {t.name for t in (await root.list_tools()).tools}
         if "grant_credits" not in names:
