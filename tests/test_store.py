@@ -254,3 +254,37 @@ async def test_the_aiosqlite_driver_serves_the_same_conversation(tmp_path: Path)
         conv = structured(started)["conversation"]["id"]
         page = structured(await b.call_tool("read_messages", {"conversation_id": conv}))
     assert [m["text"] for m in page["messages"]] == ["hi"]
+
+
+@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path, driver: str) -> None:
+    """fetch/run (the send path's fast lane) keep SQLAlchemy's meaning: literals bound, values
+    converted (a Boolean comes back a bool), rows by column name, the new row's id."""
+    from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, bindparam, insert, select, update
+
+    scratch = MetaData()
+    notes = Table(
+        "plan_notes",
+        scratch,
+        Column("id", Integer, primary_key=True),
+        Column("body", String, nullable=False),
+        Column("pinned", Boolean, nullable=False),
+        Column("kind", String, nullable=False, default="note"),  # a Python-side default
+    )
+    async with open_store(tmp_path / "plan.db", driver=driver) as store:
+        async with store.write() as conn:
+            await conn.run_sync(scratch.create_all)
+            first = await conn.run(insert(notes), {"body": "a", "pinned": True, "kind": "note"})
+            second = await conn.run(insert(notes), {"body": "b", "pinned": False, "kind": "todo"})
+            touched = await conn.run(
+                update(notes).where(notes.c.pinned.is_(False)).values(body=bindparam("text")), {"text": "b2"}
+            )
+            with pytest.raises(ValueError, match="kind"):  # a plan cannot run Python-side defaults
+                await conn.run(insert(notes), {"body": "c", "pinned": False})
+        async with store.read() as conn:
+            rows = await conn.fetch(select(notes.c.id, notes.c.body, notes.c.pinned).where(notes.c.kind == "note"), {})
+            pinned = await conn.fetch(select(notes.c.body).where(notes.c.pinned == bindparam("p")), {"p": False})
+    assert (first.inserted_id, second.inserted_id, touched.rowcount) == (1, 2, 1)
+    assert [(r.id, r.body, r.pinned) for r in rows] == [(1, "a", True)]
+    assert rows[0].pinned is True
+    assert [r.body for r in pinned] == ["b2"]

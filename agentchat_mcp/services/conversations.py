@@ -77,7 +77,8 @@ def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"No conversation {conversation_id} that you can see. list_conversations shows yours.")
 
 
-# The send path's statements, built once: expression building costs more than SQLite's work.
+# The send path's statements, built once and run as plans (store/engine.py Plan): expression
+# building and SQLAlchemy's execution machinery cost more than SQLite's work.
 _SEND_STATE = (
     select(conversations.c.current_epoch, conversations.c.last_seq, epoch_keys.c.wrapped_key)
     .select_from(conversations)
@@ -193,10 +194,10 @@ class Conversations:
         if not text.strip():
             raise InvalidInput("text must not be empty.")
         async with self._store.write() as conn:
-            state = (await conn.execute(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})).first()
-            if state is None:
+            found = await conn.fetch(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})
+            if not found:
                 raise _not_found(conversation_id)
-            sent, message_id = await self._send(conn, caller, conversation_id, text, state)
+            sent, message_id = await self._send(conn, caller, conversation_id, text, found[0])
         await self._feed.published(conversation_id, message_id)
         self._telemetry.messages_sent.add(1)
         return sent
@@ -227,13 +228,13 @@ class Conversations:
         self, conn: DbConnection, caller: Caller, conversation_id: str, text: str, state: Any = None
     ) -> tuple[SentMessage, int]:
         if state is None:
-            state = (await conn.execute(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})).one()
+            (state,) = await conn.fetch(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})
         epoch, key = await self._current_key(conn, caller, conversation_id, state.current_epoch, state.wrapped_key)
         seq = state.last_seq + 1
         now = clock.now_iso()
         ctx = MessageContext(conversation_id=conversation_id, epoch=epoch, seq=seq, sender_id=caller.id)
         sealed = key.seal(text, ctx=ctx)
-        result = await conn.execute(
+        inserted = await conn.run(
             _INSERT_MESSAGE,
             {
                 "conversation_id": conversation_id,
@@ -245,19 +246,19 @@ class Conversations:
                 "created_at": now,
             },
         )
-        await conn.execute(_BUMP_CONVERSATION, {"conversation": conversation_id, "seq": seq, "now": now})
+        await conn.run(_BUMP_CONVERSATION, {"conversation": conversation_id, "seq": seq, "now": now})
         # Your own message is read by you.
-        await conn.execute(_READ_OWN, {"conversation": conversation_id, "caller": caller.id, "seq": seq})
-        message_id = result.inserted_primary_key[0] if result.inserted_primary_key else 0
-        return SentMessage(conversation_id=conversation_id, seq=seq, sent_at=now), int(message_id)
+        await conn.run(_READ_OWN, {"conversation": conversation_id, "caller": caller.id, "seq": seq})
+        return SentMessage(conversation_id=conversation_id, seq=seq, sent_at=now), inserted.inserted_id or 0
 
     async def _current_key(
         self, conn: DbConnection, caller: Caller, conversation_id: str, epoch: int, wrapped: bytes | None
     ) -> tuple[int, EpochKey]:
         """The key to seal under now, starting a new epoch if a former reader still holds this one."""
-        outsiders = set(
-            (await conn.execute(_OUTSIDE_HOLDERS, {"conversation": conversation_id, "epoch": epoch})).scalars()
-        )
+        outsiders = {
+            row.principal_id
+            for row in await conn.fetch(_OUTSIDE_HOLDERS, {"conversation": conversation_id, "epoch": epoch})
+        }
         if outsiders or wrapped is None:
             extra = await self._extra_readers(conn, conversation_id)
             if outsiders - extra or wrapped is None:
