@@ -123,12 +123,14 @@ def build_server(
         ):
             yield app
 
+    bus = resources.ListenedBus()
     server = MCPServer(
         "agentchat",
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
+        subscriptions=bus,
         # outermost first: observe (span, metrics, access log), then rate limits, then roles (below)
         middleware=[
             request_scope,
@@ -139,7 +141,7 @@ def build_server(
     registry = ToolRegistry(server)
     server.middleware.append(registry.middleware)  # innermost: it needs the tools registered on `server`
     register_all(registry)
-    subscriptions = resources.register(server)
+    subscriptions = resources.register(server, bus)
     if shared is not None:  # once per server, not per (SSE) lifespan: subscribers hear of every message
         shared.feed.add_listener(subscriptions.conversation_changed)
     prompts.register(server)

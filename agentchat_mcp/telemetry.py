@@ -167,6 +167,27 @@ async def read_business(store: Store) -> BusinessSnapshot:
 # --- the instruments --------------------------------------------------------------------------
 
 
+class Tally:
+    """A counter for the hottest paths: tallied in a dict, read by an ObservableCounter.
+
+    Why: a synchronous OTel Counter spends ~60 Python calls on every add (attribute cleaning,
+    hashing, view matching), a tenth of a send_message; this spends one dict update. Readers see
+    the same thing: a monotonic sum per attribute set, collected at each scrape or export.
+    """
+
+    def __init__(self, meter: Any, name: str, description: str) -> None:
+        self._totals: dict[tuple[tuple[str, str], ...], float] = {}
+        meter.create_observable_counter(name, callbacks=[self._observe], description=description)
+
+    def add(self, amount: float, attributes: dict[str, str] | None = None) -> None:
+        key = tuple(attributes.items()) if attributes else ()
+        self._totals[key] = self._totals.get(key, 0) + amount
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        for key, total in list(self._totals.items()):
+            yield Observation(total, dict(key))
+
+
 class Telemetry:
     """The product's instruments, created once per server; renders /metrics."""
 
@@ -200,7 +221,7 @@ class Telemetry:
         self.encryption_failures = meter.create_counter(
             "encryption_failures", description="Stored messages or keys that failed to open or verify."
         )
-        self.messages_sent = meter.create_counter("messages_sent_total", description="Messages stored.")
+        self.messages_sent = Tally(meter, "messages_sent_total", description="Messages stored.")
         # peeks and money (recorded by the peek and ledger services)
         self.peek_initiated = meter.create_counter("peek_initiated_total", description="Peek requests accepted.")
         self.peek_completed = meter.create_counter("peek_completed_total", description="Peek windows that ended.")
@@ -217,8 +238,8 @@ class Telemetry:
             "payment_attempts", description="Payment attempts (the denominator of the failure rate)."
         )
         # the MCP surface
-        self.tool_calls = meter.create_counter(
-            "mcp_tool_calls", description="Tool calls by tool and outcome (ok, error, internal_error, rate_limited)."
+        self.tool_calls = Tally(
+            meter, "mcp_tool_calls", "Tool calls by tool and outcome (ok, error, internal_error, rate_limited)."
         )
         self.tool_duration = meter.create_histogram(
             "mcp_tool_duration",

@@ -105,7 +105,30 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
 
         factory = lambda _app_ctx: echo_server()  # noqa: E731
     app = build_app(settings, HttpOptions(port=port), server_factory=factory)
-    uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")).run()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    profile = os.environ.get("BENCH_PROFILE_SERVER")  # a path prefix: see profile_between_signals
+    if profile:
+        profile_between_signals(f"{profile}.{kind}.prof")
+    server.run()
+
+
+def profile_between_signals(path: str) -> None:
+    """CPU-profile this process from SIGUSR1 to SIGUSR2 (then write `path`): a timed window only,
+    without start-up or shutdown. Used by hand: BENCH_PROFILE_SERVER=/tmp/p, then kill -USR1/-USR2."""
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile(time.process_time)
+
+    def start(*_: Any) -> None:
+        profiler.enable()
+
+    def stop(*_: Any) -> None:
+        profiler.disable()
+        profiler.dump_stats(path)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
 
 
 @asynccontextmanager

@@ -376,3 +376,30 @@ async def test_a_caller_with_a_bad_key_is_counted_as_anonymous_from_its_address(
     other = FakeCtx("whoami", "203.0.113.10")
     other.lifespan_context = BadKeyApp()  # type: ignore[assignment]
     assert await middleware(other, passed) == "called"  # another address, another window
+
+
+def test_the_in_process_windows_move_exactly_and_forget_idle_keys() -> None:
+    """memory:// windows (LocalMovingWindows): at most N hits in any window-long span, the same
+    boundary as limits' moving window, a retry time from the oldest hit, and no unbounded growth."""
+    from limits import parse
+
+    from agentchat_mcp.ratelimit import LocalMovingWindows
+
+    now = [1000.0]
+    windows = LocalMovingWindows(clock=lambda: now[0])
+    three = parse("3/10 seconds")
+    admitted = []
+    for at in (1000.0, 1001.0, 1002.0, 1003.0, 1010.0, 1010.5, 1011.5, 1012.5, 1012.6):
+        now[0] = at
+        admitted.append(windows.hit(three, "principal", "agt_a"))
+    # 1003: three in the last 10 s; 1010: the hit at 1000 is exactly 10 s old and still counts;
+    # 1010.5, 1011.5, 1012.5: one earlier hit has left the window each time; 1012.6: full again.
+    assert admitted == [True, True, True, False, False, True, True, True, False]
+    stats = windows.get_window_stats(three, "principal", "agt_a")
+    assert (stats.remaining, stats.reset_time) == (0, 1010.5 + 10)
+    assert windows.hit(three, "principal", "agt_b")  # another key has its own window
+
+    for i in range(LocalMovingWindows.SWEEP_EVERY):  # a sweep runs; every key above is long idle
+        now[0] = 5000.0 + i * 0.001
+        windows.hit(parse("100000/day"), "ip", "10.0.0.1")
+    assert set(windows._hits) == {("100000 per 1 day", "ip", "10.0.0.1")}

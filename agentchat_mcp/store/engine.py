@@ -235,13 +235,8 @@ class Store:
     async def _transaction(self, *, immediate: bool) -> AsyncIterator[DbConnection]:
         if self.sync_engine is not None:
             if immediate:  # under the write lock
-                writer = self._writer_connection()
-                try:
-                    with writer.begin():
-                        yield InlineConnection(writer, self)
-                finally:
-                    if writer.invalidated or writer.closed:  # e.g. the disk went away: start afresh next time
-                        self._writer = None
+                async with self._inline_write() as conn:
+                    yield conn
                 return
             with self.sync_engine.connect() as sync, sync.begin():
                 yield InlineConnection(sync, self)
@@ -258,6 +253,26 @@ class Store:
             assert self.sync_engine is not None
             self._writer = self.sync_engine.connect().execution_options(sqlite_immediate=True)
         return self._writer
+
+    @asynccontextmanager
+    async def _inline_write(self) -> AsyncIterator[DbConnection]:
+        """BEGIN IMMEDIATE and COMMIT straight on the driver; SQLAlchemy joins in only if the unit
+        of work runs a SQLAlchemy statement (its begin hook sees the open transaction, see below)."""
+        writer = self._writer_connection()
+        driver: sqlite3.Connection = writer.connection.driver_connection  # type: ignore[assignment]
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            yield InlineConnection(writer, self)
+        except BaseException:
+            (writer.rollback if writer.in_transaction() else driver.rollback)()
+            raise
+        else:
+            (writer.commit if writer.in_transaction() else driver.commit)()
+        finally:
+            if writer.invalidated or writer.closed:  # e.g. the disk went away: start afresh next time
+                self._writer = None
+            elif driver.in_transaction:  # a failed COMMIT leaves it open: never hand that to the next writer
+                driver.rollback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[DbConnection]:
@@ -342,7 +357,11 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("sqlite_immediate", False)
         # Straight to the driver: a BEGIN needs none of the statement machinery (~15 us saved).
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        if getattr(dbapi, "in_transaction", False):  # Store._inline_write began it on the driver
+            return
+        cursor = dbapi.cursor()
         cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         cursor.close()
 

@@ -40,6 +40,7 @@ class ToolRegistry:
     def __init__(self, server: MCPServer[Any]) -> None:
         self.server = server
         self.roles: dict[str, frozenset[str]] = {}
+        self._accepted: dict[str, frozenset[str]] = {}
 
     def add(
         self,
@@ -68,10 +69,10 @@ class ToolRegistry:
         assert tool is not None
         tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
         self.roles[name] = roles
+        self._accepted[name] = frozenset(tool.parameters.get("properties", {}))
 
-    def accepted_arguments(self, name: str) -> set[str]:
-        tool = self.server._tool_manager.get_tool(name)
-        return set(tool.parameters.get("properties", {})) if tool else set()
+    def accepted_arguments(self, name: str) -> frozenset[str]:
+        return self._accepted.get(name, frozenset())
 
     def _visible(self, result: HandlerResult, role: str) -> HandlerResult:
         def allowed(name: str) -> bool:
@@ -109,7 +110,7 @@ class ToolRegistry:
     async def _refusal(self, ctx: ServerRequestContext[AppContext, Any], name: str) -> CallToolResult | None:
         arguments = (ctx.params or {}).get("arguments") or {}
         if isinstance(arguments, dict):
-            unknown = sorted(set(arguments) - self.accepted_arguments(name))
+            unknown = sorted(arguments.keys() - self.accepted_arguments(name))
             if unknown:
                 accepted = ", ".join(sorted(self.accepted_arguments(name))) or "none"
                 return _error(
