@@ -178,6 +178,63 @@ async def open_hub() -> AsyncIterator[Hub]:
         yield Hub(settings, keys["alice"], started["conversation"]["id"])
 
 
+# --- the lower bound: send_message's own work, with nothing around it -------------------------
+
+
+def irreducible_ms(n: int = 2000) -> float:
+    """CPU ms of what one send must do whatever the framework: seal and sign the text (our crypto
+    module) and one SQLite WAL write transaction of the same shape (read the conversation's state,
+    insert the message, bump the conversation and the sender's read cursor), on raw sqlite3.
+
+    Against the echo floor it bounds the ratio: even if auth, rate limits, telemetry, the access
+    log and tool dispatch cost nothing, send/echo <= floor / (floor + this).
+    """
+    import sqlite3
+
+    from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext, signed_payload
+
+    key, keys = EpochKey.generate(), KeyBundle.generate()
+    with tempfile.TemporaryDirectory(prefix="agentchat-bench-raw-") as folder:
+        db = sqlite3.connect(Path(folder) / "raw.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE c (id TEXT PRIMARY KEY, epoch INT, last_seq INT, at TEXT)")
+        db.execute("CREATE TABLE p (c TEXT, who TEXT, read_seq INT, PRIMARY KEY (c, who))")
+        db.execute(
+            "CREATE TABLE m (id INTEGER PRIMARY KEY, c TEXT, seq INT, epoch INT, sender TEXT, sealed BLOB, "
+            "signature BLOB, at TEXT, UNIQUE (c, seq))"
+        )
+        db.execute("INSERT INTO c VALUES ('cnv', 1, 0, '')")
+        db.execute("INSERT INTO p VALUES ('cnv', 'agt', 0)")
+
+        def one() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            epoch, seq = db.execute(
+                "SELECT c.epoch, c.last_seq FROM c JOIN p ON p.c = c.id AND p.who = ? WHERE c.id = ?", ("agt", "cnv")
+            ).fetchone()
+            ctx = MessageContext(conversation_id="cnv", epoch=epoch, seq=seq + 1, sender_id="agt")
+            sealed = key.seal(TEXT, ctx=ctx)
+            signature = keys.sign(signed_payload(ctx, sealed))
+            db.execute(
+                "INSERT INTO m (c, seq, epoch, sender, sealed, signature, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ("cnv", seq + 1, epoch, "agt", sealed, signature, "2026-01-01T00:00:00.000000Z"),
+            )
+            db.execute(
+                "UPDATE c SET last_seq = ?, at = ? WHERE id = ?", (seq + 1, "2026-01-01T00:00:00.000000Z", "cnv")
+            )
+            db.execute("UPDATE p SET read_seq = ? WHERE c = ? AND who = ?", (seq + 1, "cnv", "agt"))
+            db.execute("COMMIT")
+
+        for _ in range(WARMUP):
+            one()
+        cpu = time.process_time()
+        for _ in range(n):
+            one()
+        spent = (time.process_time() - cpu) / n * 1000
+        db.close()
+    return spent
+
+
 # --- legs: one transport each -----------------------------------------------------------------
 
 Leg = Callable[[Hub, int], Awaitable[tuple[Stats, Stats]]]
@@ -257,6 +314,15 @@ async def run(legs: list[str], n: int, profile: str | None, http: argparse.Names
             met = send.per_second >= TARGET_RATIO * echo.per_second
             verdict = f"  (target >= {TARGET_RATIO:.1f}: {'met' if met else 'NOT met'})"
         print(f"  {name} ratio send/echo: {send.per_second / echo.per_second:.2f}{verdict}")
+    memory = next(((echo, send) for name, echo, send in results if name == "memory"), None)
+    if memory is not None:
+        floor_ms = memory[0].cpu_seconds / memory[0].n * 1000
+        own = irreducible_ms()
+        print(
+            f"  send_message's own work (seal + sign + one raw SQLite write transaction): {own:.3f} ms CPU, "
+            f"{own / floor_ms:.0%} of the in-memory echo call; so even with auth, limits, telemetry, logging "
+            f"and dispatch free, in-memory send/echo <= {floor_ms / (floor_ms + own):.2f}"
+        )
     for line in http_lines:
         print(line)
     if profile:
