@@ -288,3 +288,30 @@ async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path,
     assert [(r.id, r.body, r.pinned) for r in rows] == [(1, "a", True)]
     assert rows[0].pinned is True
     assert [r.body for r in pinned] == ["b2"]
+
+
+@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp_path: Path, driver: str) -> None:
+    """A unit of work that fails half-way rolls back whole: planned and SQLAlchemy statements alike
+    (the inline driver begins and commits on the driver itself), and the connection serves on."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+
+    scratch = MetaData()
+    notes = Table("tx_notes", scratch, Column("id", Integer, primary_key=True), Column("body", String))
+    async with open_store(tmp_path / "tx.db", driver=driver) as store:
+        async with store.write() as conn:
+            await conn.run_sync(scratch.create_all)
+        for joins_sqlalchemy in (False, True):
+            with pytest.raises(RuntimeError, match="half-way"):
+                async with store.write() as conn:
+                    await conn.run(insert(notes), {"body": "planned"})
+                    if joins_sqlalchemy:
+                        await conn.execute(insert(notes).values(body="core"))
+                    raise RuntimeError("failed half-way")
+        async with store.write() as conn:
+            await conn.run(insert(notes), {"body": "kept"})
+            await conn.execute(insert(notes).values(body="kept too"))
+        async with store.read() as conn:
+            bodies = [r.body for r in await conn.fetch(select(notes.c.body).order_by(notes.c.id), {})]
+    assert bodies == ["kept", "kept too"]
+    assert [row[0] for row in sqlite3.connect(tmp_path / "tx.db").execute("SELECT body FROM tx_notes")] == bodies
