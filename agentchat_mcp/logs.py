@@ -108,6 +108,12 @@ def configure(level: str | int = "WARNING", *, access_log: bool = True, stream: 
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    # Our lines carry none of the caller's file and line, thread, process or task: skip collecting
+    # them for every record (the logging HOWTO's "Optimization" list; findCaller walks the stack).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    if hasattr(logging, "logAsyncioTasks"):
+        logging.logAsyncioTasks = False
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _OurHandler) or type(h) is logging.StreamHandler]:
         root.removeHandler(handler)

@@ -121,6 +121,7 @@ class InlineConnection:
     def __init__(self, sync: Connection, store: Store) -> None:
         self.sync = sync
         self._store = store
+        self._raw: sqlite3.Connection | None = None  # the driver's connection, for plans
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[*tuple[Any, ...]]:
         return self.sync.execute(statement, parameters)
@@ -132,8 +133,10 @@ class InlineConnection:
         return self.sync.exec_driver_sql(sql, parameters)
 
     def _driver(self) -> sqlite3.Connection:
-        driver: sqlite3.Connection = self.sync.connection.driver_connection  # type: ignore[assignment]
-        return driver
+        if self._raw is None:
+            self._raw = self.sync.connection.driver_connection  # type: ignore[assignment]
+        assert self._raw is not None
+        return self._raw
 
     async def fetch(self, statement: Select[Any], parameters: Mapping[str, Any]) -> list[Any]:
         """Every row of a planned SELECT, readable by column name."""
