@@ -11,7 +11,7 @@ import pytest
 
 from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import PROJECT_ROOT, Hub
-from tests.test_telemetry import demo_run, family_names
+from tests.support_metrics import demo_run, family_names
 
 pytestmark = pytest.mark.anyio
 

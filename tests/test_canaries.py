@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from agentchat_mcp import logs
 from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import Hub, structured
-from tests.test_http import http_client, register_over_http, serving
-from tests.test_telemetry import INSTRUMENTS, family_names, samples
+from tests.support_http import http_client, register_over_http, serving
+from tests.support_metrics import INSTRUMENTS, family_names, samples
 
 pytestmark = pytest.mark.anyio
 

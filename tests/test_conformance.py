@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from tests.conftest import PROJECT_ROOT, Hub
-from tests.test_http import hub_process
+from tests.support_http import hub_process
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import anyio.to_thread
 import pytest
 
 from tests.conftest import Hub
-from tests.test_http import hub_process
+from tests.support_http import hub_process
 
 pytestmark = pytest.mark.anyio
 

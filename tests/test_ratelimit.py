@@ -23,6 +23,7 @@ from agentchat_mcp.errors import RateLimited
 from agentchat_mcp.ratelimit import LOCAL, HttpRateLimit, RateLimiter, ToolCallLimits
 from agentchat_mcp.settings import Settings
 from tests.conftest import Hub, error_text, structured
+from tests.support_http import http_client, register_over_http, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -321,8 +322,6 @@ async def test_the_11th_request_peek_within_a_minute_is_refused_with_a_retry_hin
 
 
 async def test_over_real_http_the_ip_limit_answers_429_and_registration_is_limited_per_address(hub: Hub) -> None:
-    from tests.test_http import http_client, register_over_http, serving
-
     hub.settings = hub.settings.model_copy(update={"rate_limit_ip": "30/minute", "rate_limit_registration": "2/hour"})
     async with serving(hub) as base:
         await register_over_http(base, "a1")

@@ -22,26 +22,10 @@ from agentchat_mcp import clock, telemetry
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.store import Store, open_store
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint, otlp_configured, outcome_of, read_business
-from tests.conftest import Account, Hub, error_text, structured
+from tests.conftest import Hub, error_text, structured
+from tests.support_metrics import INSTRUMENTS, demo_run, family_names, samples
 
 pytestmark = pytest.mark.anyio
-
-INSTRUMENTS = (
-    "peek_initiated_total",
-    "peek_completed_total",
-    "peek_refused_total",
-    "agent_earnings_usd_total",
-    "encryption_failures_total",
-    "mcp_sessions_active",
-    "mcp_tool_calls_total",
-    "mcp_tool_duration_seconds_bucket",
-    "payment_failures_total",
-    "daily_active_agents",
-    "daily_active_users",
-    "revenue_per_day",
-    "conversion_rate_signup_to_peek",
-    "average_peek_duration_seconds",
-)
 
 
 def prometheus_hub(hub: Hub) -> Hub:
@@ -49,34 +33,6 @@ def prometheus_hub(hub: Hub) -> Hub:
     hub.metrics = InMemoryMetricReader()
     hub.telemetry = Telemetry(readers=[hub.metrics])
     return hub
-
-
-def samples(text: str) -> dict[str, float]:
-    """'name{labels}' -> value, for every sample line of a Prometheus exposition."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
-
-
-def family_names(text: str) -> set[str]:
-    return {key.split("{")[0] for key in samples(text)}
-
-
-async def demo_run(hub: Hub) -> tuple[Account, Account]:
-    alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
-    await hub.register_user("uma")
-    async with hub.client(alice) as a, hub.client(bob) as b:
-        started = structured(
-            await a.call_tool("start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"})
-        )
-        conversation_id = started["conversation"]["id"]
-        structured(await b.call_tool("send_message", {"conversation_id": conversation_id, "text": "hello"}))
-        structured(await b.call_tool("read_messages", {"conversation_id": conversation_id}))
-        error_text(await a.call_tool("get_agent", {"agent_id": "agt_" + "0" * 20}))
-    return alice, bob
 
 
 async def test_metrics_show_every_instrument_after_a_demo_like_run(hub: Hub) -> None:
