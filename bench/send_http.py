@@ -413,10 +413,14 @@ async def http_figures(
         floor, send = pools["echo", era].result(), pools["send", era].result()
         ratio = send.per_second / floor.per_second
         met = "met" if ratio >= TARGET_RATIO else "NOT met"
+        cpu = ""
+        if floor.server_cpu_s and send.server_cpu_s:  # what a saturated server would see, whatever else runs
+            cpu_ratio = (floor.server_cpu_s / floor.calls) / (send.server_cpu_s / send.calls)
+            cpu = f"; by server CPU per call: {cpu_ratio:.2f}"
         lines += [
             floor.row(),
             send.row(),
-            f"  http {era} ratio send/echo: {ratio:.2f}  (target >= {TARGET_RATIO:.1f}: {met})",
+            f"  http {era} ratio send/echo: {ratio:.2f}  (target >= {TARGET_RATIO:.1f}: {met}){cpu}",
         ]
     return lines
 
