@@ -456,7 +456,6 @@ class ToolCallObserver:
                     extra={"jsonrpc_id": jsonrpc_id, "latency_ms": round(seconds * 1000, 2), "outcome": outcome},
                 )
 
-
     def _span(self, tool: str, request_id: str) -> AbstractContextManager[Span]:
         """Our span, a child of the SDK's tools/call span; when that one records nothing (no tracing
         configured), ours would not either, and making it is skipped (~35 Python calls a tool call)."""

@@ -15,21 +15,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlparse
 
-import anyio
 import httpx2
 import pytest
 import stripe
-import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
 
 from agentchat_mcp.app import AppContext
-from agentchat_mcp.http import HttpOptions, build_app
 from agentchat_mcp.payments.provider import PaymentProvider
 from agentchat_mcp.payments.stripe_provider import StripeProvider
 from agentchat_mcp.server import build_server
 from tests.conftest import Account, Hub, structured
+from tests.support_http import serving_app
 
 WEBHOOK_SECRET = "whsec_test_agentchat"
 LAUNCHER = Path("/work/shared/tools/localstripe-server")
@@ -233,17 +231,8 @@ async def pay_hub(
             **settings,
         }
     )
-    port = free_port()
-    app = build_app(hub.settings, HttpOptions(port=port), telemetry=hub.telemetry, payments=provider)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    base = f"http://127.0.0.1:{port}"
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(server.serve)
-        with anyio.fail_after(20):
-            while not server.started:
-                await anyio.sleep(0.02)
-        try:
-            async with httpx2.AsyncClient(base_url=base, timeout=30) as http:
-                yield PayHub(hub=hub, provider=provider, base=base, context=app.state.agentchat, http=http)
-        finally:
-            server.should_exit = True
+    async with (
+        serving_app(hub, payments=provider) as (base, app),
+        httpx2.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        yield PayHub(hub=hub, provider=provider, base=base, context=app.state.agentchat, http=http)

@@ -41,11 +41,17 @@ def bearer(account: Account | str | None) -> dict[str, str]:
 
 @asynccontextmanager
 async def serving_app(
-    hub: Hub, *, settings: Any = None, telemetry: Telemetry | None = None, **options: Any
+    hub: Hub, *, settings: Any = None, telemetry: Telemetry | None = None, payments: Any = None, **options: Any
 ) -> AsyncIterator[tuple[str, Any]]:
-    """The hub app under uvicorn on 127.0.0.1:<free port>, in this event loop; yields (base URL, app)."""
+    """The hub app under uvicorn on 127.0.0.1:<free port>, in this event loop; yields (base URL, app).
+    `payments`: a payment provider the test owns (see payments_support.pay_hub)."""
     port = free_port()
-    app = build_app(settings or hub.settings, HttpOptions(port=port, **options), telemetry=telemetry or hub.telemetry)
+    app = build_app(
+        settings or hub.settings,
+        HttpOptions(port=port, **options),
+        telemetry=telemetry or hub.telemetry,
+        payments=payments,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(server.serve)
