@@ -148,6 +148,8 @@ class Subscriptions:
 
     async def conversation_changed(self, conversation_id: str) -> None:
         """Tell subscribers (both protocol eras) that a conversation has a new message."""
+        if not self._sessions and not self._bus.listening:  # nobody subscribed to anything
+            return
         for uri in (
             f"agentchat://conversations/{conversation_id}",
             f"agentchat://conversations/{conversation_id}/messages",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import namedtuple
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -239,10 +239,7 @@ class Store:
     @asynccontextmanager
     async def _transaction(self, *, immediate: bool) -> AsyncIterator[DbConnection]:
         if self.sync_engine is not None:
-            if immediate:  # under the write lock
-                async with self._inline_write() as conn:
-                    yield conn
-                return
+            assert not immediate, "inline writes go through _inline_write"
             with self.sync_engine.connect() as sync, sync.begin():
                 yield InlineConnection(sync, self)
             return
@@ -259,8 +256,8 @@ class Store:
             self._writer = self.sync_engine.connect().execution_options(sqlite_immediate=True)
         return self._writer
 
-    @asynccontextmanager
-    async def _inline_write(self) -> AsyncIterator[DbConnection]:
+    @contextmanager
+    def _inline_write(self) -> Iterator[DbConnection]:
         """BEGIN IMMEDIATE and COMMIT straight on the driver; SQLAlchemy joins in only if the unit
         of work runs a SQLAlchemy statement (its begin hook sees the open transaction, see below)."""
         writer = self._writer_connection()
@@ -296,10 +293,19 @@ class Store:
         """
         with anyio.CancelScope(shield=True):
             asked = time.perf_counter()
-            async with self._write_lock, self._transaction(immediate=True) as conn:
-                for observe in self.write_wait_observers:
-                    observe(time.perf_counter() - asked)
-                yield conn
+            async with self._write_lock:
+                if self.sync_engine is not None:
+                    with self._inline_write() as conn:
+                        self._waited(time.perf_counter() - asked)
+                        yield conn
+                    return
+                async with self._transaction(immediate=True) as conn:
+                    self._waited(time.perf_counter() - asked)
+                    yield conn
+
+    def _waited(self, seconds: float) -> None:
+        for observe in self.write_wait_observers:
+            observe(seconds)
 
     def _watch_connection(self) -> sqlite3.Connection:
         if self._watch is None:
