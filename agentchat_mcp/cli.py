@@ -36,10 +36,12 @@ def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from agentchat_mcp.server import build_server
+    from agentchat_mcp.server import build_server, settle_startup_heap
 
     if args.transport == "stdio":
-        build_server(settings).run("stdio")
+        server = build_server(settings)
+        settle_startup_heap()
+        server.run("stdio")
         return 0
     from agentchat_mcp import http
 

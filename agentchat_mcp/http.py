@@ -58,7 +58,7 @@ from agentchat_mcp.app import AppContext
 from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, authenticate_request
 from agentchat_mcp.payments import PaymentProvider
 from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
-from agentchat_mcp.server import build_server, running_app_context
+from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
@@ -568,5 +568,6 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         f"(also {MCP_PATH if endpoint == SSE_PATH else SSE_PATH}, /healthz); database {settings.db}",
         file=sys.stderr,
     )
+    settle_startup_heap()
     server.run()
     return 0 if server.started else 3

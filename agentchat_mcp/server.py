@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -96,6 +97,18 @@ async def running_app_context(
                 if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
                     with anyio.CancelScope(shield=True):
                         await app.payments.provider.aclose()
+
+
+def settle_startup_heap() -> None:
+    """For a serving process, once everything is imported and built: move what start-up made
+    (modules, schemas, tool tables: ~150k objects) out of the cyclic collector's way (gc.freeze).
+
+    Why: each full collection otherwise walks all of it, and one lands every few thousand calls:
+    measured 0.06 -> 0.01 ms of GC per send_message (notes: bench/send.py), and fewer latency
+    spikes. Frozen objects are still freed when nothing refers to them.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def build_server(

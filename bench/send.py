@@ -39,7 +39,7 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/send.py` from a checkout, installed or not
 
-from agentchat_mcp.server import build_server  # noqa: E402
+from agentchat_mcp.server import build_server, settle_startup_heap  # noqa: E402
 from agentchat_mcp.settings import Settings  # noqa: E402
 
 TEXT = "Benchmark message: the quick brown fox jumps over the lazy dog, then asks for a code review. " * 2
@@ -107,6 +107,7 @@ async def interleaved(rows: list[tuple[str, Client, str, dict[str, Any]]], n: in
     for _, client, tool, args in rows:
         for _ in range(WARMUP):
             await _call(client, tool, args)
+    settle_startup_heap()  # what `agentchat-mcp serve` does once started (in-process servers live here)
     parts: list[list[Stats]] = [[] for _ in rows]
     for turn in range(slices):
         size = n // slices + (1 if turn < n % slices else 0)

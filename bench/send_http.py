@@ -96,6 +96,7 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
 
     from agentchat_mcp import logs
     from agentchat_mcp.http import HttpOptions, build_app
+    from agentchat_mcp.server import settle_startup_heap
 
     settings = bench_settings(db, secret)
     logs.configure(settings.log_level, access_log=settings.access_log)
@@ -106,6 +107,7 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
         factory = lambda _app_ctx: echo_server()  # noqa: E731
     app = build_app(settings, HttpOptions(port=port), server_factory=factory)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    settle_startup_heap()  # as `agentchat-mcp serve` does, for both servers alike
     profile = os.environ.get("BENCH_PROFILE_SERVER")  # a path prefix: see profile_between_signals
     if profile:
         profile_between_signals(f"{profile}.{kind}.prof")
