@@ -13,6 +13,10 @@ transport, taking turns in slices so that load from elsewhere on the machine hit
 The ratio send/echo in calls per second is the share of the floor that send_message keeps.
 Target: in-memory ratio >= 0.7.
 
+The `ceiling` leg serves, in memory beside the same floor, the least any send_message can be on this
+SDK (minimal_server: the tool signature and result model ours has, seal + sign + one raw SQLite
+write transaction, and nothing else): its ratio is the most a send_message can keep here.
+
 Legs are entries of LEGS; another transport (bench/send_http.py) adds one the same way.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -34,11 +39,15 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/send.py` from a checkout, installed or not
 
+from agentchat_mcp import clock  # noqa: E402
+from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext, signed_payload  # noqa: E402
+from agentchat_mcp.models import MessageSent  # noqa: E402
 from agentchat_mcp.server import build_server, settle_startup_heap  # noqa: E402
 from agentchat_mcp.settings import Settings  # noqa: E402
 
@@ -179,61 +188,53 @@ async def open_hub() -> AsyncIterator[Hub]:
         yield Hub(settings, keys["alice"], started["conversation"]["id"])
 
 
-# --- the lower bound: send_message's own work, with nothing around it -------------------------
+# --- the ceiling: the least any send_message can be on this SDK ------------------------------
 
 
-def irreducible_ms(n: int = 2000) -> float:
-    """CPU ms of what one send must do whatever the framework: seal and sign the text (our crypto
-    module) and one SQLite WAL write transaction of the same shape (read the conversation's state,
-    insert the message, bump the conversation and the sender's read cursor), on raw sqlite3.
-
-    Against the echo floor it bounds the ratio: even if auth, rate limits, telemetry, the access
-    log and tool dispatch cost nothing, send/echo <= floor / (floor + this).
-    """
-    import sqlite3
-
-    from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext, signed_payload
-
+def minimal_server(folder: Path) -> MCPServer:
+    """A bare MCPServer whose send_message does only what no implementation can skip: seal and sign
+    the text (our crypto module) and one SQLite WAL write transaction of the same shape as ours (read
+    the conversation's state, insert the message, bump the conversation and the sender's read
+    cursor) on raw sqlite3, taking the request context and returning the MessageSent model as ours
+    does. No authentication, rate limit, roles, telemetry, access log or key release: its ratio to
+    the echo floor is the most any send_message could reach here."""
     key, keys = EpochKey.generate(), KeyBundle.generate()
-    with tempfile.TemporaryDirectory(prefix="agentchat-bench-raw-") as folder:
-        db = sqlite3.connect(Path(folder) / "raw.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE c (id TEXT PRIMARY KEY, epoch INT, last_seq INT, at TEXT)")
-        db.execute("CREATE TABLE p (c TEXT, who TEXT, read_seq INT, PRIMARY KEY (c, who))")
+    db = sqlite3.connect(folder / "minimal.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE c (id TEXT PRIMARY KEY, epoch INT, last_seq INT, at TEXT)")
+    db.execute("CREATE TABLE p (c TEXT, who TEXT, read_seq INT, PRIMARY KEY (c, who))")
+    db.execute(
+        "CREATE TABLE m (id INTEGER PRIMARY KEY, c TEXT, seq INT, epoch INT, sender TEXT, sealed BLOB, "
+        "signature BLOB, at TEXT, UNIQUE (c, seq))"
+    )
+    db.execute("INSERT INTO c VALUES ('cnv_minimal', 1, 0, '')")
+    db.execute("INSERT INTO p VALUES ('cnv_minimal', 'agt_minimal', 0)")
+    server = MCPServer("minimal", log_level="WARNING")
+
+    @server.tool()
+    async def send_message(conversation_id: str, text: str, ctx: Context) -> MessageSent:  # type: ignore[type-arg]
+        """Seal, sign and store a message."""
+        db.execute("BEGIN IMMEDIATE")
+        epoch, seq = db.execute(
+            "SELECT c.epoch, c.last_seq FROM c JOIN p ON p.c = c.id AND p.who = ? WHERE c.id = ?",
+            ("agt_minimal", conversation_id),
+        ).fetchone()
+        seq += 1
+        place = MessageContext(conversation_id=conversation_id, epoch=epoch, seq=seq, sender_id="agt_minimal")
+        sealed = key.seal(text, ctx=place)
+        signature = keys.sign(signed_payload(place, sealed))
+        now = clock.now_iso()
         db.execute(
-            "CREATE TABLE m (id INTEGER PRIMARY KEY, c TEXT, seq INT, epoch INT, sender TEXT, sealed BLOB, "
-            "signature BLOB, at TEXT, UNIQUE (c, seq))"
+            "INSERT INTO m (c, seq, epoch, sender, sealed, signature, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, seq, epoch, "agt_minimal", sealed, signature, now),
         )
-        db.execute("INSERT INTO c VALUES ('cnv', 1, 0, '')")
-        db.execute("INSERT INTO p VALUES ('cnv', 'agt', 0)")
+        db.execute("UPDATE c SET last_seq = ?, at = ? WHERE id = ?", (seq, now, conversation_id))
+        db.execute("UPDATE p SET read_seq = ? WHERE c = ? AND who = ?", (seq, conversation_id, "agt_minimal"))
+        db.execute("COMMIT")
+        return MessageSent(conversation_id=conversation_id, seq=seq, sent_at=now)
 
-        def one() -> None:
-            db.execute("BEGIN IMMEDIATE")
-            epoch, seq = db.execute(
-                "SELECT c.epoch, c.last_seq FROM c JOIN p ON p.c = c.id AND p.who = ? WHERE c.id = ?", ("agt", "cnv")
-            ).fetchone()
-            ctx = MessageContext(conversation_id="cnv", epoch=epoch, seq=seq + 1, sender_id="agt")
-            sealed = key.seal(TEXT, ctx=ctx)
-            signature = keys.sign(signed_payload(ctx, sealed))
-            db.execute(
-                "INSERT INTO m (c, seq, epoch, sender, sealed, signature, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ("cnv", seq + 1, epoch, "agt", sealed, signature, "2026-01-01T00:00:00.000000Z"),
-            )
-            db.execute(
-                "UPDATE c SET last_seq = ?, at = ? WHERE id = ?", (seq + 1, "2026-01-01T00:00:00.000000Z", "cnv")
-            )
-            db.execute("UPDATE p SET read_seq = ? WHERE c = ? AND who = ?", (seq + 1, "cnv", "agt"))
-            db.execute("COMMIT")
-
-        for _ in range(WARMUP):
-            one()
-        cpu = time.process_time()
-        for _ in range(n):
-            one()
-        spent = (time.process_time() - cpu) / n * 1000
-        db.close()
-    return spent
+    return server
 
 
 # --- legs: one transport each -----------------------------------------------------------------
@@ -277,7 +278,23 @@ async def stdio_leg(hub: Hub, n: int) -> tuple[Stats, Stats]:
         )
 
 
-LEGS: dict[str, Leg] = {"memory": memory_leg, "stdio": stdio_leg}
+async def ceiling_leg(hub: Hub, n: int) -> tuple[Stats, Stats]:
+    """In-memory, the echo floor beside minimal_server's send_message: the most any send could keep."""
+    with tempfile.TemporaryDirectory(prefix="agentchat-bench-minimal-") as folder:
+        minimal = Client(minimal_server(Path(folder)))
+        args = {"conversation_id": "cnv_minimal", "text": TEXT}
+        async with Client(echo_server()) as echo, minimal as send:
+            floor, sent = await interleaved(
+                [
+                    ("in-memory echo (floor)", echo, "echo", {"text": TEXT}),
+                    ("minimal send (ceiling)", send, "send_message", args),
+                ],
+                n,
+            )
+        return floor, sent
+
+
+LEGS: dict[str, Leg] = {"memory": memory_leg, "ceiling": ceiling_leg, "stdio": stdio_leg}
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -314,16 +331,9 @@ async def run(legs: list[str], n: int, profile: str | None, http: argparse.Names
         if name == "memory":
             met = send.per_second >= TARGET_RATIO * echo.per_second
             verdict = f"  (target >= {TARGET_RATIO:.1f}: {'met' if met else 'NOT met'})"
+        if name == "ceiling":
+            verdict = "  (no auth, limits, telemetry or log: the most any send_message keeps on this SDK)"
         print(f"  {name} ratio send/echo: {send.per_second / echo.per_second:.2f}{verdict}")
-    memory = next(((echo, send) for name, echo, send in results if name == "memory"), None)
-    if memory is not None:
-        floor_ms = memory[0].cpu_seconds / memory[0].n * 1000
-        own = irreducible_ms()
-        print(
-            f"  send_message's own work (seal + sign + one raw SQLite write transaction): {own:.3f} ms CPU, "
-            f"{own / floor_ms:.0%} of the in-memory echo call; so even with auth, limits, telemetry, logging "
-            f"and dispatch free, in-memory send/echo <= {floor_ms / (floor_ms + own):.2f}"
-        )
     for line in http_lines:
         print(line)
     if profile:
