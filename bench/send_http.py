@@ -4,9 +4,10 @@
     python bench/send_http.py                     # these rows alone (a temp database)
     python bench/send_http.py --seconds 5 --sessions 100
 
-Two server processes in turn, each `build_app` from agentchat_mcp.http under uvicorn on a loopback
-port, with the same middleware, bearer auth (alice's key) and transports: first the floor (a bare
-MCPServer with one `echo` tool), then agentchat-mcp itself. In this process, `--sessions` sessions
+Three server processes, each `build_app` from agentchat_mcp.http under uvicorn on a loopback port,
+with the same middleware, bearer auth (alice's key) and transports: the floor (a bare MCPServer with
+one `echo` tool), agentchat-mcp itself, and the ceiling (bench/send.py minimal_server: the least a
+send_message can be, with no auth, limits, telemetry or log of its own). In this process, `--sessions` sessions
 (raw JSON-RPC, one keep-alive connection each) call as fast as they can for `--seconds`, once in
 each protocol era: `legacy` (2025-11-25 handshake sessions) and `auto` (2026-07-28, per request).
 Rows: calls/s, latency p50/p95/p99, and the server's CPU time per call (Linux /proc). Target:
@@ -105,6 +106,10 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
         from send import echo_server  # bench/send.py: the floor the other legs use
 
         factory = lambda _app_ctx: echo_server()  # noqa: E731
+    elif kind == "minimal":
+        from send import minimal_server  # bench/send.py: the least a send_message can be (the ceiling)
+
+        factory = lambda _app_ctx: minimal_server(db.parent)  # noqa: E731
     app = build_app(settings, HttpOptions(port=port), server_factory=factory)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     settle_startup_heap()  # as `agentchat-mcp serve` does, for both servers alike
@@ -374,14 +379,26 @@ async def http_figures(
 ) -> list[str]:
     """The HTTP rows for bench/send.py: echo floor and send_message per era, and their ratios.
 
-    Both servers run at once and the four rows take turns in `rounds` short slices, so a change in
-    background load on the machine falls on floor and send alike.
+    The servers run at once and the rows take turns in `rounds` short slices, so a change in
+    background load on the machine falls on every row alike.
     """
     send_args = {"conversation_id": conversation_id, "text": TEXT}
-    async with server_processes(["echo", "agentchat"], settings) as servers, AsyncExitStack() as stack:
-        (echo_base, echo_pid), (send_base, send_pid) = servers
+    kinds = ["echo", "agentchat", "minimal"]
+    async with server_processes(kinds, settings) as servers, AsyncExitStack() as stack:
+        (echo_base, echo_pid), (send_base, send_pid), (ceiling_base, ceiling_pid) = servers
         pools: dict[tuple[str, str], Pool] = {}
         for era in ERAS:
+            pools["ceiling", era] = await open_pool(
+                stack,
+                f"http {era} minimal send (ceiling)",
+                ceiling_base,
+                ceiling_pid,
+                api_key,
+                "send_message",
+                {"conversation_id": "cnv_minimal", "text": TEXT},
+                mode=era,
+                sessions=sessions,
+            )
             pools["echo", era] = await open_pool(
                 stack,
                 f"http {era} echo (floor)",
@@ -419,10 +436,14 @@ async def http_figures(
         if floor.server_cpu_s and send.server_cpu_s:  # what a saturated server would see, whatever else runs
             cpu_ratio = (floor.server_cpu_s / floor.calls) / (send.server_cpu_s / send.calls)
             cpu = f"; by server CPU per call: {cpu_ratio:.2f}"
+        ceiling = pools["ceiling", era].result()
         lines += [
             floor.row(),
             send.row(),
             f"  http {era} ratio send/echo: {ratio:.2f}  (target >= {TARGET_RATIO:.1f}: {met}){cpu}",
+            ceiling.row(),
+            f"  http {era} ceiling ratio: {ceiling.per_second / floor.per_second:.2f}  "
+            "(bench/send.py minimal_server: no auth, limits, telemetry or log)",
         ]
     return lines
 
@@ -445,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per row (default 2)")
     parser.add_argument("--sessions", type=int, default=50, help="concurrent client sessions (default 50)")
-    parser.add_argument("--serve", choices=["echo", "agentchat"], help=argparse.SUPPRESS)  # the server child
+    parser.add_argument("--serve", choices=["echo", "agentchat", "minimal"], help=argparse.SUPPRESS)  # a child
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--secret", type=Path, help=argparse.SUPPRESS)
