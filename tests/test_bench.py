@@ -1,0 +1,30 @@
+"""The send benchmark runs end to end (tiny sizes): every leg prints its rows and its ratio."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT
+
+
+def test_bench_send_prints_every_row_and_ratio_in_memory_and_over_http() -> None:
+    tiny = ["--legs", "memory,ceiling", "--n", "30", "--http", "--http-seconds", "0.4", "--http-sessions", "4"]
+    done = subprocess.run(
+        [sys.executable, "bench/send.py", *tiny],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for label in ("in-memory echo (floor)", "in-memory send_message", "minimal send (ceiling)"):
+        assert re.search(rf"{re.escape(label)}\s+\d+/s\s+p50", out), out
+    assert re.search(r"memory ratio send/echo: \d\.\d\d  \(target >= 0\.7: (met|NOT met)\)", out), out
+    assert re.search(r"ceiling ratio send/echo: \d\.\d\d", out), out
+    for era in ("legacy", "auto"):
+        assert re.search(rf"http {era} ratio send/echo: \d\.\d\d .*by server CPU per call: \d\.\d\d", out), out
+        assert re.search(rf"http {era} ceiling ratio: \d\.\d\d", out), out
