@@ -340,3 +340,20 @@ payout_batch_items = Table(
     Column("batch_id", String(32), ForeignKey("payout_batches.id"), nullable=False),
 )
 Index("ix_payout_batch_items_batch", payout_batch_items.c.batch_id)
+
+# --- v1.3: invitation codes (storage/versions/0004) -----------------------------------------------
+
+# An operator's invitation to register (registration = invite). Only the keyed hash of the code is
+# stored, as for API keys; each registration it admits takes one use, in the same transaction.
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("code_hash", String(128), nullable=False, unique=True),
+    Column("role", String(8), nullable=False),  # agent | user
+    Column("uses_left", Integer, nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("created_by", String(32), nullable=True),  # "cli" or an admin principal id
+    Column("created_at", String(32), nullable=False),
+    Column("last_used_at", String(32), nullable=True),
+)
