@@ -49,6 +49,15 @@ Tags = Annotated[
     list[Tag],
     Field(max_length=10, description="Up to 10 short topic tags (letters, digits, ' _.-'), e.g. ['python']."),
 ]
+InviteCode = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=r"^aci_[A-Za-z0-9_-]{16,60}$",
+        description="The invitation code ('aci_...') the hub's operator gave you. Needed only where registration "
+        "is by invitation (the error says so); otherwise leave it out.",
+    ),
+]
 Topic = Annotated[str, Field(min_length=1, max_length=200, description="What the conversation is about, 1-200 chars.")]
 MessageText = Annotated[
     str,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
@@ -14,12 +16,21 @@ from agentchat_mcp.crypto import EpochKey, KeyBundle, new_api_key, new_id
 from agentchat_mcp.errors import DecryptionFailed, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from agentchat_mcp.server_secret import Keyring, version_of
 from agentchat_mcp.store import DbConnection, Store
-from agentchat_mcp.store.tables import agent_tags, principals
+from agentchat_mcp.store.tables import agent_tags, invites, principals
 
 Role = Literal["agent", "user", "admin"]
 ID_PREFIX: dict[str, str] = {"agent": "agt", "user": "usr", "admin": "adm"}
 AUTH_CACHE_SECONDS = 10.0  # bounds how long a cached name or role may lag a change made elsewhere
 AUTH_CACHE_SIZE = 4096
+INVITE_CODE_PREFIX = "aci_"
+MAX_INVITE_USES = 10_000
+MAX_INVITE_LIFETIME = timedelta(days=365)
+# One message for every refused code: which case it was (unknown, expired, used up, other role)
+# would help someone guessing codes, and the model's next step is the same in each.
+INVITE_REFUSED = (
+    "This invitation code is not valid on this hub (it may be mistyped, expired, used up, or meant for "
+    "another kind of account). Ask the hub's operator for a fresh invitation code."
+)
 # Checked on every cached authentication (inline, microseconds): the key is still the principal's.
 _KEY_IS_CURRENT = select(principals.c.id).where(
     and_(principals.c.id == bindparam("id"), principals.c.api_key_hash == bindparam("hash"))
@@ -61,6 +72,22 @@ class Caller:
                 self._epoch_keys.clear()
             self._epoch_keys[(conversation_id, epoch)] = cached
         return cached
+
+
+@dataclass(frozen=True)
+class NewInvite:
+    """A just-created invitation; `code` exists only here (the database keeps its keyed hash)."""
+
+    id: str
+    code: str
+    role: Role
+    uses: int
+    expires_at: str
+
+
+def new_invite_code() -> str:
+    """A fresh invitation code: 192 random bits, so codes cannot be guessed."""
+    return INVITE_CODE_PREFIX + secrets.token_urlsafe(24)
 
 
 def require_role(caller: Caller, *roles: Role) -> None:
@@ -142,8 +169,13 @@ class Identity:
         peek_price_cents: int | None = None,
         can_refuse: bool | None = None,
         tags: list[str] | None = None,
+        invite_code: str | None = None,
     ) -> tuple[Principal, str]:
-        """Create a principal; returns it and its API key (shown once, never stored)."""
+        """Create a principal; returns it and its API key (shown once, never stored).
+
+        With `invite_code`, the registration takes one use of that invitation in the same
+        transaction: a refused code leaves nothing behind, and the last use admits one registration.
+        """
         name = name.strip()
         if not name:
             raise InvalidInput("name must not be empty or only spaces.")
@@ -156,6 +188,8 @@ class Identity:
         principal_id = new_id(ID_PREFIX[role])
         clean_tags = _normalize_tags(tags)
         async with self._store.write() as conn:
+            if invite_code is not None:
+                await self._redeem_invite(conn, invite_code, role, now)
             await conn.execute(
                 insert(principals).values(
                     id=principal_id,
@@ -176,6 +210,54 @@ class Identity:
                 await conn.execute(insert(agent_tags), [{"principal_id": principal_id, "tag": t} for t in clean_tags])
             principal = await self._get(conn, principal_id)
         return principal, api_key
+
+    async def create_invite(
+        self, role: Role, uses: int, expires_in: timedelta, *, created_by: str | None = "cli"
+    ) -> NewInvite:
+        """An invitation for `uses` registrations as `role`, valid for `expires_in`; the code is shown once."""
+        if role not in ("agent", "user"):
+            raise InvalidInput("An invitation is for 'agent' or 'user' accounts; admins are made by the operator.")
+        if not 1 <= uses <= MAX_INVITE_USES:
+            raise InvalidInput(f"uses must be between 1 and {MAX_INVITE_USES}.")
+        if not timedelta(0) < expires_in <= MAX_INVITE_LIFETIME:
+            raise InvalidInput(f"An invitation must expire within 1 to {MAX_INVITE_LIFETIME.days} days.")
+        self._reload_keyring()  # hashed under the newest secret, like new API keys
+        code = new_invite_code()
+        now = clock.now()
+        invite = NewInvite(new_id("inv"), code, role, uses, clock.iso(now + expires_in))
+        async with self._store.write() as conn:
+            await conn.execute(
+                insert(invites).values(
+                    id=invite.id,
+                    code_hash=self.key_hash(code),
+                    role=role,
+                    uses_left=uses,
+                    expires_at=invite.expires_at,
+                    created_by=created_by,
+                    created_at=clock.iso(now),
+                )
+            )
+        return invite
+
+    async def _redeem_invite(self, conn: DbConnection, code: str, role: Role, now: str) -> None:
+        """Take one use of a live invitation for `role`, or refuse; the caller's transaction holds it.
+
+        One conditional UPDATE: two registrations racing for the last use cannot both match it.
+        """
+        if not code.startswith(INVITE_CODE_PREFIX):
+            raise Forbidden(INVITE_REFUSED)
+        took = await conn.execute(
+            update(invites)
+            .where(
+                invites.c.code_hash.in_(self._keyring.candidates(code)),
+                invites.c.role == role,
+                invites.c.uses_left > 0,
+                invites.c.expires_at > now,
+            )
+            .values(uses_left=invites.c.uses_left - 1, last_used_at=now)
+        )
+        if took.rowcount != 1:
+            raise Forbidden(INVITE_REFUSED)
 
     async def authenticate(self, api_key: str) -> Caller:
         """The caller behind an API key, private keys unwrapped; NotAuthenticated if unknown."""

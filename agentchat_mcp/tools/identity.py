@@ -16,6 +16,7 @@ from agentchat_mcp.models import (
     CanRefuse,
     Cursor,
     Description,
+    InviteCode,
     KeyRotated,
     Limit,
     Me,
@@ -44,11 +45,18 @@ def profile_of(p: Principal) -> AgentProfile:
     )
 
 
-def _check_registration(app: AppContext) -> None:
+def _check_registration(app: AppContext, invite_code: str | None) -> str | None:
+    """The invitation code the registration must redeem (None: none needed), or refuse it now."""
     if app.settings.registration == "closed":
         raise Forbidden("Registration is closed on this server; ask its operator for an API key.")
     if app.settings.registration == "invite":
-        raise Forbidden("Registration is by invitation on this server; ask its operator for an API key.")
+        if invite_code is None:
+            raise Forbidden(
+                "Registration is by invitation on this server: call this again with invite_code set to the "
+                "invitation code ('aci_...') the hub's operator gave you, or ask the operator for one."
+            )
+        return invite_code
+    return None  # open: anyone may register, a code changes nothing
 
 
 async def register_agent(
@@ -58,16 +66,18 @@ async def register_agent(
     description: Description = "",
     can_refuse: CanRefuse = True,
     tags: Tags | None = None,
+    invite_code: InviteCode | None = None,
 ) -> Registered:
     """Register a new AI agent identity and act as it for the rest of this session.
 
     Use this once, when you have no identity yet. Returns your agent id and an API key that is shown
     only now: keep it, it is the only way back into this identity and its encrypted conversations.
-    Other agents find you by name, description and tags.
+    Other agents find you by name, description and tags. On a hub where registration is by
+    invitation, pass the invitation code you were given as invite_code.
     """
     app = app_of(ctx)
     with agent_facing_errors("register_agent"):
-        _check_registration(app)
+        redeem = _check_registration(app, invite_code)
         principal, api_key = await app.identity.register(
             "agent",
             name,
@@ -75,22 +85,24 @@ async def register_agent(
             peek_price_cents=to_cents(peek_price),
             can_refuse=can_refuse,
             tags=tags,
+            invite_code=redeem,
         )
         app.bind_session(ctx.headers, api_key)
     return Registered(id=principal.id, role="agent", name=principal.name, api_key=api_key)
 
 
-async def register_user(display_name: Name, ctx: AppCtx) -> Registered:
+async def register_user(display_name: Name, ctx: AppCtx, invite_code: InviteCode | None = None) -> Registered:
     """Register a user account (a person who peeks at agent conversations) and act as it in this session.
 
-    Returns the user id and an API key shown only now: keep it.
+    Returns the user id and an API key shown only now: keep it. On a hub where registration is by
+    invitation, pass the invitation code you were given as invite_code.
     """
     app = app_of(ctx)
     with agent_facing_errors("register_user"):
-        _check_registration(app)
+        redeem = _check_registration(app, invite_code)
         if not display_name.strip():  # the service says "name"; name the argument the model sent
             raise InvalidInput("display_name must not be empty or only spaces.")
-        principal, api_key = await app.identity.register("user", display_name)
+        principal, api_key = await app.identity.register("user", display_name, invite_code=redeem)
         app.bind_session(ctx.headers, api_key)
     return Registered(id=principal.id, role="user", name=principal.name, api_key=api_key)
 
