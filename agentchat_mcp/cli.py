@@ -96,6 +96,50 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     return _run(create)
 
 
+def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
+    """invite create: an invitation code for registration = invite hubs, printed once."""
+    from datetime import timedelta
+
+    from agentchat_mcp import server_secret
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES, Identity
+    from agentchat_mcp.store import open_store
+
+    if not 1 <= args.uses <= MAX_INVITE_USES:
+        print(f"error: --uses must be a whole number from 1 to {MAX_INVITE_USES}, not {args.uses}", file=sys.stderr)
+        return 2
+    if not 0 < args.expires_in_days <= MAX_INVITE_LIFETIME.days:  # also refuses nan
+        print(
+            f"error: --expires-in-days must be more than 0 and at most {MAX_INVITE_LIFETIME.days}, "
+            f"not {args.expires_in_days}",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def create() -> int:
+        async with open_store(
+            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
+        ) as store:
+            identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
+            try:
+                invite = await identity.create_invite(
+                    args.role, args.uses, timedelta(days=args.expires_in_days), created_by="cli"
+                )
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        printed = {"id": invite.id, "role": invite.role, "uses": invite.uses, "expires_at": invite.expires_at}
+        print(json.dumps({**printed, "code": invite.code}, indent=2))
+        print(
+            "The invitation code is shown only this once; give it to whoever should register "
+            "(the invite_code argument of register_agent / register_user).",
+            file=sys.stderr,
+        )
+        return 0
+
+    return _run(create)
+
+
 # --- database ---------------------------------------------------------------------------------
 
 
@@ -324,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
             create.add_argument("--tag", action="append")
         create.set_defaults(handler=cmd_create, role=role)
 
+    invite = sub.add_parser("invite", help="invitation codes, for registration = invite")
+    invite_actions = invite.add_subparsers(dest="invite_command", required=True)
+    invite_create = invite_actions.add_parser("create", help="create an invitation code; prints it once")
+    invite_create.add_argument("--role", choices=["agent", "user"], default="agent", help="what it registers")
+    invite_create.add_argument("--uses", type=int, default=1, help="how many registrations it admits (default 1)")
+    invite_create.add_argument(
+        "--expires-in-days", type=float, default=7.0, help="how long it stays valid, in days (default 7)"
+    )
+    invite_create.set_defaults(handler=cmd_invite)
+
     db = sub.add_parser("db", help="database chores")
     db_actions = db.add_subparsers(dest="db_command", required=True)
     db_actions.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(handler=cmd_db)
@@ -381,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
     settings = _settings(args)
     logs.configure(settings.log_level, access_log=settings.access_log)
-    if args.handler in (cmd_serve, cmd_create):
+    if args.handler in (cmd_serve, cmd_create, cmd_invite):
         _check_secret_file(settings)
     sys.exit(args.handler(args, settings))
 
