@@ -195,13 +195,19 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
         ) as store:
             identity = Identity(store, server_secret.load_keyring(path))
             in_use = await identity.hash_versions()
+            invited = await identity.invite_hash_versions()
         keyring = server_secret.load_keyring(path)
-        if args.secrets_command == "prune":
-            keyring, dropped = server_secret.prune(path, set(in_use))
+        if args.secrets_command == "prune":  # a version still hashing a key or a live invitation stays
+            keyring, dropped = server_secret.prune(path, set(in_use) | set(invited))
             print(json.dumps({"secret_file": str(path), "dropped_versions": dropped}))
             return 0
         versions = [
-            {"version": v, "fingerprint": keyring.fingerprint(v), "principals": in_use.get(v, 0)}
+            {
+                "version": v,
+                "fingerprint": keyring.fingerprint(v),
+                "principals": in_use.get(v, 0),
+                "live_invites": invited.get(v, 0),
+            }
             for v, _ in keyring.versions
         ]
         unknown = sorted(set(in_use) - {v for v, _ in keyring.versions})

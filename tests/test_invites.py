@@ -194,3 +194,19 @@ def test_the_cli_refuses_bad_numbers_with_one_line_and_creates_nothing(tmp_path:
         assert word in done.stderr and "Traceback" not in done.stderr and done.stdout == "", args
     if hub.settings.db.exists():
         assert rows(hub, "SELECT COUNT(*) FROM invites") == [(0,)]
+
+
+async def test_pruning_old_secrets_keeps_the_version_a_live_invitation_is_hashed_under(hub: Hub) -> None:
+    """Rotate the server secret after inviting: `secrets prune` must not void the unused code (no
+    principal hashes under the old version any more, but the invitation does); once it is used up,
+    the old version goes."""
+    by_invitation(hub)
+    invite = new_invite(hub, "--uses", "1")
+    assert cli(hub, "secrets", "rotate").returncode == 0
+    status = json.loads(cli(hub, "secrets", "status").stdout)
+    assert [(v["version"], v["principals"], v["live_invites"]) for v in status["versions"]] == [(2, 0, 0), (1, 0, 1)]
+    assert json.loads(cli(hub, "secrets", "prune").stdout)["dropped_versions"] == []
+
+    registered = structured(await register_agent(hub, "late", invite["code"]))
+    assert registered["id"].startswith("agt_")
+    assert json.loads(cli(hub, "secrets", "prune").stdout)["dropped_versions"] == [1]

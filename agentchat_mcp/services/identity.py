@@ -296,6 +296,16 @@ class Identity:
                 counts[version_of(stored)] = counts.get(version_of(stored), 0) + 1
         return counts
 
+    async def invite_hash_versions(self) -> dict[int, int]:
+        """How many live invitations (uses left, not expired) are hashed under each secret version:
+        pruning a version still in use here would silently void those codes."""
+        counts: dict[int, int] = {}
+        async with self._store.read() as conn:
+            live = select(invites.c.code_hash).where(invites.c.uses_left > 0, invites.c.expires_at > clock.now_iso())
+            for stored in (await conn.execute(live)).scalars():
+                counts[version_of(stored)] = counts.get(version_of(stored), 0) + 1
+        return counts
+
     def forget(self, principal_id: str) -> None:
         """Drop cached callers of a principal (after rotation or a profile change)."""
         for key_hash in [h for h, (_, c) in self._cache.items() if c.id == principal_id]:
