@@ -9,14 +9,18 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from agentchat_mcp import __version__
 from agentchat_mcp.settings import Settings
+
+if TYPE_CHECKING:
+    from agentchat_mcp.store import Store
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -30,6 +34,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return anyio.run(coro)
+
+
+def _open_store(settings: Settings, *, upgrade: bool = True) -> AbstractAsyncContextManager[Store]:
+    """The database of `settings`, opened the way every command opens it."""
+    from agentchat_mcp.store import open_store
+
+    return open_store(
+        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
+    )
 
 
 # --- serve ------------------------------------------------------------------------------------
@@ -68,14 +81,11 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp import server_secret
     from agentchat_mcp.errors import AgentChatError
     from agentchat_mcp.services.identity import Identity
-    from agentchat_mcp.store import open_store
 
     role = args.role
 
     async def create() -> int:
-        async with open_store(
-            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
-        ) as store:
+        async with _open_store(settings) as store:
             identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
             try:
                 principal, api_key = await identity.register(
@@ -103,7 +113,6 @@ def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp import server_secret
     from agentchat_mcp.errors import AgentChatError
     from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES, Identity
-    from agentchat_mcp.store import open_store
 
     if not 1 <= args.uses <= MAX_INVITE_USES:
         print(f"error: --uses must be a whole number from 1 to {MAX_INVITE_USES}, not {args.uses}", file=sys.stderr)
@@ -117,9 +126,7 @@ def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def create() -> int:
-        async with open_store(
-            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
-        ) as store:
+        async with _open_store(settings) as store:
             identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
             try:
                 invite = await identity.create_invite(
@@ -146,13 +153,11 @@ def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     import sqlite3
 
-    from agentchat_mcp.store import migrations, open_store
+    from agentchat_mcp.store import migrations
 
     async def run() -> int:
         upgrade = args.db_command == "upgrade"
-        async with open_store(
-            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
-        ) as store:
+        async with _open_store(settings, upgrade=upgrade) as store:
             if args.db_command == "backup":
                 try:
                     await store.backup(Path(args.path))
@@ -176,7 +181,6 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
     """rotate: add a new newest server secret; status: versions in use; prune: drop unused ones."""
     from agentchat_mcp import server_secret
     from agentchat_mcp.services.identity import Identity
-    from agentchat_mcp.store import open_store
 
     path = settings.resolved_secret_file()
     if args.secrets_command == "rotate":
@@ -190,9 +194,7 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     async def run() -> int:
-        async with open_store(
-            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
-        ) as store:
+        async with _open_store(settings) as store:
             identity = Identity(store, server_secret.load_keyring(path))
             in_use = await identity.hash_versions()
             invited = await identity.invite_hash_versions()
@@ -231,12 +233,9 @@ async def grant_credits_offline(
 ) -> Any:
     """Grant peek credit straight into the ledger of the database in `settings` (operator action)."""
     from agentchat_mcp.server import build_app_context
-    from agentchat_mcp.store import open_store
     from agentchat_mcp.telemetry import Telemetry
 
-    async with open_store(
-        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
-    ) as store:
+    async with _open_store(settings) as store:
         app = build_app_context(settings, store, Telemetry())
         return await app.earnings.grant(
             user_id,
@@ -289,13 +288,10 @@ def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp.errors import AgentChatError
     from agentchat_mcp.money import fmt
     from agentchat_mcp.server import build_app_context
-    from agentchat_mcp.store import open_store
     from agentchat_mcp.telemetry import Telemetry
 
     async def run() -> int:
-        async with open_store(
-            settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
-        ) as store:
+        async with _open_store(settings) as store:
             app = build_app_context(settings, store, Telemetry())
             assert app.payments is not None
             try:

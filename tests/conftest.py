@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,21 @@ class Account:
     role: str
     name: str
     api_key: str
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`agentchat-mcp ARGS` in a subprocess, as an operator runs it (output captured, never raises)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentchat_mcp", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
 
 
 def structured(result: Any) -> dict[str, Any]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import re
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +15,7 @@ from mcp import MCPError
 
 from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
 from agentchat_mcp.errors import DecryptionFailed
-from tests.conftest import PROJECT_ROOT, Account, Hub, error_text, structured
+from tests.conftest import Account, Hub, error_text, run_cli, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -57,15 +55,7 @@ def execute(db: Path, sql: str, *args: Any) -> None:
     conn.close()
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+cli = run_cli
 
 
 async def start(client: Any, others: list[Account], first_message: str | None = None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from agentchat_mcp import server_secret
-from tests.conftest import PROJECT_ROOT, Account, Hub, error_text, structured
+from tests.conftest import Account, Hub, error_text, run_cli, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -192,16 +191,7 @@ async def test_get_agent_returns_a_public_profile_and_users_read_as_not_found(hu
 # --- CLI accounts -----------------------------------------------------------------------------------
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+cli = run_cli
 
 
 async def test_cli_creates_agents_users_and_admins_printing_the_key_once_and_the_keys_sign_in(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import anyio
 import pytest
 
 from agentchat_mcp.services.identity import INVITE_REFUSED
-from tests.conftest import PROJECT_ROOT, Hub, TravelClock, error_text, rows, structured
+from tests.conftest import Hub, TravelClock, error_text, rows, run_cli, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -29,15 +28,7 @@ def cli(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
         "AGENTCHAT_DB": str(hub.settings.db),
         "AGENTCHAT_SECRET_FILE": str(hub.settings.resolved_secret_file()),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def new_invite(hub: Hub, *args: str) -> dict[str, Any]:

@@ -20,21 +20,12 @@ from sqlalchemy.engine import Connection
 
 from agentchat_mcp.store import migrations, open_store
 from agentchat_mcp.store.tables import metadata
-from tests.conftest import PROJECT_ROOT, Hub, structured
+from tests.conftest import PROJECT_ROOT, Hub, run_cli, structured
 
 pytestmark = pytest.mark.anyio
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
+cli = run_cli
 
 
 def _plain_default(text: str | None) -> str | None:
