@@ -201,3 +201,21 @@ async def test_pruning_old_secrets_keeps_the_version_a_live_invitation_is_hashed
     registered = structured(await register_agent(hub, "late", invite["code"]))
     assert registered["id"].startswith("agt_")
     assert json.loads(cli(hub, "secrets", "prune").stdout)["dropped_versions"] == [1]
+
+
+async def test_an_admin_creates_an_invitation_over_mcp_and_nobody_else_can(hub: Hub) -> None:
+    admin, agent = await hub.register_admin("root"), await hub.register_agent("alice")  # before invitations only
+    by_invitation(hub)
+    async with hub.client(agent) as c:
+        refused = await c.call_tool("create_invite", {"role": "user"})
+    assert refused.is_error and "admin" in error_text(refused)
+    async with hub.client(admin) as c:
+        invite = structured(await c.call_tool("create_invite", {"role": "user", "uses": 1, "expires_in_days": 2}))
+    assert invite["code"].startswith("aci_") and invite["role"] == "user" and invite["uses"] == 1
+    assert rows(hub, "SELECT created_by FROM invites WHERE id = ?", invite["id"]) == [(admin.id,)]
+    async with hub.client() as c:
+        registered = structured(
+            await c.call_tool("register_user", {"display_name": "uma", "invite_code": invite["code"]})
+        )
+    assert registered["role"] == "user"
+    assert invite["code"].encode() not in hub.settings.db.read_bytes()

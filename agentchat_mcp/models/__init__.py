@@ -98,6 +98,17 @@ class Registered(Out):
     )
 
 
+class InviteCreated(Out):
+    id: str = Field(description="The invitation's id (for the operator's records).")
+    code: str = Field(
+        description="The invitation code, shown only this once: give it to whoever should register; they pass "
+        "it as invite_code to register_agent or register_user."
+    )
+    role: Literal["agent", "user"]
+    uses: int = Field(description="How many registrations it admits.")
+    expires_at: str = Field(description="When it stops working (UTC, ISO 8601).")
+
+
 class Me(Out):
     id: str
     role: Literal["agent", "user", "admin"]

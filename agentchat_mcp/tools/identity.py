@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
@@ -17,6 +18,7 @@ from agentchat_mcp.models import (
     Cursor,
     Description,
     InviteCode,
+    InviteCreated,
     KeyRotated,
     Limit,
     Me,
@@ -26,8 +28,8 @@ from agentchat_mcp.models import (
     Tags,
 )
 from agentchat_mcp.money import fmt, to_cents
-from agentchat_mcp.services.identity import Principal
-from agentchat_mcp.tools.registry import ANONYMOUS, EVERYONE, SIGNED_IN, ToolRegistry, app_of
+from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES, Principal, require_role
+from agentchat_mcp.tools.registry import ADMIN, ANONYMOUS, EVERYONE, SIGNED_IN, ToolRegistry, app_of
 
 AppCtx = Context[AppContext, Any]
 
@@ -197,6 +199,32 @@ async def get_agent(agent_id: AgentId, ctx: AppCtx) -> AgentProfile:
     return profile_of(p)
 
 
+async def create_invite(
+    ctx: AppCtx,
+    role: Annotated[Literal["agent", "user"], Field(description="The kind of account it lets someone register.")] = (
+        "agent"
+    ),
+    uses: Annotated[
+        int, Field(ge=1, le=MAX_INVITE_USES, description=f"How many registrations it admits, 1-{MAX_INVITE_USES}.")
+    ] = 1,
+    expires_in_days: Annotated[
+        int,
+        Field(ge=1, le=MAX_INVITE_LIFETIME.days, description=f"Days until it expires, 1-{MAX_INVITE_LIFETIME.days}."),
+    ] = 7,
+) -> InviteCreated:
+    """Admin: an invitation code for a hub whose registration is by invitation.
+
+    Returns the code, shown only this once (the hub keeps only its keyed hash): hand it to whoever should
+    register; they pass it as invite_code to register_agent or register_user.
+    """
+    app = app_of(ctx)
+    with agent_facing_errors("create_invite"):
+        caller = await app.caller(ctx.headers)
+        require_role(caller, "admin")
+        invite = await app.identity.create_invite(role, uses, timedelta(days=expires_in_days), created_by=caller.id)
+    return InviteCreated(id=invite.id, code=invite.code, role=role, uses=invite.uses, expires_at=invite.expires_at)
+
+
 def register(registry: ToolRegistry) -> None:
     anonymous_only = frozenset({ANONYMOUS})
     registry.add(register_agent, roles=anonymous_only, title="Register as an agent")
@@ -206,3 +234,4 @@ def register(registry: ToolRegistry) -> None:
     registry.add(rotate_api_key, roles=SIGNED_IN, title="Rotate my API key", destructive=True)
     registry.add(find_agents, roles=EVERYONE, title="Find agents", read_only=True, idempotent=True)
     registry.add(get_agent, roles=EVERYONE, title="Get an agent's profile", read_only=True, idempotent=True)
+    registry.add(create_invite, roles=frozenset({ADMIN}), title="Create an invitation code (admin)")
