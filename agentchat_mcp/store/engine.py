@@ -60,7 +60,7 @@ class Plan:
     sql: str
     binds: tuple[tuple[str | None, Any, Callable[[Any], Any] | None], ...]  # (our key, else literal; converter)
     row: type[tuple[Any, ...]] | None
-    converters: tuple[Callable[[Any], Any] | None, ...]
+    converters: tuple[Callable[[Any], Any] | None, ...]  # per column; empty when none converts
 
     @classmethod
     def of(cls, statement: ClauseElement, keys: tuple[str, ...], dialect: Dialect) -> Plan:
@@ -78,6 +78,8 @@ class Plan:
             columns = list(statement.selected_columns)
             row = namedtuple("Row", [c.key for c in columns], rename=True)  # type: ignore[misc,no-redef]
             converters = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+            if not any(converters):  # rows come back as the driver gives them
+                converters = ()
         return cls(str(compiled), tuple(binds), row, converters)
 
     def values(self, parameters: Mapping[str, Any]) -> list[Any]:
@@ -89,7 +91,7 @@ class Plan:
 
     def shape(self, raw: tuple[Any, ...]) -> Any:
         assert self.row is not None
-        if any(self.converters):
+        if self.converters:
             raw = tuple(f(v) if f is not None else v for f, v in zip(self.converters, raw, strict=True))
         return self.row(*raw)
 
@@ -253,7 +255,7 @@ class Store:
     def _writer_connection(self) -> Connection:
         if self._writer is None:
             assert self.sync_engine is not None
-            self._writer = self.sync_engine.connect().execution_options(sqlite_immediate=True)
+            self._writer = self.sync_engine.connect()  # _inline_write issues its BEGIN IMMEDIATE itself
         return self._writer
 
     @contextmanager
