@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,18 +24,27 @@ from agentchat_mcp.telemetry import Telemetry
 PROCESS_SESSION = "process"  # stdio and in-memory clients: one connection per lifespan
 
 
-# Callers already authenticated in the request being served. The telemetry, rate-limit and role
-# layers and the tool itself all ask who is calling; each fresh answer costs a keyed hash and a
-# database probe, so the first answer serves the rest of that request (and no other).
+# Callers already authenticated in the request being served. The rate-limit and role checks, the
+# telemetry and the tool itself all ask who is calling; each fresh answer costs a keyed hash and a
+# database probe, so the first answer serves the rest of that request (and no other). Over HTTP the
+# first answer is the bearer check in front of /mcp (http.py), which seeds the memo.
 _request_callers: ContextVar[dict[str, Caller] | None] = ContextVar("request_callers", default=None)
 
 
-async def request_scope(ctx: Any, call_next: Any) -> Any:
-    """Outermost server middleware: a fresh caller memo for each inbound message."""
-    token = _request_callers.set({})
-    try:
-        return await call_next(ctx)
-    finally:
+def remember_caller(api_key: str, caller: Caller) -> Token[dict[str, Caller] | None]:
+    """For the HTTP request being served: `caller` is who `api_key` is (just verified)."""
+    return _request_callers.set({api_key: caller})
+
+
+def open_caller_memo() -> Token[dict[str, Caller] | None] | None:
+    """For one inbound MCP message: a fresh memo, unless the HTTP request carrying it opened one."""
+    if _request_callers.get() is not None:
+        return None
+    return _request_callers.set({})
+
+
+def close_caller_memo(token: Token[dict[str, Caller] | None] | None) -> None:
+    if token is not None:
         _request_callers.reset(token)
 
 
@@ -82,7 +91,7 @@ class AppContext:
         return True
 
     async def maybe_caller(self, headers: Any) -> Caller | None:
-        """The authenticated caller, or None for an anonymous session (once per request, see request_scope)."""
+        """The authenticated caller, or None for an anonymous session (once per request, see above)."""
         api_key = self.api_key_for(headers)
         if api_key is None:
             return None

@@ -14,12 +14,21 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
 from agentchat_mcp.errors import NotAuthenticated
-from agentchat_mcp.services.identity import Identity
+from agentchat_mcp.services.identity import Caller, Identity
 
 SCOPE = "agentchat"
 ISSUER = "agentchat"
 # Query parameters that look like credentials: a URL ends up in proxy and access logs.
 TOKEN_QUERY_NAMES = frozenset({"access_token", "token", "api_key", "apikey", "key", "auth", "authorization", "bearer"})
+
+
+class CallerUser(AuthenticatedUser):
+    """Starlette's `scope["user"]` for a verified key, carrying the principal it resolved to (so the
+    MCP layers below need not resolve it again: app.remember_caller)."""
+
+    def __init__(self, access: AccessToken, caller: Caller) -> None:
+        super().__init__(access)
+        self.caller = caller
 
 
 class ApiKeyVerifier:
@@ -33,19 +42,24 @@ class ApiKeyVerifier:
         self._identity = identity
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        user = await self.verify(token)
+        return None if user is None else user.access_token
+
+    async def verify(self, token: str) -> CallerUser | None:
         try:
             caller = await self._identity.authenticate(token)
         except NotAuthenticated:
             return None
         # client_id and subject name the principal, not the key: a session survives a key rotation
         # (the new key still owns it) while another principal's key cannot use it.
-        return AccessToken(
+        access = AccessToken(
             token=token,
             client_id=caller.id,
             subject=caller.id,
             scopes=[SCOPE],
             claims={"iss": ISSUER, "role": caller.role},
         )
+        return CallerUser(access, caller)
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,7 @@ def token_in_query(query: Mapping[str, str] | list[tuple[str, str]]) -> bool:
 
 async def authenticate_request(
     authorization: list[str], query: list[tuple[str, str]], verifier: ApiKeyVerifier
-) -> AuthenticatedUser | AuthRefusal | None:
+) -> CallerUser | AuthRefusal | None:
     """The request's principal, None for an anonymous request, or why it is refused."""
     if token_in_query(query):
         return TOKEN_IN_URL
@@ -96,5 +110,5 @@ async def authenticate_request(
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return MISSING_SCHEME
-    access = await verifier.verify_token(token)
-    return INVALID_KEY if access is None else AuthenticatedUser(access)
+    user = await verifier.verify(token)
+    return INVALID_KEY if user is None else user

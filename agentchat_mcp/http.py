@@ -33,7 +33,6 @@ import anyio
 import uvicorn
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.lowlevel.server import Server as LowLevelServer
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -54,8 +53,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentchat_mcp import __version__
-from agentchat_mcp.app import AppContext
-from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, authenticate_request
+from agentchat_mcp.app import AppContext, close_caller_memo, remember_caller
+from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, CallerUser, authenticate_request
 from agentchat_mcp.payments import PaymentProvider
 from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
@@ -324,9 +323,11 @@ class McpGuard:
         scope = self._sanitized(scope, request)
         scope.pop("user", None)
         scope.pop("auth", None)
-        if isinstance(auth, AuthenticatedUser):
+        remembered = None
+        if isinstance(auth, CallerUser):
             scope["user"] = auth
             scope["auth"] = AuthCredentials(auth.scopes)
+            remembered = remember_caller(auth.access_token.token, auth.caller)
         reset = auth_context_var.set(auth)  # get_access_token() in tools; None when anonymous
         try:
             if self.kind == "mcp" and request.method == "DELETE":
@@ -335,6 +336,7 @@ class McpGuard:
                 await self.app(scope, receive, send)
         finally:
             auth_context_var.reset(reset)
+            close_caller_memo(remembered)
 
     def _sanitized(self, scope: Scope, request: Request) -> Scope:
         headers = list(scope["headers"])

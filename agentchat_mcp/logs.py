@@ -1,7 +1,7 @@
 """JSON-lines logging on stderr (stdout is the stdio protocol), without secrets or message text.
 
 Every line is one JSON object: ``ts``, ``level``, ``logger``, ``msg``, plus the fields of the
-request being served (``request_id``, ``principal_id``, ``tool``; see `bound`) and any of
+request being served (``request_id``, ``principal_id``, ``tool``; see `bind`) and any of
 ``latency_ms`` / ``outcome`` / ``jsonrpc_id`` passed as ``extra``. Two rules keep secrets out:
 
 - an exception is logged as its type and stack frames (file, line, function) only: exception texts
@@ -19,9 +19,8 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -40,6 +39,7 @@ _SECRETS = re.compile(
 )
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode  # built once: json.dumps(**options) builds one per call
 request_context: ContextVar[Mapping[str, Any]] = ContextVar("agentchat_log_context", default=_EMPTY)
 
 
@@ -56,14 +56,13 @@ def redact(text: str) -> str:
     return _SECRETS.sub(lambda m: m.group(0)[:4] + "***", text)
 
 
-@contextmanager
-def bound(**fields: Any) -> Iterator[None]:
-    """Add fields (request_id, principal_id, tool ...) to every log line written inside the block."""
-    token = request_context.set({**request_context.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        request_context.reset(token)
+def bind(**fields: Any) -> Token[Mapping[str, Any]]:
+    """Add fields (request_id, principal_id, tool ...) to every log line written until `unbind`."""
+    return request_context.set({**request_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def unbind(token: Token[Mapping[str, Any]]) -> None:
+    request_context.reset(token)
 
 
 def _frames(exc: BaseException) -> list[str]:
@@ -96,7 +95,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info and record.exc_info[1] is not None:
             out.update(_exception_fields(record.exc_info[1]))
-        return redact(json.dumps(out, default=str, ensure_ascii=False))
+        return redact(_encode(out))
 
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import UserMessage
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
@@ -82,28 +82,23 @@ def _make(template: str) -> Any:
     return prompt
 
 
-async def check_prompt_request(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    """prompts/get: an unknown template or argument is INVALID_PARAMS naming what exists.
-
-    The SDK would answer both with an opaque -32603 'Internal server error' and log a traceback.
+def check_prompt_request(params: Mapping[str, Any]) -> None:
+    """prompts/get (pipeline.py asks first): an unknown template or argument is INVALID_PARAMS
+    naming what exists. The SDK would answer both with an opaque -32603 'Internal server error'
+    and log a traceback.
     """
-    if ctx.method == "prompts/get" and ctx.params is not None:
-        template = ctx.params.get("name")
-        if template not in TEMPLATES:
-            raise MCPError(
-                code=INVALID_PARAMS, message=f"No prompt {template!r}; the prompts are: {', '.join(TEMPLATES)}."
-            )
-        unknown = sorted(set(ctx.params.get("arguments") or {}) - set(ARGUMENTS))
-        if unknown:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"Prompt {template} has no argument {', '.join(unknown)}; "
-                "its arguments are name and focus, both optional.",
-            )
-    return await call_next(ctx)
+    template = params.get("name")
+    if template not in TEMPLATES:
+        raise MCPError(code=INVALID_PARAMS, message=f"No prompt {template!r}; the prompts are: {', '.join(TEMPLATES)}.")
+    unknown = sorted(set(params.get("arguments") or {}) - set(ARGUMENTS))
+    if unknown:
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"Prompt {template} has no argument {', '.join(unknown)}; "
+            "its arguments are name and focus, both optional.",
+        )
 
 
 def register(server: MCPServer[Any]) -> None:
     for template, (title, _, _) in TEMPLATES.items():
         server.prompt(name=template, title=title)(_make(template))
-    server.middleware.append(check_prompt_request)

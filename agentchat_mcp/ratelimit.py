@@ -34,7 +34,7 @@ from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 from mcp_types import CallToolResult, TextContent
 
-from agentchat_mcp.errors import AgentChatError, RateLimited
+from agentchat_mcp.errors import RateLimited
 
 if TYPE_CHECKING:
     from agentchat_mcp.settings import Settings
@@ -281,7 +281,7 @@ async def _settled(outcome: Awaitable[T] | T) -> T:
     return outcome
 
 
-# --- inside MCP: a server middleware ------------------------------------------------------------
+# --- inside MCP: before each tool call ------------------------------------------------------------
 
 
 def client_address(request: Any) -> str:
@@ -301,32 +301,21 @@ def refusal_result(tool: str, exc: RateLimited) -> CallToolResult:
 
 
 class ToolCallLimits:
-    """MCP server middleware: counts every tools/call against the caller's windows."""
+    """Counts every tools/call against the caller's windows (pipeline.py asks before each call)."""
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
-    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        if ctx.method != "tools/call" or not self.limiter.enabled or not ctx.params:
-            return await call_next(ctx)
-        tool = ctx.params.get("name")
-        if not isinstance(tool, str):
-            return await call_next(ctx)
-        principal_id = await _principal_id(ctx)
+    async def refusal(self, tool: str, principal_id: str | None, request: Any) -> CallToolResult | None:
+        """None if the call may go ahead, else the tool error to answer with. `principal_id`: None
+        for an anonymous caller (or one whose key is bad), counted by its address instead."""
+        if not self.limiter.enabled:
+            return None
         try:
-            await self.limiter.check_tool_call(tool, principal_id=principal_id, client=client_address(ctx.request))
+            await self.limiter.check_tool_call(tool, principal_id=principal_id, client=client_address(request))
         except RateLimited as exc:
             return refusal_result(tool, exc)
-        return await call_next(ctx)
-
-
-async def _principal_id(ctx: Any) -> str | None:
-    app = ctx.lifespan_context
-    try:
-        caller = await app.maybe_caller(getattr(ctx.request, "headers", None))
-    except AgentChatError:  # a bad key: counted as anonymous; the tool itself says what is wrong
         return None
-    return None if caller is None else str(caller.id)
 
 
 # --- over HTTP: an ASGI middleware for the per-IP limit -----------------------------------------

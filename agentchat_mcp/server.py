@@ -10,8 +10,9 @@ import anyio
 from mcp.server import MCPServer
 
 from agentchat_mcp import __version__, prompts, resources, server_secret
-from agentchat_mcp.app import PROCESS_SESSION, AppContext, request_scope
+from agentchat_mcp.app import PROCESS_SESSION, AppContext
 from agentchat_mcp.payments import PaymentProvider, build_provider
+from agentchat_mcp.pipeline import RequestPipeline
 from agentchat_mcp.ratelimit import RateLimiter, ToolCallLimits
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
@@ -144,15 +145,10 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         subscriptions=bus,
-        # outermost first: observe (span, metrics, access log), then rate limits, then roles (below)
-        middleware=[
-            request_scope,
-            ToolCallObserver(telemetry),
-            ToolCallLimits(RateLimiter.from_settings(settings, telemetry)),
-        ],
     )
     registry = ToolRegistry(server)
-    server.middleware.append(registry.middleware)  # innermost: it needs the tools registered on `server`
+    limits = ToolCallLimits(RateLimiter.from_settings(settings, telemetry))
+    server.middleware.append(RequestPipeline(registry, limits, ToolCallObserver(telemetry)))
     register_all(registry)
     subscriptions = resources.register(server, bus)
     if shared is not None:  # once per server, not per (SSE) lifespan: subscribers hear of every message

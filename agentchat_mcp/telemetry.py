@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -421,40 +421,14 @@ def outcome_of(tool: str, result: Any) -> str:
 
 
 class ToolCallObserver:
-    """MCP server middleware (outermost of ours): a span, a counter, a latency and a log line per tool call."""
+    """Around each tool call (see pipeline.py): a span, a counter, a latency and a log line."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self.telemetry = telemetry
 
-    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-        if ctx.method != "tools/call" or not ctx.params:
-            return await call_next(ctx)
-        tool = str(ctx.params.get("name", ""))
-        principal_id = await _principal_id(ctx)
-        request_id = uuid.uuid4().hex[:16]
-        jsonrpc_id = None if ctx.request_id is None else str(ctx.request_id)
-        start = time.perf_counter()
-        outcome = "exception"
-        with (
-            logs.bound(request_id=request_id, principal_id=principal_id, tool=tool),
-            self._span(tool, request_id) as span,
-        ):
-            if principal_id:
-                span.set_attribute("agentchat.principal.id", principal_id)
-            try:
-                result = await call_next(ctx)
-                outcome = outcome_of(tool, result)
-                return result
-            finally:
-                seconds = time.perf_counter() - start
-                span.set_attribute("agentchat.outcome", outcome)
-                if outcome in ("internal_error", "exception"):
-                    span.set_status(Status(StatusCode.ERROR, outcome))
-                self.telemetry.record_tool_call(tool, outcome, seconds)
-                access_logger.info(
-                    "tools/call",
-                    extra={"jsonrpc_id": jsonrpc_id, "latency_ms": round(seconds * 1000, 2), "outcome": outcome},
-                )
+    def observe(self, tool: str, principal_id: str | None, jsonrpc_id: Any) -> ToolCallObservation:
+        """`with observer.observe(...) as seen: ...; seen.result = result` (unset: "exception")."""
+        return ToolCallObservation(self, tool, principal_id, jsonrpc_id)
 
     def _span(self, tool: str, request_id: str) -> AbstractContextManager[Span]:
         """Our span, a child of the SDK's tools/call span; when that one records nothing (no tracing
@@ -469,12 +443,62 @@ class ToolCallObserver:
         )
 
 
-async def _principal_id(ctx: Any) -> str | None:
-    try:
-        caller = await ctx.lifespan_context.maybe_caller(getattr(ctx.request, "headers", None))
-    except Exception:  # an invalid key: the call itself reports it
-        return None
-    return None if caller is None else str(caller.id)
+_NO_RESULT = object()
+
+
+class ToolCallObservation:
+    """One tool call being observed: log fields bound and a span open while inside; on the way out
+    the outcome (read from `result`) is counted, timed and written as the access line.
+
+    A class rather than a generator context manager: it runs on every call, and this is the
+    cheapest shape Python has for it.
+    """
+
+    __slots__ = (
+        "_jsonrpc_id",
+        "_log_token",
+        "_observer",
+        "_principal_id",
+        "_span",
+        "_span_cm",
+        "_start",
+        "_tool",
+        "result",
+    )
+
+    def __init__(self, observer: ToolCallObserver, tool: str, principal_id: str | None, jsonrpc_id: Any) -> None:
+        self._observer = observer
+        self._tool = tool
+        self._principal_id = principal_id
+        self._jsonrpc_id = None if jsonrpc_id is None else str(jsonrpc_id)
+        self.result: Any = _NO_RESULT
+
+    def __enter__(self) -> ToolCallObservation:
+        request_id = secrets.token_hex(8)
+        self._log_token = logs.bind(request_id=request_id, principal_id=self._principal_id, tool=self._tool)
+        self._span_cm = self._observer._span(self._tool, request_id)
+        self._span = self._span_cm.__enter__()
+        if self._principal_id and self._span.is_recording():
+            self._span.set_attribute("agentchat.principal.id", self._principal_id)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        seconds = time.perf_counter() - self._start
+        outcome = "exception" if self.result is _NO_RESULT else outcome_of(self._tool, self.result)
+        try:
+            if self._span.is_recording():
+                self._span.set_attribute("agentchat.outcome", outcome)
+                if outcome in ("internal_error", "exception"):
+                    self._span.set_status(Status(StatusCode.ERROR, outcome))
+            self._observer.telemetry.record_tool_call(self._tool, outcome, seconds)
+            access_logger.info(
+                "tools/call",
+                extra={"jsonrpc_id": self._jsonrpc_id, "latency_ms": round(seconds * 1000, 2), "outcome": outcome},
+            )
+        finally:
+            self._span_cm.__exit__(*exc_info)
+            logs.unbind(self._log_token)
 
 
 # --- payments ---------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 def test_every_line_is_json_with_the_bound_request_fields(captured: io.StringIO) -> None:
     log = logging.getLogger("agentchat_mcp.test")
-    with logs.bound(request_id="r1", principal_id="agt_x", tool="send_message"):
-        log.warning("sent %d", 3, extra={"latency_ms": 1.5, "outcome": "ok"})
+    token = logs.bind(request_id="r1", principal_id="agt_x", tool="send_message")
+    log.warning("sent %d", 3, extra={"latency_ms": 1.5, "outcome": "ok"})
+    logs.unbind(token)
     log.warning("outside")
     inside, outside = lines(captured)
     assert inside["msg"] == "sent 3" and inside["level"] == "WARNING" and inside["logger"] == "agentchat_mcp.test"

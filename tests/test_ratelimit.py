@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -134,31 +135,16 @@ class FakeRequest:
         self.headers: dict[str, str] = {}
 
 
-class FakeApp:
-    async def maybe_caller(self, headers: Any) -> None:
-        return None
-
-
-class FakeCtx:
-    def __init__(self, tool: str, host: str) -> None:
-        self.method = "tools/call"
-        self.params = {"name": tool, "arguments": {}}
-        self.request = FakeRequest(host)
-        self.lifespan_context = FakeApp()
-
-
 async def test_registration_is_limited_per_ip_address_over_http() -> None:
-    middleware = ToolCallLimits(RateLimiter(registration="2/hour", principal="1000/minute"))
-
-    async def passed(ctx: Any) -> str:
-        return "registered"
-
-    from_one = [await middleware(FakeCtx("register_agent", "203.0.113.7"), passed) for _ in range(3)]
-    from_other = await middleware(FakeCtx("register_user", "203.0.113.8"), passed)
-    assert from_one[:2] == ["registered", "registered"]
-    assert from_one[2].is_error and "Too many registrations from your address" in from_one[2].content[0].text
-    assert from_one[2].structured_content["retry_after_seconds"] > 3000
-    assert from_other == "registered"
+    limits = ToolCallLimits(RateLimiter(registration="2/hour", principal="1000/minute"))
+    from_one = [await limits.refusal("register_agent", None, FakeRequest("203.0.113.7")) for _ in range(3)]
+    from_other = await limits.refusal("register_user", None, FakeRequest("203.0.113.8"))
+    assert from_one[:2] == [None, None]
+    third = from_one[2]
+    assert third is not None and third.is_error
+    assert "Too many registrations from your address" in third.content[0].text  # type: ignore[union-attr]
+    assert third.structured_content is not None and third.structured_content["retry_after_seconds"] > 3000
+    assert from_other is None
 
 
 async def test_registration_over_stdio_is_not_limited_by_address(hub: Hub) -> None:
@@ -354,27 +340,18 @@ async def test_several_windows_in_one_setting_all_hold_and_an_operator_can_reset
     assert (await limiter.hit("principal", limiter.principal, "agt_a")).allowed
 
 
-async def test_a_caller_with_a_bad_key_is_counted_as_anonymous_from_its_address() -> None:
-    from agentchat_mcp.errors import NotAuthenticated
-
-    class BadKeyApp:
-        async def maybe_caller(self, headers: Any) -> None:
-            raise NotAuthenticated("unknown key")
-
-    limiter = RateLimiter(principal="1/minute")
-    middleware = ToolCallLimits(limiter)
-    ctx = FakeCtx("whoami", "203.0.113.9")
-    ctx.lifespan_context = BadKeyApp()  # type: ignore[assignment]
-
-    async def passed(ctx: Any) -> str:
-        return "called"
-
-    assert await middleware(ctx, passed) == "called"  # the tool itself will say the key is bad
-    second = await middleware(ctx, passed)
-    assert second.is_error and "retry_after_seconds=" in second.content[0].text
-    other = FakeCtx("whoami", "203.0.113.10")
-    other.lifespan_context = BadKeyApp()  # type: ignore[assignment]
-    assert await middleware(other, passed) == "called"  # another address, another window
+async def test_a_caller_with_a_bad_key_is_counted_as_anonymous_from_its_address(hub: Hub) -> None:
+    limited_hub(hub, rate_limit_principal="1/minute")
+    alice = await hub.register_agent("alice")
+    rotated = dataclasses.replace(alice, api_key=alice.api_key[:-4] + "xxxx")
+    async with hub.client(rotated) as client:
+        first = await client.call_tool("whoami", {})
+        second = await client.call_tool("whoami", {})
+    assert first.is_error and "API key is not valid" in first.content[0].text  # type: ignore[union-attr]
+    assert second.is_error and second.structured_content is not None
+    assert second.structured_content["error"] == "rate_limited"  # the bad key's calls share one window
+    async with hub.client(alice) as client:  # alice's own window was never touched
+        assert not (await client.call_tool("whoami", {})).is_error
 
 
 def test_the_in_process_windows_move_exactly_and_forget_idle_keys() -> None:

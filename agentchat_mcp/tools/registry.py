@@ -1,4 +1,4 @@
-"""Which roles may call which tool, enforced in one middleware for tools/list and tools/call."""
+"""Which roles may call which tool: the tools/list filter and the tools/call check (pipeline.py runs both)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from mcp.server import MCPServer
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotations
 
@@ -35,7 +35,7 @@ def _error(text: str) -> CallToolResult:
 
 
 class ToolRegistry:
-    """Registers tools with their roles and annotations; its middleware does the checks."""
+    """Registers tools with their roles and annotations; `visible` and `refusal` are the checks."""
 
     def __init__(self, server: MCPServer[Any]) -> None:
         self.server = server
@@ -74,7 +74,9 @@ class ToolRegistry:
     def accepted_arguments(self, name: str) -> frozenset[str]:
         return self._accepted.get(name, frozenset())
 
-    def _visible(self, result: HandlerResult, role: str) -> HandlerResult:
+    def visible(self, result: HandlerResult, role: str) -> HandlerResult:
+        """A tools/list result with only the tools `role` may call."""
+
         def allowed(name: str) -> bool:
             return role in self.roles.get(name, frozenset())
 
@@ -84,31 +86,11 @@ class ToolRegistry:
             return {**result, "tools": [t for t in result["tools"] if allowed(t.get("name", ""))]}
         return result
 
-    async def _role(self, ctx: ServerRequestContext[AppContext, Any]) -> str:
-        app = ctx.lifespan_context
-        caller = await app.maybe_caller(getattr(ctx.request, "headers", None))
-        return caller.role if caller else ANONYMOUS
-
-    async def middleware(self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext) -> HandlerResult:
-        """Filter tools/list by role; refuse a tools/call the role may not make or with unknown arguments."""
-        current_request.set(ctx)
-        if ctx.method == "tools/list":
-            result = await call_next(ctx)
-            try:
-                role = await self._role(ctx)
-            except AgentChatError:
-                role = ANONYMOUS
-            return self._visible(result, role)
-        if ctx.method == "tools/call" and ctx.params:
-            name = ctx.params.get("name")
-            if isinstance(name, str) and name in self.roles:
-                refusal = await self._refusal(ctx, name)
-                if refusal is not None:
-                    return refusal
-        return await call_next(ctx)
-
-    async def _refusal(self, ctx: ServerRequestContext[AppContext, Any], name: str) -> CallToolResult | None:
-        arguments = (ctx.params or {}).get("arguments") or {}
+    def refusal(self, name: str, arguments: Any, role: str | AgentChatError) -> CallToolResult | None:
+        """None if `role` may call tool `name` with these arguments, else the tool error to answer with.
+        `role`: the caller's, ANONYMOUS, or why the caller could not be told (a bad key)."""
+        if name not in self.roles:
+            return None  # the SDK answers an unknown tool
         if isinstance(arguments, dict):
             unknown = sorted(arguments.keys() - self.accepted_arguments(name))
             if unknown:
@@ -116,10 +98,8 @@ class ToolRegistry:
                 return _error(
                     f"Error executing tool {name}: unknown argument(s) {', '.join(unknown)}; accepted: {accepted}."
                 )
-        try:
-            role = await self._role(ctx)
-        except AgentChatError as exc:
-            return _error(f"Error executing tool {name}: {exc}")
+        if isinstance(role, AgentChatError):
+            return _error(f"Error executing tool {name}: {role}")
         allowed = self.roles[name]
         if role in allowed:
             return None

@@ -1,0 +1,78 @@
+"""The server middleware: every MCP request passes it once, on its way to the SDK's handler.
+
+For a tools/call, in this order: who is calling (once per request: app.py), then the observation
+around everything else (span, metrics, access line: telemetry.py), the rate limit (ratelimit.py) and
+the role and argument check (tools/registry.py); only then the tool. tools/list is filtered by role
+and prompts/get checked (prompts.py).
+
+Why one layer and not one per concern: each layer re-read the request and asked who was calling,
+and every tool call paid for all of them (about a tenth of a send_message's server CPU over HTTP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+
+from agentchat_mcp import prompts
+from agentchat_mcp.app import AppContext, close_caller_memo, open_caller_memo
+from agentchat_mcp.errors import AgentChatError
+from agentchat_mcp.ratelimit import ToolCallLimits
+from agentchat_mcp.telemetry import ToolCallObserver
+from agentchat_mcp.tools.registry import ANONYMOUS, ToolRegistry, current_request
+
+
+class RequestPipeline:
+    """MCP server middleware (ours, outermost): the checks and the observation of every request."""
+
+    def __init__(self, registry: ToolRegistry, limits: ToolCallLimits, observer: ToolCallObserver) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.observer = observer
+
+    async def __call__(self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext) -> HandlerResult:
+        current_request.set(ctx)  # for handlers the SDK gives no Context (static resources)
+        memo = open_caller_memo()
+        try:
+            method = ctx.method
+            if method == "tools/call" and ctx.params:
+                return await self._tool_call(ctx, call_next)
+            if method == "tools/list":
+                result = await call_next(ctx)
+                try:
+                    role = await self._role(ctx)
+                except AgentChatError:
+                    role = ANONYMOUS
+                return self.registry.visible(result, role)
+            if method == "prompts/get" and ctx.params is not None:
+                prompts.check_prompt_request(ctx.params)
+            return await call_next(ctx)
+        finally:
+            close_caller_memo(memo)
+
+    async def _role(self, ctx: ServerRequestContext[AppContext, Any]) -> str:
+        caller = await ctx.lifespan_context.maybe_caller(getattr(ctx.request, "headers", None))
+        return caller.role if caller else ANONYMOUS
+
+    async def _tool_call(self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params or {}
+        name = params.get("name")
+        role: str | AgentChatError
+        principal_id: str | None = None
+        try:
+            caller = await ctx.lifespan_context.maybe_caller(getattr(ctx.request, "headers", None))
+        except AgentChatError as exc:  # a bad key: counted as anonymous; the role check says what is wrong
+            role = exc
+        else:
+            role = caller.role if caller else ANONYMOUS
+            principal_id = caller.id if caller else None
+        with self.observer.observe(str(name or ""), principal_id, ctx.request_id) as seen:
+            refusal = None
+            if isinstance(name, str):
+                refusal = await self.limits.refusal(name, principal_id, ctx.request) or self.registry.refusal(
+                    name, params.get("arguments") or {}, role
+                )
+            result = refusal if refusal is not None else await call_next(ctx)
+            seen.result = result
+            return result
