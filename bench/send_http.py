@@ -10,7 +10,9 @@ one `echo` tool), agentchat-mcp itself, and the ceiling (bench/send.py minimal_s
 send_message can be, with no auth, limits, telemetry or log of its own). In this process, `--sessions` sessions
 (raw JSON-RPC, one keep-alive connection each) call as fast as they can for `--seconds`, once in
 each protocol era: `legacy` (2025-11-25 handshake sessions) and `auto` (2026-07-28, per request).
-Rows: calls/s, latency p50/p95/p99, and the server's CPU time per call (Linux /proc). Target:
+A fourth row per era calls `echo` on the agentchat server itself (bench-only, see with_echo): the
+cost of our per-call duties without any send work. Rows: calls/s, latency p50/p95/p99, and the
+server's CPU time per call (Linux /proc). Target:
 send_message keeps >= 0.7 x the floor's calls/s in each era.
 """
 
@@ -97,11 +99,13 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
 
     from agentchat_mcp import logs
     from agentchat_mcp.http import HttpOptions, build_app
-    from agentchat_mcp.server import settle_startup_heap
+    from agentchat_mcp.server import build_server, settle_startup_heap
+    from agentchat_mcp.telemetry import Telemetry
 
     settings = bench_settings(db, secret)
     logs.configure(settings.log_level, access_log=settings.access_log)
-    factory = None
+    telemetry = Telemetry()
+    factory = lambda app_ctx: with_echo(build_server(settings, telemetry=telemetry, shared=app_ctx))  # noqa: E731
     if kind == "echo":
         from send import echo_server  # bench/send.py: the floor the other legs use
 
@@ -110,13 +114,26 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
         from send import minimal_server  # bench/send.py: the least a send_message can be (the ceiling)
 
         factory = lambda _app_ctx: minimal_server(db.parent)  # noqa: E731
-    app = build_app(settings, HttpOptions(port=port), server_factory=factory)
+    app = build_app(settings, HttpOptions(port=port), telemetry=telemetry, server_factory=factory)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     settle_startup_heap()  # as `agentchat-mcp serve` does, for both servers alike
     profile = os.environ.get("BENCH_PROFILE_SERVER")  # a path prefix: see profile_between_signals
     if profile:
         profile_between_signals(f"{profile}.{kind}.prof")
     server.run()
+
+
+def with_echo(server: Any) -> Any:
+    """The agentchat server plus the floor's `echo` tool (open to anyone): echo called through it
+    pays every per-call duty of ours (caller, rate limit, role check, metrics, access line) and no
+    send work, so its row splits send_message's cost between those duties and the send itself."""
+
+    @server.tool()
+    async def echo(text: str) -> str:
+        """Return the text unchanged."""
+        return text
+
+    return server
 
 
 def profile_between_signals(path: str) -> None:
@@ -410,6 +427,17 @@ async def http_figures(
                 mode=era,
                 sessions=sessions,
             )
+            pools["duties", era] = await open_pool(
+                stack,
+                f"http {era} echo via agentchat",
+                send_base,
+                send_pid,
+                api_key,
+                "echo",
+                {"text": TEXT},
+                mode=era,
+                sessions=sessions,
+            )
             pools["send", era] = await open_pool(
                 stack,
                 f"http {era} send_message",
@@ -436,7 +464,7 @@ async def http_figures(
         if floor.server_cpu_s and send.server_cpu_s:  # what a saturated server would see, whatever else runs
             cpu_ratio = (floor.server_cpu_s / floor.calls) / (send.server_cpu_s / send.calls)
             cpu = f"; by server CPU per call: {cpu_ratio:.2f}"
-        ceiling = pools["ceiling", era].result()
+        ceiling, duties = pools["ceiling", era].result(), pools["duties", era].result()
         lines += [
             floor.row(),
             send.row(),
@@ -444,6 +472,9 @@ async def http_figures(
             ceiling.row(),
             f"  http {era} ceiling ratio: {ceiling.per_second / floor.per_second:.2f}  "
             "(bench/send.py minimal_server: no auth, limits, telemetry or log)",
+            duties.row(),
+            f"  http {era} echo via agentchat / echo: {duties.per_second / floor.per_second:.2f}  "
+            "(our per-call duties alone: caller, rate limit, role check, metrics, access line)",
         ]
     return lines
 

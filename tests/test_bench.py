@@ -28,3 +28,4 @@ def test_bench_send_prints_every_row_and_ratio_in_memory_and_over_http() -> None
     for era in ("legacy", "auto"):
         assert re.search(rf"http {era} ratio send/echo: \d\.\d\d .*by server CPU per call: \d\.\d\d", out), out
         assert re.search(rf"http {era} ceiling ratio: \d\.\d\d", out), out
+        assert re.search(rf"http {era} echo via agentchat / echo: \d\.\d\d", out), out
