@@ -58,16 +58,21 @@ class RequestPipeline:
     async def _tool_call(self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
         name = params.get("name")
-        role: str | AgentChatError
+        role: str | AgentChatError = ANONYMOUS
         principal_id: str | None = None
+        failure: Exception | None = None
         try:
             caller = await ctx.lifespan_context.maybe_caller(getattr(ctx.request, "headers", None))
         except AgentChatError as exc:  # a bad key: counted as anonymous; the role check says what is wrong
             role = exc
+        except Exception as exc:  # e.g. the database failed: observed (and logged) as this call's failure
+            failure = exc
         else:
             role = caller.role if caller else ANONYMOUS
             principal_id = caller.id if caller else None
         with self.observer.observe(str(name or ""), principal_id, ctx.request_id) as seen:
+            if failure is not None:
+                raise failure
             refusal = None
             if isinstance(name, str):
                 refusal = await self.limits.refusal(name, principal_id, ctx.request) or self.registry.refusal(

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -97,6 +98,24 @@ async def test_tool_calls_are_counted_by_outcome_including_internal_errors(
     assert values['mcp_tool_calls_total{outcome="unknown_tool",tool="no_such_tool"}'] == 1
     assert values['mcp_tool_calls_total{outcome="internal_error",tool="whoami"}'] == 1
     assert values['rate_limited_total{scope="tool"}'] == 1
+
+
+async def test_a_failure_to_tell_who_is_calling_is_counted_and_shows_no_details(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prometheus_hub(hub)
+    alice = await hub.register_agent("alice")
+
+    async def broken(self: Identity, api_key: str) -> Any:
+        raise RuntimeError("database exploded at /var/lib/secret.db")
+
+    async with hub.client(alice) as client:
+        monkeypatch.setattr(Identity, "authenticate", broken)
+        with pytest.raises(MCPError) as refused:  # a JSON-RPC error that names nothing of ours
+            await client.call_tool("whoami", {})
+    assert refused.value.error.message == "Internal server error"
+    values = samples((await hub.telemetry.render_prometheus()).decode())
+    assert values['mcp_tool_calls_total{outcome="exception",tool="whoami"}'] == 1
 
 
 def test_outcome_of_reads_both_result_shapes() -> None:
