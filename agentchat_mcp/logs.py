@@ -39,7 +39,9 @@ _SECRETS = re.compile(
 )
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode  # built once: json.dumps(**options) builds one per call
+_encode = json.JSONEncoder(
+    default=str, ensure_ascii=False
+).encode  # built once: json.dumps(**options) builds one per call
 request_context: ContextVar[Mapping[str, Any]] = ContextVar("agentchat_log_context", default=_EMPTY)
 
 
