@@ -39,9 +39,8 @@ _SECRETS = re.compile(
 )
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_encode = json.JSONEncoder(
-    default=str, ensure_ascii=False
-).encode  # built once: json.dumps(**options) builds one per call
+# Built once: json.dumps(obj, **options) builds a new encoder for every line.
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 request_context: ContextVar[Mapping[str, Any]] = ContextVar("agentchat_log_context", default=_EMPTY)
 
 
