@@ -61,14 +61,14 @@ BENCH_RATE_LIMIT = "1000000/minute"
 # --- the floor: a bare MCPServer with one tool ------------------------------------------------
 
 
+async def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
 def echo_server() -> MCPServer:
     server = MCPServer("echo", log_level="WARNING")
-
-    @server.tool()
-    async def echo(text: str) -> str:
-        """Return the text unchanged."""
-        return text
-
+    server.add_tool(echo)
     return server
 
 

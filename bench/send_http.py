@@ -127,12 +127,9 @@ def with_echo(server: Any) -> Any:
     """The agentchat server plus the floor's `echo` tool (open to anyone): echo called through it
     pays every per-call duty of ours (caller, rate limit, role check, metrics, access line) and no
     send work, so its row splits send_message's cost between those duties and the send itself."""
+    from send import echo  # bench/send.py: the floor's tool itself
 
-    @server.tool()
-    async def echo(text: str) -> str:
-        """Return the text unchanged."""
-        return text
-
+    server.add_tool(echo)
     return server
 
 
