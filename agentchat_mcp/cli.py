@@ -58,6 +58,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from agentchat_mcp import http
 
+    async def migrate() -> int:
+        async with _open_store(settings):
+            return 0
+
+    # Before uvicorn: a migration that fails ends here in one plain line (see main), where inside
+    # the hub's lifespan it would be a traceback in the log.
+    _run(migrate)
+
     return int(http.serve(settings, args))
 
 
@@ -429,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `agentchat-mcp` console script."""
     from agentchat_mcp import logs
+    from agentchat_mcp.store.migrations import MigrationFailed
 
     logs.configure("WARNING")  # JSON lines on stderr: stdout is the stdio protocol
     parser = build_parser()
@@ -439,7 +448,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.configure(settings.log_level, access_log=settings.access_log)
     if args.handler in (cmd_serve, cmd_create, cmd_invite):
         _check_secret_file(settings)
-    sys.exit(args.handler(args, settings))
+    code = 2
+    try:
+        code = args.handler(args, settings)
+    except* MigrationFailed as failed:  # a server's lifespan raises it inside a task group
+        for exc in failed.exceptions:
+            print(f"error: {exc}", file=sys.stderr)
+    sys.exit(code)
 
 
 def _check_secret_file(settings: Settings) -> None:

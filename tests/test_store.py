@@ -159,6 +159,48 @@ async def test_processes_starting_at_once_on_a_fresh_database_all_succeed(tmp_pa
     assert secret.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+async def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(tmp_path: Path, driver: str) -> None:
+    """The upgrade is one transaction: a failing step undoes the steps before it too, so the next
+    start (once the cause is fixed) begins from a known revision instead of a half-built schema."""
+    db = tmp_path / "agentchat.db"
+    with sqlite3.connect(db) as raw:  # something in the way of migration 0003's first table
+        raw.execute("CREATE TABLE payment_customers (x INTEGER)")
+    raw.close()
+    with pytest.raises(Exception, match="payment_customers already exists"):
+        async with open_store(db, driver=driver):
+            pass
+    with sqlite3.connect(db) as raw:
+        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    raw.close()
+    assert tables == {"payment_customers"}  # neither 0001's tables nor a version stamp were kept
+    with sqlite3.connect(db) as raw:  # the operator clears the obstacle; the next start migrates
+        raw.execute("DROP TABLE payment_customers")
+    raw.close()
+    async with open_store(db, driver=driver) as store:
+        assert await migrations.current_revision(store) == migrations.head_revision()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("agent", "create", "--name", "x"),
+        ("serve", "--transport", "stdio"),
+        ("serve", "--transport", "http", "--port", "0"),
+    ],
+)
+def test_a_failing_migration_is_one_plain_line_from_every_command(tmp_path: Path, command: tuple[str, ...]) -> None:
+    db = tmp_path / "agentchat.db"
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE payment_customers (x INTEGER)")
+    raw.close()
+    done = run_cli(*command, env={**os.environ, "AGENTCHAT_DB": str(db)}, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"error: could not bring the database {db} to schema {migrations.head_revision()}" in done.stderr
+    assert "table payment_customers already exists. Nothing was changed; it is still at no schema (new)." in done.stderr
+
+
 async def test_two_servers_starting_at_once_on_a_fresh_database_both_serve(tmp_path: Path) -> None:
     hub = Hub(tmp_path)
     first, second = hub.client(), hub.client()

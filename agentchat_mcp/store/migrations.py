@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 if TYPE_CHECKING:
     from agentchat_mcp.store.engine import Store
@@ -38,6 +39,12 @@ def head_revision() -> str:
 
 
 def _upgrade(conn: Connection) -> None:
+    # Join the write transaction the store already began on the driver. Alembic takes SQLite for
+    # non-transactional DDL and otherwise commits after each migration, which releases the write
+    # lock between steps: a second process starting at once then migrates the same steps again,
+    # and a failing step leaves the ones before it applied. In a transaction it runs them all.
+    if not conn.in_transaction():
+        conn.begin()
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, "head")
@@ -47,13 +54,25 @@ def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+class MigrationFailed(RuntimeError):
+    """A migration step failed; the database was left at the revision it had."""
+
+
 async def upgrade(store: Store) -> None:
-    """Bring the schema to head in one write transaction (two processes starting at once queue)."""
+    """Bring the schema to head in one write transaction: two processes starting at once queue,
+    and a failing migration leaves the database at the revision it had."""
     async with store.read() as conn:
-        if await conn.run_sync(_current) == head_revision():
-            return
-    async with store.write() as conn:
-        await conn.run_sync(_upgrade)
+        before = await conn.run_sync(_current)
+    if before == head_revision():
+        return
+    try:
+        async with store.write() as conn:
+            await conn.run_sync(_upgrade)
+    except DBAPIError as exc:
+        raise MigrationFailed(
+            f"could not bring the database {store.path} to schema {head_revision()}: {exc.orig}. "
+            f"Nothing was changed; it is still at {f'schema {before}' if before else 'no schema (new)'}."
+        ) from exc
 
 
 async def current_revision(store: Store) -> str | None:
