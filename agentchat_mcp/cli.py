@@ -37,12 +37,10 @@ def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def _open_store(settings: Settings, *, upgrade: bool = True) -> AbstractAsyncContextManager[Store]:
-    """The database of `settings`, opened the way every command opens it."""
-    from agentchat_mcp.store import open_store
+    """store.open_settings_store, imported where used like the CLI's other modules."""
+    from agentchat_mcp.store import open_settings_store
 
-    return open_store(
-        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
-    )
+    return open_settings_store(settings, upgrade=upgrade)
 
 
 # --- serve ------------------------------------------------------------------------------------
@@ -57,14 +55,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         server.run("stdio")
         return 0
     from agentchat_mcp import http
-
-    async def migrate() -> int:
-        async with _open_store(settings):
-            return 0
-
-    # Before uvicorn: a migration that fails ends here in one plain line (see main), where inside
-    # the hub's lifespan it would be a traceback in the log.
-    _run(migrate)
 
     return int(http.serve(settings, args))
 

@@ -59,7 +59,7 @@ from agentchat_mcp.payments import PaymentProvider
 from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
 from agentchat_mcp.settings import Settings
-from agentchat_mcp.store import migrations
+from agentchat_mcp.store import migrations, open_settings_store
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
 
 logger = logging.getLogger(__name__)
@@ -539,6 +539,11 @@ class _HubServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+async def _migrate(settings: Settings) -> None:
+    async with open_settings_store(settings):
+        pass
+
+
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """`agentchat-mcp serve --transport http|sse`: run the hub until SIGINT/SIGTERM."""
     options = HttpOptions.from_args(args)
@@ -550,6 +555,9 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     except UnsafeBinding as exc:
         print(f"agentchat-mcp: {exc}", file=sys.stderr)
         return 2
+    # Migrate before uvicorn starts: a failing migration then ends in one plain line (cli.main),
+    # where from the hub's lifespan it would be a traceback in the log.
+    anyio.run(_migrate, settings)
     config = uvicorn.Config(
         app,
         host=options.host,

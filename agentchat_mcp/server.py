@@ -23,7 +23,7 @@ from agentchat_mcp.services.payments import Payments
 from agentchat_mcp.services.peeks import Peeks
 from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
-from agentchat_mcp.store import Store, open_store
+from agentchat_mcp.store import Store, open_settings_store
 from agentchat_mcp.telemetry import Telemetry, ToolCallObserver, metered_payments
 from agentchat_mcp.tools import register_all
 from agentchat_mcp.tools.registry import ToolRegistry
@@ -80,9 +80,7 @@ async def running_app_context(
     One per process: stdio's lifespan, or the HTTP hub's outer lifespan (shared by every session).
     `listeners` hear of every new message (resource subscriptions).
     """
-    async with open_store(
-        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver
-    ) as store:
+    async with open_settings_store(settings) as store:
         app = build_app_context(settings, store, telemetry, payments)
         for listener in listeners:
             app.feed.add_listener(listener)

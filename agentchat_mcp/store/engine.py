@@ -6,10 +6,10 @@ import sqlite3
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -21,6 +21,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from agentchat_mcp.store import migrations
+
+if TYPE_CHECKING:
+    from agentchat_mcp.settings import Settings
 
 T = TypeVar("T")
 
@@ -377,6 +380,13 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         cursor = dbapi.cursor()
         cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
         cursor.close()
+
+
+def open_settings_store(settings: Settings, *, upgrade: bool = True) -> AbstractAsyncContextManager[Store]:
+    """The database of `settings`, opened the way the server and every command open it."""
+    return open_store(
+        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
+    )
 
 
 @asynccontextmanager
