@@ -25,9 +25,6 @@ from tests.conftest import PROJECT_ROOT, Hub, run_cli, structured
 pytestmark = pytest.mark.anyio
 
 
-cli = run_cli
-
-
 def _plain_default(text: str | None) -> str | None:
     if text is None:
         return None
@@ -83,7 +80,7 @@ async def test_the_database_is_in_wal_mode_with_foreign_keys_on(tmp_path: Path) 
 
 
 def status(db: Path, **kwargs: Any) -> dict[str, Any]:
-    done = cli("--db", str(db), "db", "status", **kwargs)
+    done = run_cli("--db", str(db), "db", "status", **kwargs)
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 
@@ -93,7 +90,7 @@ def test_db_status_and_upgrade_report_and_move_the_revision(tmp_path: Path) -> N
     before = status(db)
     assert before["revision"] is None and before["up_to_date"] is False
     assert before["head"] == migrations.head_revision()
-    upgraded = cli("--db", str(db), "db", "upgrade")
+    upgraded = run_cli("--db", str(db), "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     after = status(db, env={**os.environ, "AGENTCHAT_DB": str(db.with_name("ignored.db"))})  # --db wins
     assert after == {**before, "revision": migrations.head_revision(), "up_to_date": True}
@@ -110,7 +107,7 @@ async def test_a_backup_made_by_the_cli_restores_with_the_same_data(hub: Hub, tm
         for text in ("two", "three"):
             structured(await a.call_tool("send_message", {"conversation_id": conv, "text": text}))
         backup = tmp_path / "elsewhere" / "backup.db"
-        done = cli("--db", str(hub.settings.db), "db", "backup", str(backup))  # online: alice's server is running
+        done = run_cli("--db", str(hub.settings.db), "db", "backup", str(backup))  # online: alice's server is running
     assert done.returncode == 0, done.stderr
     assert str(backup.resolve()) in done.stdout
 
@@ -131,7 +128,7 @@ async def test_db_backup_to_an_unwritable_place_fails_with_a_message_not_a_trace
         pass
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    done = cli("--db", str(db), "db", "backup", str(blocker / "backup.db"))
+    done = run_cli("--db", str(db), "db", "backup", str(blocker / "backup.db"))
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "backup" in done.stderr.lower()
@@ -159,15 +156,20 @@ async def test_processes_starting_at_once_on_a_fresh_database_all_succeed(tmp_pa
     assert secret.stat().st_mode & 0o777 == 0o600
 
 
+def _block_migration_0003(db: Path) -> None:
+    """A new database file holding a table that migration 0003 creates: that step will fail."""
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE payment_customers (x INTEGER)")
+    raw.close()
+
+
 @pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
 async def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(tmp_path: Path, driver: str) -> None:
     """The upgrade is one transaction: a failing step undoes the steps before it too, so the next
     start (once the cause is fixed) begins from a known revision instead of a half-built schema."""
     db = tmp_path / "agentchat.db"
-    with sqlite3.connect(db) as raw:  # something in the way of migration 0003's first table
-        raw.execute("CREATE TABLE payment_customers (x INTEGER)")
-    raw.close()
-    with pytest.raises(Exception, match="payment_customers already exists"):
+    _block_migration_0003(db)
+    with pytest.raises(migrations.MigrationFailed, match="payment_customers already exists"):
         async with open_store(db, driver=driver):
             pass
     with sqlite3.connect(db) as raw:
@@ -191,9 +193,7 @@ async def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(tmp_p
 )
 def test_a_failing_migration_is_one_plain_line_from_every_command(tmp_path: Path, command: tuple[str, ...]) -> None:
     db = tmp_path / "agentchat.db"
-    with sqlite3.connect(db) as raw:
-        raw.execute("CREATE TABLE payment_customers (x INTEGER)")
-    raw.close()
+    _block_migration_0003(db)
     done = run_cli(*command, env={**os.environ, "AGENTCHAT_DB": str(db)}, timeout=60)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
