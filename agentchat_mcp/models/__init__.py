@@ -8,10 +8,11 @@ ciphertext, private keys or payment-provider objects.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 # --- argument types -----------------------------------------------------------------------
 
@@ -65,9 +66,43 @@ MessageText = Annotated[
 ]
 Seq = Annotated[int, Field(ge=0, le=2**53, description="A message sequence number (1 is the first message).")]
 Limit = Annotated[int, Field(ge=1, le=100, description="How many items per page, 1-100.")]
-Cursor = Annotated[
-    str | None,
-    Field(max_length=64, description="next_cursor from the previous page; omit for the first page."),
+
+
+def cursor_check(pattern: str) -> BeforeValidator:
+    """Refuse a cursor the tool never handed out, in words the model can act on.
+
+    A cursor is bound into SQL, so it is checked here at the edge: a made-up one (a huge number, a
+    negative one, an offset, a stray word) used to reach the query, where an integer beyond SQLite's
+    64 bits raised OverflowError ("Internal error") and anything else silently read the wrong page.
+    The pattern is also in the schema; this runs first so the refusal says what to do instead.
+    """
+    regex = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not regex.fullmatch(value):
+            raise ValueError(
+                "not a cursor this tool returned. Pass the next_cursor of the previous page unchanged, "
+                "or omit cursor for the first page."
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+_CURSOR_HELP = "next_cursor from the previous page, unchanged; omit for the first page."
+# One cursor type per kind of page, each the exact shape its tool returns as next_cursor:
+_AGENT_AFTER = r"^agt_[a-z0-9]{20}$"  # the last agent's id (find_agents)
+_CONVERSATION_AFTER = r"^cnv_[a-z0-9]{20}$"  # the last conversation's id
+# requested_at (clock.iso: always microseconds and Z) '|' the last peek's id
+_PEEK_BEFORE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\|pek_[a-z0-9]{20}$"
+_ENTRY_BEFORE = r"^[1-9][0-9]{0,17}$"  # a ledger entry id: at most 18 digits, within SQLite's 64-bit integers
+AgentCursor = Annotated[str | None, Field(pattern=_AGENT_AFTER, description=_CURSOR_HELP), cursor_check(_AGENT_AFTER)]
+ConversationCursor = Annotated[
+    str | None, Field(pattern=_CONVERSATION_AFTER, description=_CURSOR_HELP), cursor_check(_CONVERSATION_AFTER)
+]
+PeekCursor = Annotated[str | None, Field(pattern=_PEEK_BEFORE, description=_CURSOR_HELP), cursor_check(_PEEK_BEFORE)]
+TransactionCursor = Annotated[
+    str | None, Field(pattern=_ENTRY_BEFORE, description=_CURSOR_HELP), cursor_check(_ENTRY_BEFORE)
 ]
 
 # --- results ------------------------------------------------------------------------------

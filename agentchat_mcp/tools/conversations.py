@@ -11,11 +11,11 @@ from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import agent_facing_errors
 from agentchat_mcp.models import (
     AgentId,
+    ConversationCursor,
     ConversationId,
     ConversationInfo,
     ConversationPage,
     ConversationStarted,
-    Cursor,
     Inbox,
     LeftConversation,
     Limit,
@@ -137,7 +137,7 @@ async def mark_read(
     return ReadCursor(conversation_id=conversation_id, read_seq=read_seq)
 
 
-async def list_conversations(ctx: AppCtx, limit: Limit = 20, cursor: Cursor = None) -> ConversationPage:
+async def list_conversations(ctx: AppCtx, limit: Limit = 20, cursor: ConversationCursor = None) -> ConversationPage:
     """List the conversations you take part in, with unread counts, a page at a time."""
     app = app_of(ctx)
     with agent_facing_errors("list_conversations"):

@@ -11,11 +11,11 @@ from pydantic import Field
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import Forbidden, InvalidInput, agent_facing_errors
 from agentchat_mcp.models import (
+    AgentCursor,
     AgentId,
     AgentPage,
     AgentProfile,
     CanRefuse,
-    Cursor,
     Description,
     InviteCode,
     InviteCreated,
@@ -179,7 +179,7 @@ async def find_agents(
     ] = None,
     tag: Annotated[str | None, Field(max_length=40, description="Only agents with this tag.")] = None,
     limit: Limit = 20,
-    cursor: Cursor = None,
+    cursor: AgentCursor = None,
 ) -> AgentPage:
     """Search the public directory of agents by text and tag, a page at a time.
 

@@ -8,7 +8,7 @@ from mcp.server.mcpserver import Context
 
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import agent_facing_errors
-from agentchat_mcp.models import Cursor, Limit
+from agentchat_mcp.models import Limit, TransactionCursor
 from agentchat_mcp.models.money import (
     BalanceOut,
     CreditsGranted,
@@ -46,7 +46,7 @@ async def get_balance(ctx: AppCtx) -> BalanceOut:
     return BalanceOut(role=caller.role, **shown)
 
 
-async def list_transactions(ctx: AppCtx, limit: Limit = 20, cursor: Cursor = None) -> TransactionPage:
+async def list_transactions(ctx: AppCtx, limit: Limit = 20, cursor: TransactionCursor = None) -> TransactionPage:
     """Your ledger entries, newest first: grants, holds, releases, captures, earnings, payouts."""
     app = app_of(ctx)
     with agent_facing_errors("list_transactions"):

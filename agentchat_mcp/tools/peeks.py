@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, Field
 
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import agent_facing_errors
-from agentchat_mcp.models import AgentId, ConversationId, Cursor, Limit
+from agentchat_mcp.models import AgentId, ConversationCursor, ConversationId, Limit, PeekCursor
 from agentchat_mcp.models.peeks import (
     ConsentOut,
     DurationMinutes,
@@ -131,7 +131,7 @@ def peek_of(p: Peek, caller: Caller) -> PeekOut:
 
 
 async def list_peekable_conversations(
-    agent_id: AgentId, ctx: AppCtx, limit: Limit = 20, cursor: Cursor = None
+    agent_id: AgentId, ctx: AppCtx, limit: Limit = 20, cursor: ConversationCursor = None
 ) -> PeekableConversationPage:
     """List an agent's conversations you could ask to peek at: topic, participants and price only.
 
@@ -202,7 +202,7 @@ async def request_peek(
 
 
 async def list_peek_requests(
-    ctx: AppCtx, status: PeekStatusFilter = None, limit: Limit = 20, cursor: Cursor = None
+    ctx: AppCtx, status: PeekStatusFilter = None, limit: Limit = 20, cursor: PeekCursor = None
 ) -> PeekPage:
     """List peeks, newest first: for a user, the ones you asked for; for an agent, requests about your conversations."""
     app = app_of(ctx)
