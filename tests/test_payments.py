@@ -10,7 +10,10 @@ from typing import Any
 import anyio
 import mcp_types
 import pytest
+import sqlalchemy
+from alembic import command
 
+from agentchat_mcp.store import migrations
 from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, structured
 from tests.payments_support import (
     PayHub,
@@ -159,6 +162,92 @@ async def test_a_subscription_from_credit_covers_peeks_renews_monthly_and_lapses
         assert await p.context.payments.renew_due() == 0
         assert account(hub, f"user:{user.id}:credit") == 60  # cancelled: not charged again
     assert ledger_total(hub) == 0
+
+
+async def test_a_subscriber_and_an_agent_who_raises_its_price_cannot_drain_the_platform(hub: Hub) -> None:
+    """Issue 10, defect 1: a subscription's per-peek price is locked when it is bought. A covered peek
+    pays the agent at most that, and the platform never pays a peek out of its own revenue."""
+    async with pay_hub(hub, None, mode="ledger") as p:
+        greedy = await hub.register_agent("greedy", peek_price="0.50", can_refuse=False)
+        friend = await hub.register_agent("friend", peek_price="0.50", can_refuse=False)
+        user = await hub.register_user("uma")
+        await grant(p, user, "10.00")
+        sub = await p.call(user, "subscribe_to_agent", agent_id=greedy.id, plan="monthly-10", idempotency_key="s")
+        assert sub["subscription"]["monthly_price"] == "4.00"  # 10 peeks at 0.50 less 20%: 0.40 each
+        await p.call(greedy, "update_profile", peek_price="500.00")
+        for _ in range(3):
+            conv = await conversation(p, greedy, friend)
+            quote = await p.call(user, "quote_peek", conversation_id=conv)
+            shares = {x["agent_id"]: (x["paid_by"], x["price"], x["agent_earns"]) for x in quote["agents"]}
+            assert shares[greedy.id] == ("subscription", "0.40", "0.40")
+            peek = await p.call(user, "request_peek", conversation_id=conv, max_price=quote["total"])
+            assert peek["status"] == "active"
+    assert account(hub, f"agent:{greedy.id}:pending") == 3 * 40  # never more than the subscriber paid
+    assert account(hub, f"agent:{friend.id}:pending") == 3 * 40  # 0.50 less 20%, from credit
+    assert account(hub, f"user:{user.id}:subscriptions") == 7 * 40  # the 7 unused peeks, still the user's
+    assert account(hub, "platform:revenue") == 3 * 10  # friend's fees; the subscription's peeks cost nothing
+    assert ledger_total(hub) == 0
+
+
+async def test_a_pack_peek_never_pays_an_agent_more_than_the_unit_cost_whatever_the_fee(hub: Hub) -> None:
+    """With a fee below the pack's discount, a pack unit (4.00) covering a 5.00 agent pays the agent the
+    4.00 it brought in, not 5.00 less a 10% fee (4.50): the platform does not make up the difference."""
+    async with pay_hub(hub, None, mode="ledger", platform_fee_percent=10) as p:
+        alice = await hub.register_agent("alice", peek_price="5.00", can_refuse=False)
+        bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        await grant(p, user, "40.00")
+        await p.call(user, "buy_peek_pack", pack="pack-10", idempotency_key="p")
+        conv = await conversation(p, alice, bob)
+        quote = await p.call(user, "quote_peek", conversation_id=conv)
+        shares = {x["agent_id"]: (x["paid_by"], x["price"], x["agent_earns"]) for x in quote["agents"]}
+        assert shares == {alice.id: ("pack", "4.00", "4.00"), bob.id: ("pack", "1.00", "0.90")}
+        await p.call(user, "request_peek", conversation_id=conv, max_price="0.00")
+    assert account(hub, f"agent:{alice.id}:pending") == 400
+    assert account(hub, f"agent:{bob.id}:pending") == 90
+    assert account(hub, "platform:revenue") == 400 - 90  # bob's unit less his earnings; alice's unit costs nothing
+    assert ledger_total(hub) == 0
+
+
+def _migrate_to(hub: Hub, revision: str) -> None:
+    engine = sqlalchemy.create_engine(f"sqlite:///{hub.settings.db}")
+    try:
+        with engine.begin() as conn:
+            config = migrations.alembic_config()
+            config.attributes["connection"] = conn
+            if revision == "head":
+                command.upgrade(config, "head")
+            else:
+                command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+async def test_migration_0005_gives_subscriptions_bought_before_it_their_prepaid_value_and_back(hub: Hub) -> None:
+    async with pay_hub(hub, None, mode="ledger") as p:
+        alice = await hub.register_agent("alice", peek_price="2.00", can_refuse=False)
+        bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+        user = await hub.register_user("uma")
+        await grant(p, user, "15.00")
+        await p.call(user, "subscribe_to_agent", agent_id=alice.id, plan="monthly-4", idempotency_key="s")
+        conv = await conversation(p, alice, bob)
+        await p.call(user, "request_peek", conversation_id=conv, max_price="1.00")
+    prepaid = f"user:{user.id}:subscriptions"
+    assert (account(hub, prepaid), account(hub, "platform:revenue")) == (3 * 180, 180 - 160 + 20)
+
+    _migrate_to(hub, "0004")  # the shape before: the period's money in revenue, units worth nothing
+    assert (account(hub, prepaid), account(hub, "platform:revenue")) == (0, 3 * 180 + 40)
+    assert rows(hub, "SELECT unit_value_cents FROM entitlements") == [(0,)] and ledger_total(hub) == 0
+
+    _migrate_to(hub, "head")
+    assert (account(hub, prepaid), account(hub, "platform:revenue")) == (3 * 180, 40)
+    assert rows(hub, "SELECT unit_value_cents FROM entitlements") == [(180,)] and ledger_total(hub) == 0
+    async with pay_hub(hub, None, mode="ledger") as p:  # and a covered peek after it pays from the units
+        await p.call(alice, "update_profile", peek_price="90.00")
+        again = await conversation(p, alice, bob)
+        await p.call(user, "request_peek", conversation_id=again, max_price="1.00")
+    assert account(hub, f"agent:{alice.id}:pending") == 160 + 180 and account(hub, prepaid) == 2 * 180
+    assert account(hub, "platform:revenue") == 40 + 20 and ledger_total(hub) == 0
 
 
 # --- Stripe Checkout and Connect, checked with a recording HTTP client ---------------------------
@@ -546,7 +635,8 @@ async def test_a_stripe_subscription_is_created_with_our_keys_and_renewed_by_inv
         }
         assert (await p.post_event(event("invoice.paid", renewal))).json()["outcome"] == "period granted"
         assert rows(hub, "SELECT COUNT(*), SUM(units_total) FROM entitlements") == [(2, 8)]
-        assert account(hub, "platform:revenue") == 1800
+        # two periods of 4 peeks at 2.25, prepaid: the platform earns only as they are used
+        assert account(hub, f"user:{user.id}:subscriptions") == 1800 and account(hub, "platform:revenue") == 0
         async with p.client(user) as u:
             done = structured(await u.call_tool("cancel_subscription", {"agent_id": alice.id}))
         assert done["status"] == "cancelled" and len(stub.to("delete", "/v1/subscriptions/sub_1")) == 1
@@ -708,7 +798,7 @@ async def test_a_subscription_paid_at_checkout_is_linked_and_granted_whatever_or
         assert (listed["status"], listed["peeks_left"]) == ("cancelled", 10)
         failed = await p.post_event(event("invoice.payment_failed", {**invoice, "id": "in_10"}))
         assert failed.json()["outcome"] == "ignored"  # cancelled already: nothing to mark
-    assert account(hub, "platform:revenue") == 2000 and ledger_total(hub) == 0
+    assert account(hub, f"user:{user.id}:subscriptions") == 2000 and ledger_total(hub) == 0
 
 
 async def test_an_abandoned_checkout_ends_the_purchase_unpaid(hub: Hub) -> None:

@@ -112,7 +112,7 @@ async def test_a_refund_during_the_window_cuts_the_peeker_off(world: World) -> N
 class FakeCovers:
     """An entitlement provider as the payments package would plug in: a prepaid pack account."""
 
-    def __init__(self, account: str | None, amount: int) -> None:
+    def __init__(self, account: str, amount: int) -> None:
         self.account, self.amount = account, amount
         self.consumed: list[str] = []
         self.restored: list[str] = []
@@ -151,13 +151,29 @@ async def test_a_pack_pays_from_its_own_account_and_comes_back_on_refusal(world:
     second = await w.app.peeks.request(w.user, w.conversation_id, max_price_cents=0)
     await w.app.peeks.respond(w.picky, second.id, "accept", None)
     balances = {a: c for a, c in w.rows("SELECT account, SUM(amount_cents) FROM ledger_lines GROUP BY account")}
-    # 3.20 of pack value paid agents 1.60 + 2.40 = 4.00: the platform covers the discount
+    # 3.20 of pack value: each agent earns at most the 1.60 unit that paid its share (easy's 3.00 less
+    # 20% would be 2.40), and the platform pays nothing out of its revenue
     assert (balances[packs], balances[f"agent:{w.picky.id}:pending"], balances[f"agent:{w.easy.id}:pending"]) == (
         0,
         160,
-        240,
+        160,
     )
-    assert balances["platform:revenue"] == -80 and sum(balances.values()) == 0
+    assert balances.get("platform:revenue", 0) == 0 and sum(balances.values()) == 0
+
+
+async def test_a_peek_whose_earnings_exceed_its_hold_is_never_captured_and_its_hold_comes_back(world: World) -> None:
+    """The capture guard: earnings above what was held (e.g. a request stored before prepaid units held
+    their value) would be paid out of platform revenue; the peek ends cancelled instead."""
+    w = world
+    await w.app.earnings.grant(w.user.id, 500)
+    peek = await w.app.peeks.request(w.user, w.conversation_id, max_price_cents=500)
+    with sqlite3.connect(w.settings.db) as db:  # as a legacy row would read: easy's share worth 3.00 more
+        db.execute("UPDATE peek_consents SET price_cents = price_cents + 300 WHERE agent_id = ?", (w.easy.id,))
+    done = await w.app.peeks.respond(w.picky, peek.id, "accept", None)
+    assert done.status == "cancelled" and "quote_peek" in (done.reason or "")
+    balances = dict(w.rows("SELECT account, SUM(amount_cents) FROM ledger_lines GROUP BY account"))
+    assert balances[f"user:{w.user.id}:credit"] == 500 and balances.get("platform:revenue", 0) == 0
+    assert not any(a.startswith("agent:") and c for a, c in balances.items())
 
 
 async def test_bad_requests_are_refused_with_a_reason(world: World) -> None:

@@ -1,35 +1,51 @@
 """Peeks paid in advance: packs and subscription periods, as `EntitlementProvider`s for pricing.
 
-A pack unit pays one agent's share of one peek, for agents priced up to the pack's cap; its value
-(what the user paid per unit) waits in `user:{id}:packs` and moves with the peek's hold. A
-subscription period gives N peeks at one agent; it was paid to the platform up front, so its cover
-moves nothing from the user and the platform pays the agent at capture.
+Both work the same way. What the user paid waits in a prepaid account of theirs (`user:{id}:packs`,
+`user:{id}:subscriptions`) as units of `unit_value_cents` each: a pack unit is the pack's price per
+peek; a subscription unit is the period's price divided by its peeks, the agent's price locked on the
+day it was bought. A covered share moves one unit's value into the peek's hold, and back if the peek
+is not captured. So a peek is always paid by money that came in for it: see pricing.covered_share
+for what the agent earns from a unit (never more than the unit), and the platform never pays a
+peek out of its own revenue.
 
-A cover's ref is "<entitlement id>:<agent id>", so consume and restore know which share they are
-about and are idempotent per (peek, agent).
+A period's units not used by its end are the platform's (`expire_lapsed`); a refunded purchase takes
+its unused units back (`revoke_unused`). A cover's ref is "<entitlement id>:<agent id>", so consume
+and restore know which share they are about and are idempotent per (peek, agent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import and_, insert, or_, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
 from agentchat_mcp.errors import Conflict
-from agentchat_mcp.services.ledger import Ledger, Line
+from agentchat_mcp.services.ledger import PLATFORM_REVENUE, Ledger, Line
 from agentchat_mcp.services.pricing import Cover
 from agentchat_mcp.store import DbConnection
 from agentchat_mcp.store.tables import entitlement_uses, entitlements, participants, principals
 
 PLATFORM_CLAWBACK = "platform:clawback"  # value taken back (or not recoverable) after refunds and disputes
+Source = Literal["pack", "subscription"]
 
 
 def user_packs(user_id: str) -> str:
     """The ledger account holding the value of a user's unused pack peeks."""
     return f"user:{user_id}:packs"
+
+
+def user_subscriptions(user_id: str) -> str:
+    """The ledger account holding the value of a user's unused subscription peeks (current periods)."""
+    return f"user:{user_id}:subscriptions"
+
+
+def prepaid_account(source: str, user_id: str) -> str:
+    """Where the value of a user's unused `source` units waits."""
+    return user_subscriptions(user_id) if source == "subscription" else user_packs(user_id)
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class Entitlement:
     units_used: int
     valid_from: str
     valid_until: str | None
-    status: str
+    status: str  # active | revoked (refunded) | expired (period over; its unused value went to the platform)
 
     @property
     def units_left(self) -> int:
@@ -183,17 +199,21 @@ class EntitlementCovers:
         if self.source == "subscription":
             for ent in await live_entitlements(conn, user_id, "subscription"):
                 if ent.agent_id == agent_id:
-                    return Cover(source="subscription", ref=f"{ent.id}:{agent_id}", account=None, amount_cents=0)
+                    return self._cover_from(ent, user_id, agent_id)
             return None
         packs = await live_entitlements(conn, user_id, "pack")
         if not packs:
             return None
         chosen = await self._allocate(conn, user_id, conversation_id, packs)
         pack = chosen.get(agent_id)
-        if pack is None:
-            return None
+        return None if pack is None else self._cover_from(pack, user_id, agent_id)
+
+    def _cover_from(self, ent: Entitlement, user_id: str, agent_id: str) -> Cover:
         return Cover(
-            source="pack", ref=f"{pack.id}:{agent_id}", account=user_packs(user_id), amount_cents=pack.unit_value_cents
+            source=self.source,  # type: ignore[arg-type]
+            ref=f"{ent.id}:{agent_id}",
+            account=prepaid_account(self.source, user_id),
+            amount_cents=ent.unit_value_cents,
         )
 
     async def _allocate(
@@ -282,15 +302,16 @@ class EntitlementCovers:
             return  # already restored (or never used): nothing to give back twice
         row = (await conn.execute(select(entitlements).where(entitlements.c.id == entitlement_id))).one()
         ent = _entitlement(row)
-        if ent.status != "revoked":
+        if ent.status == "active":
             await conn.execute(
                 update(entitlements)
                 .where(entitlements.c.id == entitlement_id)
                 .values(units_used=entitlements.c.units_used - 1, updated_at=now)
             )
             return
-        # Refunded meanwhile: the unit is no longer the user's. It leaves the entitlement, and its
-        # value (just returned to the packs account by the peek's release) goes against the refund.
+        # Refunded or lapsed meanwhile: the unit is no longer the user's. It leaves the entitlement, and
+        # its value (just returned to the prepaid account by the peek's release) goes against the
+        # refund, or to the platform like the period's other unused peeks.
         await conn.execute(
             update(entitlements)
             .where(entitlements.c.id == entitlement_id)
@@ -298,15 +319,47 @@ class EntitlementCovers:
                 units_used=entitlements.c.units_used - 1, units_total=entitlements.c.units_total - 1, updated_at=now
             )
         )
-        if ent.source == "pack" and ent.unit_value_cents:
+        if ent.unit_value_cents:
             await self._ledger.post(
                 conn,
                 idempotency_key=f"entitlement:{entitlement_id}:{peek_id}:{agent_id}:forfeit",
-                kind="pack_forfeit",
+                kind=f"{ent.source}_forfeit",
                 lines=[
-                    Line(user_packs(row.user_id), -ent.unit_value_cents),
-                    Line(PLATFORM_CLAWBACK, ent.unit_value_cents),
+                    Line(prepaid_account(ent.source, row.user_id), -ent.unit_value_cents),
+                    Line(PLATFORM_CLAWBACK if ent.status == "revoked" else PLATFORM_REVENUE, ent.unit_value_cents),
                 ],
-                memo="pack peek returned after the pack was refunded",
+                memo=f"{ent.source} peek returned after the {ent.source} was {ent.status}",
                 ref=entitlement_id,
             )
+
+
+async def expire_lapsed(conn: DbConnection, ledger: Ledger, now: str) -> int:
+    """End the subscription periods that are over: their unused peeks' value becomes the platform's
+    (the user bought the month). Idempotent per entitlement; returns how many ended."""
+    rows = (
+        await conn.execute(
+            select(entitlements).where(
+                and_(
+                    entitlements.c.status == "active",
+                    entitlements.c.valid_until.is_not(None),
+                    entitlements.c.valid_until <= now,
+                )
+            )
+        )
+    ).all()
+    for row in rows:
+        ent = _entitlement(row)
+        await conn.execute(
+            update(entitlements).where(entitlements.c.id == ent.id).values(status="expired", updated_at=now)
+        )
+        value = ent.units_left * ent.unit_value_cents
+        if value:
+            await ledger.post(
+                conn,
+                idempotency_key=f"entitlement:{ent.id}:expired",
+                kind=f"{ent.source}_expired",
+                lines=[Line(prepaid_account(ent.source, row.user_id), -value), Line(PLATFORM_REVENUE, value)],
+                memo=f"{ent.units_left} unused peeks of {ent.name} at period end",
+                ref=ent.id,
+            )
+    return len(rows)

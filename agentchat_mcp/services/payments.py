@@ -510,18 +510,24 @@ class Payments:
         amount = row.amount_cents
         memo = {"credits": "credit top-up", "pack": f"pack {row.item}", "subscription": f"subscription {row.item}"}
         pack = self.packs.get(row.item or "") if row.purpose == "pack" else None
+        lines = [Line(source, -amount)]
         if row.purpose == "credits" or (row.purpose == "pack" and pack is None):
             # (a pack withdrawn from the catalogue since it was paid for arrives as credit instead)
-            target = user_credit(row.user_id)
+            lines.append(Line(user_credit(row.user_id), amount))
         elif row.purpose == "pack":
-            target = user_packs(row.user_id)
-        else:
-            target = PLATFORM_REVENUE  # the platform pays the agent per peek out of it (pricing.Cover)
+            lines.append(Line(user_packs(row.user_id), amount))
+        else:  # the period's peeks wait as units in the user's prepaid account; a rounding rest is the fee's
+            sub = (await conn.execute(select(subscriptions).where(subscriptions.c.id == row.subscription_id))).one()
+            units_value = amount // sub.peeks_per_period * sub.peeks_per_period
+            lines += [
+                Line(ents.user_subscriptions(row.user_id), units_value),
+                Line(PLATFORM_REVENUE, amount - units_value),
+            ]
         await self._ledger.post(
             conn,
             idempotency_key=f"payment:{row.id}:fulfil",
             kind=f"{row.purpose}_purchase" if row.purpose != "credits" else "credit_topup",
-            lines=[Line(source, -amount), Line(target, amount)],
+            lines=lines,
             memo=memo[row.purpose],
             ref=row.id,
         )
@@ -551,7 +557,7 @@ class Payments:
             name=sub.plan,
             payment_id=row.id,
             units=sub.peeks_per_period,
-            unit_value_cents=0,
+            unit_value_cents=row.amount_cents // sub.peeks_per_period,  # the price locked when bought
             agent_id=sub.agent_id,
             subscription_id=sub.id,
             valid_from=start,
@@ -564,16 +570,12 @@ class Payments:
         if delta <= 0 or row.fulfilled_at is None:
             return 0
         refund_out = Line(EXTERNAL_CLEARING, delta)  # the money goes back out to the card
-        pack = await ents.for_payment(conn, row.id) if row.purpose == "pack" else None
-        if row.purpose == "subscription":  # the platform had the money; unused peeks of the period go
-            await ents.revoke_unused(conn, row.id, None)
-            taken = delta
-            lines = [refund_out, Line(PLATFORM_REVENUE, -delta)]
-        elif pack is not None:
-            whole = delta >= row.amount_cents - row.reversed_cents
-            units = None if whole else math.ceil(delta / max(1, pack.unit_value_cents))
+        prepaid = await ents.for_payment(conn, row.id) if row.purpose in ("pack", "subscription") else None
+        if prepaid is not None:  # unused peeks go back (a subscription's: all of them, the period ends)
+            whole = row.purpose == "subscription" or delta >= row.amount_cents - row.reversed_cents
+            units = None if whole else math.ceil(delta / max(1, prepaid.unit_value_cents))
             _, taken = await ents.revoke_unused(conn, row.id, units)
-            lines = [refund_out, Line(user_packs(row.user_id), -taken)]
+            lines = [refund_out, Line(ents.prepaid_account(prepaid.source, row.user_id), -taken)]
         else:  # credit (or a withdrawn pack that arrived as credit)
             taken = min(delta, await self._ledger.balance(conn, user_credit(row.user_id)))
             lines = [refund_out, Line(user_credit(row.user_id), -taken)]
@@ -769,10 +771,10 @@ class Payments:
             if entry_id is None:
                 return "nothing to restore"
             lines = next(ls for i, _, ls in await self._ledger.entries_with_ref(conn, row.id) if i == entry_id)
-            # Undo the reversal; pack value comes back as credit (the revoked peeks stay revoked).
+            # Undo the reversal; prepaid value comes back as credit (the revoked peeks stay revoked).
+            prepaid = {user_packs(row.user_id), ents.user_subscriptions(row.user_id)}
             back = [
-                Line(user_credit(row.user_id) if x.account == user_packs(row.user_id) else x.account, -x.amount_cents)
-                for x in lines
+                Line(user_credit(row.user_id) if x.account in prepaid else x.account, -x.amount_cents) for x in lines
             ]
             await self._ledger.post(
                 conn, idempotency_key=f"{opened}:won", kind="dispute_won", lines=back, memo="dispute won", ref=row.id
@@ -1113,6 +1115,7 @@ class Payments:
         invoice events). A balance that does not cover the month leaves the subscription past_due."""
         now_dt = now or clock.now()
         now_iso = clock.iso(now_dt)
+        await self.expire_lapsed(now_iso)
         async with self._store.read() as conn:
             due = (
                 await conn.execute(
@@ -1155,6 +1158,11 @@ class Payments:
                 )
                 renewed += 1
         return renewed
+
+    async def expire_lapsed(self, now: str | None = None) -> int:
+        """End subscription periods that are over; their unused peeks' value becomes the platform's."""
+        async with self._store.write() as conn:
+            return await ents.expire_lapsed(conn, self._ledger, now or clock.now_iso())
 
     async def run_renewals(self, every: float = RENEW_SECONDS) -> None:
         """Renew due subscriptions periodically until cancelled (the server lifespan runs this)."""

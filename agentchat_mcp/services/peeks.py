@@ -357,7 +357,7 @@ class Peeks:
             if line.cover is None:
                 continue
             await self._pricing.providers[line.cover.source].consume(conn, cover=line.cover, peek_id=peek_id)
-            if line.cover.account and line.cover.amount_cents:
+            if line.cover.amount_cents:
                 hold += [
                     Line(user_held(caller.id), line.cover.amount_cents),
                     Line(line.cover.account, -line.cover.amount_cents),
@@ -573,6 +573,13 @@ class Peeks:
             held = peek.charged_cents
         earnings = [Line(agent_pending(c.agent_id), c.price_cents - c.fee_cents) for c in consents]
         earned = sum(e.amount_cents for e in earnings)
+        if earned > held:
+            # Never pay a peek out of the platform's revenue (a request made before prepaid units held
+            # their value, or a bug): it ends unpaid, and the user can ask again at today's price.
+            logger.error("peek %s would pay %s cents of earnings from a %s cent hold; cancelled", peek_id, earned, held)
+            reason = "Its price no longer matches what was paid for it; quote_peek shows the price now."
+            await self._release(conn, peek_id, "cancelled", reason, clock.iso(now_dt), counters)
+            return
         await self._ledger.post(
             conn,
             idempotency_key=f"peek:{peek_id}:capture",

@@ -8,6 +8,12 @@ is released.
 
 Fee rounding: the fee is rounded down to the cent, so an agent never earns less than
 price * (100 - fee%) / 100.
+
+A share paid by a pack or subscription (a `Cover`) brings in the unit the user paid for it, which
+may be less than the agent's price now (a pack's discount; a subscription's price locked when it
+was bought, however the agent's price moved since). `covered_share` prices it: the agent earns what
+a credit peek would pay it, but never more than the unit; the platform keeps the rest, never below
+zero. So no peek is ever paid out of the platform's own revenue.
 """
 
 from __future__ import annotations
@@ -29,14 +35,13 @@ PaidBy = Literal["credit", "pack", "subscription"]
 class Cover:
     """A pack or subscription paying one agent's share of one peek.
 
-    `account`: the ledger account holding the prepaid value (e.g. f"user:{id}:packs"); the hold
-    moves `amount_cents` from it. None (and amount 0): nothing moves from the user; at capture the
-    platform pays the agent its earnings out of revenue (e.g. a subscription already paid for).
+    `account`: the user's ledger account holding the prepaid value (e.g. f"user:{id}:packs"); the
+    hold moves `amount_cents`, one unit's value, from it.
     """
 
     source: Literal["pack", "subscription"]
     ref: str
-    account: str | None
+    account: str
     amount_cents: int
 
 
@@ -63,7 +68,7 @@ class QuoteLine:
     agent_id: str
     agent_name: str
     can_refuse: bool
-    price_cents: int  # the agent's peek price
+    price_cents: int  # the agent's peek price; for a covered share, what its unit brings in (covered_share)
     fee_cents: int  # the platform's part of it
     earns_cents: int  # price less fee: what the agent earns
     paid_by: PaidBy
@@ -90,6 +95,18 @@ class Quote:
 def fee_of(price_cents: int, fee_percent: int) -> int:
     """The platform's part of a price, rounded down to the cent."""
     return price_cents * fee_percent // 100
+
+
+def covered_share(price_cents: int, fee_percent: int, paid_cents: int) -> tuple[int, int]:
+    """(price, fee) of an agent's share paid by a prepaid unit worth `paid_cents`.
+
+    The share is worth what came in for it, up to the agent's price; the agent earns its usual
+    price less fee, capped at that worth; the fee is the rest (>= 0). E.g. a 500.00 agent covered
+    by a 0.40 subscription unit: (40, 0), the agent earns 0.40.
+    """
+    worth = min(price_cents, paid_cents)
+    earns = min(price_cents - fee_of(price_cents, fee_percent), worth)
+    return worth, worth - earns
 
 
 class Pricing:
@@ -136,8 +153,11 @@ class Pricing:
         lines = []
         for agent in agents:
             price = int(agent.peek_price_cents or 0)
-            fee = fee_of(price, self.fee_percent)
             cover = await self._cover(conn, user_id, agent.id, price, conversation_id)
+            if cover is None:
+                fee = fee_of(price, self.fee_percent)
+            else:
+                price, fee = covered_share(price, self.fee_percent, cover.amount_cents)
             lines.append(
                 QuoteLine(
                     agent_id=agent.id,
