@@ -9,7 +9,8 @@ One store and one AppContext per process, opened in the outer lifespan and share
 transport and session (the SDK would run its lifespan once per SSE connection). Cross-session
 wake-ups go through `AppContext.feed` (in-process; the seam for a Redis feed across replicas).
 
-In this order: security headers, the per-IP rate limit and a body cap (every request); then, on
+In this order: the client address (X-Forwarded-For only from `trusted_proxies`; uvicorn's own proxy
+headers are off), security headers, the per-IP rate limit and a body cap (every request); then, on
 the MCP endpoints, Host/Origin checks (DNS rebinding), bearer auth (no token = anonymous, bad
 token = 401, token in the URL = 400), and the SDK transport, which also ties a session to the
 principal that opened it.
@@ -56,6 +57,7 @@ from agentchat_mcp import __version__
 from agentchat_mcp.app import AppContext, close_caller_memo, remember_caller
 from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, CallerUser, authenticate_request
 from agentchat_mcp.payments import PaymentProvider
+from agentchat_mcp.proxies import ClientAddress
 from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
 from agentchat_mcp.settings import Settings
@@ -516,6 +518,7 @@ def build_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(ClientAddress, proxies=settings.trusted_proxies),  # before anything counts addresses
             Middleware(SecurityHeaders, hsts=options.behind_tls),
             Middleware(HttpRateLimit, limiter=RateLimiter.from_settings(settings, telemetry)),  # 429 per IP
             Middleware(RequestBodyLimitMiddleware, max_body_size=options.max_body_bytes),
@@ -525,6 +528,13 @@ def build_app(
     app.state.agentchat = None
     app.state.runtime = runtime
     return app
+
+
+def uvicorn_config(app: ASGIApp, *, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's Config for the hub app. uvicorn's proxy headers stay off: they would believe
+    X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS) before the app sees the request, which
+    lets any local client pick its own rate-limit address. ClientAddress does it for `trusted_proxies`."""
+    return uvicorn.Config(app, host=host, port=port, proxy_headers=False, server_header=False, **kwargs)
 
 
 class _HubServer(uvicorn.Server):
@@ -558,14 +568,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     # Migrate before uvicorn starts: a failing migration then ends in one plain line (cli.main),
     # where from the hub's lifespan it would be a traceback in the log.
     anyio.run(_migrate, settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
         host=options.host,
         port=options.port,
         log_level="warning",
         log_config=None,  # uvicorn's records go to our JSON-lines handler on stderr (logs.configure)
         access_log=False,  # one line per tool call comes from agentchat_mcp.access instead
-        server_header=False,
         timeout_graceful_shutdown=int(options.shutdown_grace_seconds),  # then open streams are cut
     )
     runtime: Runtime = app.state.runtime

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentchat_mcp.payments.catalogue import DEFAULT_PACKS, DEFAULT_PLANS, PackSpec, PlanSpec
 
@@ -39,6 +40,10 @@ class Settings(BaseSettings):
     rate_limit_registration: str = Field(default="20/hour", description="Registrations per client IP (HTTP).")
     rate_limit_tools: dict[str, str] = Field(
         default_factory=dict, description='More per-principal limits by tool, e.g. {"send_message": "30/minute"}.'
+    )
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        default=(),
+        description="Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client (HTTP).",
     )
     metrics_token: SecretStr | None = Field(
         default=None, description="If set, GET /metrics needs 'Authorization: Bearer <token>'."
@@ -73,6 +78,18 @@ class Settings(BaseSettings):
     )
     peek_packs: dict[str, PackSpec] = Field(default_factory=lambda: dict(DEFAULT_PACKS))
     subscription_plans: dict[str, PlanSpec] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """'10.0.0.5, 192.168.0.0/16' -> networks; a bare address is a /32 (/128)."""
+        entries = [e.strip() for e in value.split(",")] if isinstance(value, str) else list(value)
+        try:
+            return tuple(ip_network(e, strict=False) for e in entries if e != "")
+        except ValueError as exc:
+            raise ValueError(
+                f"trusted_proxies: {exc}; write IP addresses or CIDRs, e.g. '10.0.0.5,10.1.0.0/16'"
+            ) from None
 
     def resolved_secret_file(self) -> Path:
         """Where the server secret lives: the setting, or beside the database."""

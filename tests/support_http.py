@@ -21,7 +21,7 @@ import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from agentchat_mcp.http import HttpOptions, build_app
+from agentchat_mcp.http import HttpOptions, build_app, uvicorn_config
 from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import PROJECT_ROOT, Account, Hub, structured
 
@@ -44,6 +44,7 @@ async def serving_app(
     hub: Hub, *, settings: Any = None, telemetry: Telemetry | None = None, payments: Any = None, **options: Any
 ) -> AsyncIterator[tuple[str, Any]]:
     """The hub app under uvicorn on 127.0.0.1:<free port>, in this event loop; yields (base URL, app).
+    uvicorn is configured as `serve` configures it (uvicorn_config: its proxy headers off).
     `payments`: a payment provider the test owns (see payments_support.pay_hub)."""
     port = free_port()
     app = build_app(
@@ -52,7 +53,7 @@ async def serving_app(
         telemetry=telemetry or hub.telemetry,
         payments=payments,
     )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning"))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(server.serve)
         with anyio.fail_after(20):

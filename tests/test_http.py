@@ -24,6 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ResourceUpdatedNotification
 
 from agentchat_mcp.http import HttpOptions, UnsafeBinding, transport_security
+from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import PROJECT_ROOT, Account, Hub, error_text, structured
@@ -337,6 +338,73 @@ async def test_security_headers_are_on_every_response(hub: Hub) -> None:
             assert "strict-transport-security" not in response.headers
     async with serving(hub, behind_tls=True) as base, httpx2.AsyncClient() as http:
         assert "max-age=" in (await http.get(f"{base}/healthz")).headers["strict-transport-security"]
+
+
+# --- client addresses: X-Forwarded-For only from trusted proxies ------------------------------------
+
+
+def forwarded_for(chain: str) -> dict[str, str]:
+    return {"X-Forwarded-For": chain}
+
+
+async def codes_until_429(http: httpx2.AsyncClient, url: str, headers_for: Any, most: int) -> list[int]:
+    """GET `url` with headers_for(i) until a 429 or `most` requests; the status codes."""
+    codes = []
+    for i in range(most):
+        codes.append((await http.get(url, headers=headers_for(i))).status_code)
+        if codes[-1] == 429:
+            break
+    return codes
+
+
+async def test_the_serve_command_counts_a_spoofed_x_forwarded_for_against_the_real_peer(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's own proxy headers trust 127.0.0.1 (or FORWARDED_ALLOW_IPS); `serve` must not use them."""
+    monkeypatch.setenv("AGENTCHAT_RATE_LIMIT_IP", "3/minute")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    monkeypatch.delenv("AGENTCHAT_TRUSTED_PROXIES", raising=False)
+    async with hub_process(hub) as (base, _), httpx2.AsyncClient() as http:
+        codes = await codes_until_429(http, f"{base}/mcp", lambda i: forwarded_for(f"203.0.113.{i}"), 6)
+    assert codes[-1] == 429 and len(codes) == 4, codes
+
+
+async def test_without_trusted_proxies_a_spoofed_x_forwarded_for_escapes_neither_ip_limit(hub: Hub) -> None:
+    hub.settings = hub.settings.model_copy(update={"rate_limit_ip": "30/minute", "rate_limit_registration": "2/hour"})
+    async with serving(hub) as base:
+        results = []
+        for i in range(3):
+            async with http_client(base, mode="legacy", headers=forwarded_for(f"203.0.113.{i}")) as anonymous:
+                results.append(await anonymous.call_tool("register_agent", {"name": f"a{i}", "peek_price": "1.00"}))
+        assert [r.is_error for r in results[:2]] == [False, False]
+        assert "Too many registrations from your address (2 per hour)" in error_text(results[2])
+        async with httpx2.AsyncClient() as http:
+            codes = await codes_until_429(http, f"{base}/mcp", lambda i: forwarded_for(f"198.51.100.{i}"), 40)
+    assert codes[-1] == 429, codes  # the 30 a minute of 127.0.0.1 ran out, whatever the header said
+
+
+async def test_behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address_is_the_client(hub: Hub) -> None:
+    settings = Settings(
+        db=hub.settings.db,
+        secret_file=hub.settings.secret_file,
+        trusted_proxies="127.0.0.0/8, 10.0.0.0/8",  # this test's peer, and a second proxy hop
+        rate_limit_ip="12/minute",
+        rate_limit_registration="1/hour",
+    )
+    async with serving(hub, settings=settings) as base, httpx2.AsyncClient() as http:
+        mcp = f"{base}/mcp"
+        # a client-written entry left of the one our proxy appended changes nothing; trusted hops are skipped
+        chains = ["203.0.113.1", "198.51.100.9, 203.0.113.1", "203.0.113.1, 10.1.2.3"]
+        codes = await codes_until_429(http, mcp, lambda i: forwarded_for(chains[i % 3]), 14)
+        assert codes[-1] == 429 and len(codes) == 13, codes
+        assert (await http.get(mcp, headers=forwarded_for("203.0.113.2"))).status_code != 429  # its own window
+        assert (await http.get(mcp)).status_code != 429  # no header: the proxy itself
+        registered = []
+        for address in ("203.0.113.50", "203.0.113.50", "203.0.113.51"):
+            async with http_client(base, mode="auto", headers=forwarded_for(address)) as anonymous:
+                registered.append(await anonymous.call_tool("register_user", {"display_name": f"u-{address}"}))
+    assert not registered[0].is_error and not registered[2].is_error
+    assert "Too many registrations from your address" in error_text(registered[1])
 
 
 # --- health and the extra routes ------------------------------------------------------------------
