@@ -13,7 +13,7 @@ In this order: the client address (X-Forwarded-For only from `trusted_proxies`; 
 headers are off), security headers, the per-IP rate limit and a body cap (every request); then, on
 the MCP endpoints, Host/Origin checks (DNS rebinding), bearer auth (no token = anonymous, bad
 token = 401, token in the URL = 400), and the SDK transport, which also ties a session to the
-principal that opened it.
+principal that opened it. `/metrics` gets the same Host/Origin checks, then its own optional token.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentchat_mcp import __version__
@@ -199,6 +199,22 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class HostCheck:
+    """The Host/Origin allow-lists of the MCP endpoints (DNS rebinding) in front of another endpoint."""
+
+    def __init__(self, security: TransportSecuritySettings, app: ASGIApp) -> None:
+        self.checks = TransportSecurityMiddleware(security)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = await self.checks.validate_request(Request(scope), is_post=False)
+            if refused is not None:  # before the endpoint's own auth, as on /mcp: no token probing
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -508,7 +524,7 @@ def build_app(
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/metrics", HostCheck(security, request_response(metrics_endpoint)), methods=["GET"]),
         *extra_routes,
         *provided_routes(),
         Route(MCP_PATH, guarded("mcp", _mcp_endpoint(runtime))),

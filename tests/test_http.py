@@ -7,6 +7,7 @@ real `agentchat-mcp serve --transport http` command as a subprocess. Both live i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ResourceUpdatedNotification
+from pydantic import SecretStr
 
 from agentchat_mcp.http import HttpOptions, UnsafeBinding, transport_security
 from agentchat_mcp.settings import Settings
@@ -405,6 +407,49 @@ async def test_behind_a_trusted_proxy_the_right_most_untrusted_forwarded_address
                 registered.append(await anonymous.call_tool("register_user", {"display_name": f"u-{address}"}))
     assert not registered[0].is_error and not registered[2].is_error
     assert "Too many registrations from your address" in error_text(registered[1])
+
+
+# --- /metrics: the Host/Origin allow-lists of /mcp, and an optional scrape token ---------------------
+
+
+async def test_metrics_refuses_a_foreign_host_or_origin_as_mcp_does(hub: Hub) -> None:
+    async with serving(hub, telemetry=Telemetry()) as base, httpx2.AsyncClient() as http:  # as `serve` builds it
+        port = base.rsplit(":", 1)[1]
+        for foreign in ({"Host": "evil.example"}, {"Host": f"evil.example:{port}"}, {"Origin": "http://evil.example"}):
+            metrics = await http.get(f"{base}/metrics", headers=foreign)
+            mcp = await http.get(f"{base}/mcp", headers=foreign)
+            assert (metrics.status_code, metrics.text) == (mcp.status_code, mcp.text), foreign
+            assert metrics.status_code in (403, 421) and "revenue" not in metrics.text
+        for good in ({}, {"Host": f"localhost:{port}"}, {"Origin": f"http://127.0.0.1:{port}"}):
+            assert (await http.get(f"{base}/metrics", headers=good)).status_code == 200, good
+
+
+async def test_with_a_metrics_token_a_scrape_needs_exactly_that_bearer_token(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "scrape-token-8d1f0c2e"
+    caplog.set_level(logging.DEBUG)
+    settings = hub.settings.model_copy(update={"metrics_token": SecretStr(token)})
+    async with serving(hub, settings=settings, telemetry=Telemetry()) as base, httpx2.AsyncClient() as http:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": f"Bearer {token}x"},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": token},
+        ):
+            refused = await http.get(f"{base}/metrics", headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert token not in refused.text and "revenue" not in refused.text
+        scraped = await http.get(f"{base}/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "revenue_per_day" in scraped.text
+        # the Host check comes first: behind a foreign Host even the right token gets nothing
+        foreign = await http.get(
+            f"{base}/metrics", headers={"Authorization": f"Bearer {token}", "Host": "evil.example"}
+        )
+        assert foreign.status_code == 421
+    assert token not in caplog.text
 
 
 # --- health and the extra routes ------------------------------------------------------------------
