@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from mcp import Client
 from sqlalchemy.engine import Connection
 
 from agentchat_mcp.store import migrations, open_store
@@ -348,3 +350,45 @@ async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp
             bodies = [r.body for r in await conn.fetch(select(notes.c.body).order_by(notes.c.id), {})]
     assert bodies == ["kept", "kept too"]
     assert [row[0] for row in sqlite3.connect(tmp_path / "tx.db").execute("SELECT body FROM tx_notes")] == bodies
+
+
+# --- file modes: the database holds every key hash and sealed message, as private as the secret beside it ---
+
+
+def _modes(db: Path) -> dict[str, int]:
+    """Permission bits of the database and whichever of its -wal, -shm and -journal files exist now."""
+    files = [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+    return {f.name: stat.S_IMODE(f.stat().st_mode) for f in files if f.exists()}
+
+
+async def test_a_fresh_database_made_by_the_cli_and_its_wal_and_shm_are_0600(tmp_path: Path) -> None:
+    # Under the usual umask (022) SQLite made all three 0644: readable by every local user.
+    hub = Hub(tmp_path / "fresh")
+    env = {**os.environ, "AGENTCHAT_DB": str(hub.settings.db), "AGENTCHAT_SECRET_FILE": str(hub.settings.secret_file)}
+    done = run_cli("agent", "create", "--name", "first", env=env)
+    assert done.returncode == 0, done.stderr
+    assert _modes(hub.settings.db)["agentchat.db"] == 0o600
+    async with Client(hub.stdio(None)) as client:  # a running server: the WAL and shared memory are open
+        structured(await client.call_tool("register_agent", {"name": "second", "peek_price": "1.00"}))
+        live = _modes(hub.settings.db)
+    assert live == {"agentchat.db": 0o600, "agentchat.db-wal": 0o600, "agentchat.db-shm": 0o600}
+
+
+async def test_an_existing_database_others_can_read_is_made_0600_with_a_warning(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    async with open_store(db):
+        pass
+    db.chmod(0o644)  # as every earlier version left it
+    done = run_cli("--db", str(db), "db", "status")
+    assert done.returncode == 0, done.stderr
+    assert _modes(db) == {"old.db": 0o600}
+    assert str(db) in done.stderr and "0600" in done.stderr, done.stderr
+    assert done.stdout.strip() and "Traceback" not in done.stderr
+
+
+async def test_a_backup_is_as_private_as_the_database(hub: Hub, tmp_path: Path) -> None:
+    await hub.register_agent("alice")
+    backup = tmp_path / "elsewhere" / "backup.db"
+    done = run_cli("--db", str(hub.settings.db), "db", "backup", str(backup))
+    assert done.returncode == 0, done.stderr
+    assert _modes(backup) == {"backup.db": 0o600}

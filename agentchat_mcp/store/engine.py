@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
+import stat
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
     from agentchat_mcp.settings import Settings
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class Ran(NamedTuple):
@@ -352,10 +357,46 @@ class Store:
 def backup_file(source: Path, target: Path) -> None:
     """Copy a live SQLite database page by page; safe while other processes write."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    _make_private(target)  # a copy of every key hash and sealed message, so as private as the original
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
     dst.close()
     src.close()
+
+
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it, or take group and world access off it.
+
+    It holds every API-key hash, sealed message and wrapped key: as private as the server secret
+    beside it (server_secret.py). SQLite gives the -wal, -shm and -journal files it creates the
+    database file's own mode, so a 0600 database gets 0600 side files whatever the umask.
+
+    An existing file others can access (every earlier version left it 0644 under the usual umask)
+    is made owner-only with a warning, not refused as a readable secret file is: refusing would
+    stop every hub on upgrade, and whoever runs the server must read the 0600 secret file already,
+    so no process that could use the database loses it. A file we do not own (root serving another
+    user's files) cannot be changed: warn and go on.
+    """
+    with contextlib.suppress(FileExistsError):  # else already there, or just created by another process
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in _SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except FileNotFoundError:  # a side file comes and goes with connections
+            continue
+        if not mode & 0o077:
+            continue
+        try:
+            file.chmod(mode & 0o700)
+        except PermissionError:
+            logger.warning(
+                "%s is open to other users (%04o) and not ours to change: run chmod 600 %s", file, mode, file
+            )
+        else:
+            logger.warning("%s was open to other users (%04o); it is now owner-only (%04o)", file, mode, mode & 0o700)
 
 
 def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
@@ -396,6 +437,7 @@ async def open_store(
     """Open (creating if needed) the database at `path`, migrated to the newest schema."""
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _make_private(path)
     store = Store(path, busy_timeout=busy_timeout, driver=driver)
     try:
         if upgrade:
