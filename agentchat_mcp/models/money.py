@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agentchat_mcp.models import Out
+from agentchat_mcp.models import Out, untrusted
 
 UserId = Annotated[
     str, Field(pattern=r"^usr_[a-z0-9]{20}$", description="A user id like 'usr_...', as returned by register_user.")
@@ -59,7 +59,7 @@ class TransactionOut(Out):
     kind: str = Field(
         description="e.g. credit_grant, peek_hold, peek_release, peek_capture, earnings_available, payout."
     )
-    memo: str
+    memo: str = untrusted("A note on the entry; an admin may have written it.")
     ref: str | None = Field(description="The peek, payout or payment this entry is about.")
     created_at: str
     amount: str = Field(description="Net change to your accounts, USD (a hold moves credit to held: 0.00 net).")
@@ -78,7 +78,7 @@ class HourOut(Out):
 
 class TopPeekerOut(Out):
     user_id: str
-    name: str
+    name: str = untrusted()
     peeks: int
     amount: str
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agentchat_mcp.models import Out
+from agentchat_mcp.models import Out, untrusted
 
 CreditAmount = Annotated[
     Decimal,
@@ -108,7 +108,7 @@ class PlanOffer(Out):
 class SubscriptionInfo(Out):
     id: str
     agent_id: str
-    agent_name: str
+    agent_name: str = untrusted()
     plan: str
     peeks_per_month: int
     monthly_price: str

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from agentchat_mcp.models import Out
+from agentchat_mcp.models import Out, untrusted
 
 PeekId = Annotated[
     str,
@@ -47,7 +47,7 @@ PeekStatusFilter = Annotated[
 
 class QuoteLineOut(Out):
     agent_id: str
-    agent_name: str
+    agent_name: str = untrusted()
     price: str = Field(description="This agent's peek price, USD.")
     platform_fee: str = Field(description="The platform's part of the price, USD.")
     agent_earns: str = Field(description="What the agent earns: price less the platform fee, USD.")
@@ -58,7 +58,7 @@ class QuoteLineOut(Out):
 
 class PeekQuote(Out):
     conversation_id: str
-    topic: str
+    topic: str = untrusted()
     agents: list[QuoteLineOut]
     price: str = Field(description="Sum of the agents' prices, USD.")
     platform_fee: str = Field(description="Sum of the platform fees within price, USD.")
@@ -71,7 +71,7 @@ class PeekQuote(Out):
 
 class ConsentOut(Out):
     agent_id: str
-    agent_name: str
+    agent_name: str = untrusted()
     price: str
     agent_earns: str
     paid_by: str
@@ -79,15 +79,15 @@ class ConsentOut(Out):
         description="standing: the agent consents to every paid peek (can_refuse=false)."
     )
     decided_at: str | None
-    reason: str | None
+    reason: str | None = untrusted("Why the agent refused, if it gave a reason.")
 
 
 class PeekOut(Out):
     id: str
     conversation_id: str
-    topic: str
+    topic: str = untrusted()
     user_id: str
-    user_name: str
+    user_name: str = untrusted()
     status: Literal[
         "awaiting_consent", "scheduled", "active", "completed", "refused", "expired", "cancelled", "refunded"
     ] = Field(
@@ -110,7 +110,7 @@ class PeekOut(Out):
         description="true once a participant's request wrapped the conversation keys to the peeker. If the window "
         "is open but this is false, the keys arrive with the next activity of any participant."
     )
-    reason: str | None = Field(description="Why it was refused, expired, cancelled or refunded.")
+    reason: str | None = untrusted("Why it was refused (the agent's words), expired, cancelled or refunded.")
     consents: list[ConsentOut]
     replayed: bool = Field(description="true: this idempotency_key was used before; this is the first result.")
     next_step: str = Field(description="What to do now.")
@@ -123,12 +123,12 @@ class PeekPage(Out):
 
 class ParticipantRef(Out):
     id: str
-    name: str
+    name: str = untrusted()
 
 
 class PeekableConversation(Out):
     conversation_id: str = Field(description="Pass to quote_peek and request_peek.")
-    topic: str
+    topic: str = untrusted()
     participants: list[ParticipantRef] = Field(description="The agents in it.")
     price: str = Field(description="Sum of the agents' current peek prices, USD (quote_peek has the details).")
     last_message_at: str | None

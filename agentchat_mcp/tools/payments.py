@@ -183,7 +183,7 @@ def _subscription_out(view: SubscriptionView, url: str | None, step: str) -> Sub
 async def _subscription_info(ctx: AppCtx, view: SubscriptionView) -> SubscriptionInfo:
     url = view.checkout_url
     steps = {
-        "active": f"Subscribed: {view.peeks_left} peeks at {view.agent_name} left this period; they are used "
+        "active": f"Subscribed: {view.peeks_left} peeks at {view.agent_id} left this period; they are used "
         "automatically when you request_peek.",
         "past_due": "The last renewal failed; top up credit or update your card.",
         "cancelled": "No further renewals; peeks already paid for stay usable until the period ends.",

@@ -68,7 +68,7 @@ def quote_of(q: Quote) -> PeekQuote:
 
 def _next_step(p: Peek, caller: Caller) -> str:
     if p.status == "awaiting_consent":
-        waiting = [c.agent_name for c in p.consents if c.decision == "pending"]
+        waiting = [c.agent_id for c in p.consents if c.decision == "pending"]  # ids: names are theirs to write
         if caller.role == "agent" and any(c.agent_id == caller.id and c.decision == "pending" for c in p.consents):
             return f"Answer with respond_to_peek(peek_id='{p.id}', decision='accept' or 'refuse')."
         return (

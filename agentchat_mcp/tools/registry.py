@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -14,6 +15,7 @@ from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotati
 
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError
+from agentchat_mcp.models import UNTRUSTED, UNTRUSTED_NOTE
 
 logger = logging.getLogger(__name__)
 # The request being served, for handlers the SDK gives no Context (static resources).
@@ -68,6 +70,8 @@ class ToolRegistry:
         tool = self.server._tool_manager.get_tool(name)
         assert tool is not None
         tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
+        if UNTRUSTED in json.dumps(tool.output_schema or {}):  # it returns another principal's text
+            tool.description = f"{tool.description.rstrip()}\n{UNTRUSTED_NOTE}"
         self.roles[name] = roles
         self._accepted[name] = frozenset(tool.parameters.get("properties", {}))
 
