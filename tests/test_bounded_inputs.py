@@ -3,7 +3,7 @@
 Found by attacking the hub: list_transactions(cursor="99999999999999999999") reached SQLite, whose
 integers are 64-bit, and the OverflowError came back as "Internal error"; the other cursors took any
 string and silently read some other page. The arguments checked here are found in the tool schemas
-(every cursor, integer, number and money argument of every tool), so a tool added later is audited
+(every cursor, integer, number, money and date-time argument of every tool), so a tool added later is audited
 without touching this file; it only has to say who may call it.
 """
 
@@ -26,6 +26,8 @@ OUT_OF_RANGE: dict[str, list[Any]] = {
     "integer": [int(HUGE), -int(HUGE), HUGE, "-" + HUGE, "many"],
     "number": [1e300, -1e300, HUGE, "-" + HUGE, "soon"],
     "money": [HUGE, "-" + HUGE, int(HUGE), "lots"],
+    # as unix times, then the ends of the calendar (UTC+14 in year 1 and UTC-14 in 9999 overflow it)
+    "datetime": [int(HUGE), -int(HUGE), HUGE, "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "soon"],
 }
 # Who calls each tool that takes a bounded argument (a tool missing here fails its case, by name).
 CALLER = {
@@ -55,10 +57,12 @@ def leaves(schema: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def kind_of(name: str, schema: dict[str, Any]) -> str | None:
-    """cursor, money (a decimal as number or string), integer, number; None for the rest."""
+    """cursor, datetime, money (a decimal as number or string), integer, number; None for the rest."""
     types = {leaf.get("type") for leaf in leaves(schema)}
     if name == "cursor":
         return "cursor"
+    if any(leaf.get("format") == "date-time" for leaf in leaves(schema)):
+        return "datetime"
     if {"number", "string"} <= types:
         return "money"
     if "integer" in types:
@@ -81,6 +85,8 @@ async def world(hub: Hub) -> tuple[dict[str, Account | None], dict[str, Any]]:
     """Principals of each role, a conversation, and valid values for the other required arguments."""
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
     uma, root = await hub.register_user("uma"), await hub.register_admin("root")
+    async with hub.client(root) as admin:  # so that a refusal is about the value, not an empty balance
+        structured(await admin.call_tool("grant_credits", {"user_id": uma.id, "amount": "50.00"}))
     async with hub.client(alice) as a:
         started = await a.call_tool(
             "start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"}
@@ -114,6 +120,7 @@ def test_the_audit_finds_every_kind_of_bounded_argument() -> None:
         ("wait_for_messages", "timeout_s"),
         ("request_peek", "duration_minutes"),
         ("request_peek", "max_price"),
+        ("request_peek", "start_at"),
         ("grant_credits", "amount"),
         ("find_agents", "limit"),
     } <= found
