@@ -2,15 +2,19 @@
 
 What is limited, each a setting (``AGENTCHAT_RATE_LIMIT_*``, ";"-separated for several windows):
 
-- every tool call of a principal (``rate_limit_principal``, 100/minute); an anonymous session is
-  counted by its IP address (HTTP) or as the local process (stdio);
+- every request of a principal (``rate_limit_principal``, 100/minute): tool calls, resource reads,
+  subscriptions, completions, prompts; not the connection's own bookkeeping (``UNCOUNTED``: the
+  handshake, discovery, ping and the listings a client library makes on its own). An anonymous
+  session is counted by its IP address (HTTP) or as the local process (stdio);
 - ``request_peek`` per user (``rate_limit_request_peek``, 10/minute);
 - registration per IP address (``rate_limit_registration``; HTTP only: a local stdio process can
   create accounts with the CLI anyway);
 - every HTTP request per IP address (``rate_limit_ip``, 1000/minute).
 
-Inside MCP (stdio too) a refusal is a tool error whose text ends in ``retry_after_seconds=N`` and
-whose structured content carries the same number; over HTTP the per-IP limit is a 429 with
+Inside MCP (stdio too) a refused tool call is a tool error whose text ends in
+``retry_after_seconds=N`` and whose structured content carries the same number; any other refused
+request is a JSON-RPC error ``RATE_LIMITED`` with the same text and ``data`` ``{"error":
+"rate_limited", "retry_after_seconds": N}``. Over HTTP the per-IP limit is a 429 with
 ``Retry-After`` and ``RateLimit-*`` headers. Storage is ``memory://`` (one process) or
 ``redis://...`` (replicas share their windows). If the storage fails, calls are let through and the
 failure is logged: an outage of Redis must not take the hub down with it.
@@ -32,6 +36,7 @@ from limits import RateLimitItem, WindowStats, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent
 
 from agentchat_mcp.errors import RateLimited
@@ -44,6 +49,21 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REGISTRATION_TOOLS = frozenset({"register_agent", "register_user"})
+# Requests no principal window counts: the connection's own bookkeeping, which client libraries send
+# unasked (a listing to validate a tool's output, discovery per connection). The per-IP limit still
+# counts them over HTTP.
+UNCOUNTED = frozenset(
+    {
+        "initialize",
+        "server/discover",
+        "ping",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+    }
+)
+RATE_LIMITED = -32010  # JSON-RPC code of a refused request other than tools/call (implementation-defined band)
 LOCAL = "local"  # the client "address" of stdio and in-memory sessions
 
 Scope = str  # "principal" | "ip" | "registration" | "tool:<name>"
@@ -237,15 +257,22 @@ class RateLimiter:
         if self.telemetry is not None:
             self.telemetry.rate_limited.add(1, {"scope": scope.split(":", 1)[0]})
 
-    async def check_tool_call(self, tool: str, *, principal_id: str | None, client: str) -> None:
-        """Raise RateLimited if this call is over a limit. `client`: IP address, or LOCAL."""
+    async def check_request(self, *, principal_id: str | None, client: str) -> str:
+        """Count one request (any method) against the principal's windows; raise RateLimited over them.
+        `client`: IP address, or LOCAL. Returns the key counted (anonymous callers: by address)."""
         who = principal_id or f"anonymous@{client}"
         decision = await self.hit("principal", self.principal, who, report=False)
         if not decision.allowed:
             raise RateLimited(
-                f"Too many calls: this account may make {self._describe(self.principal)} tool calls. Wait, then retry.",
+                f"Too many requests: this account may make {self._describe(self.principal)} requests "
+                "(tool calls, reads, subscriptions). Wait, then retry.",
                 decision.retry_after_seconds,
             )
+        return who
+
+    async def check_tool_call(self, tool: str, *, principal_id: str | None, client: str) -> None:
+        """Raise RateLimited if this call is over a limit. `client`: IP address, or LOCAL."""
+        who = await self.check_request(principal_id=principal_id, client=client)
         if tool in REGISTRATION_TOOLS and client != LOCAL:
             decision = await self.hit("registration", self.registration, client, report=False)
             if not decision.allowed:
@@ -281,7 +308,7 @@ async def _settled(outcome: Awaitable[T] | T) -> T:
     return outcome
 
 
-# --- inside MCP: before each tool call ------------------------------------------------------------
+# --- inside MCP: before each request ---------------------------------------------------------------
 
 
 def client_address(request: Any) -> str:
@@ -300,15 +327,15 @@ def refusal_result(tool: str, exc: RateLimited) -> CallToolResult:
     )
 
 
-class ToolCallLimits:
-    """Counts every tools/call against the caller's windows (pipeline.py asks before each call)."""
+class RequestLimits:
+    """Counts every request against the caller's windows (pipeline.py asks before each one)."""
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
 
     async def refusal(self, tool: str, principal_id: str | None, request: Any) -> CallToolResult | None:
-        """None if the call may go ahead, else the tool error to answer with. `principal_id`: None
-        for an anonymous caller (or one whose key is bad), counted by its address instead."""
+        """For a tools/call: None if the call may go ahead, else the tool error to answer with.
+        `principal_id`: None for an anonymous caller (or one whose key is bad), counted by its address."""
         if not self.limiter.enabled:
             return None
         try:
@@ -316,6 +343,22 @@ class ToolCallLimits:
         except RateLimited as exc:
             return refusal_result(tool, exc)
         return None
+
+    def counts(self, method: str) -> bool:
+        """Whether a request of `method` (not tools/call) counts: limits on, and not UNCOUNTED."""
+        return self.limiter.enabled and method not in UNCOUNTED
+
+    async def check(self, principal_id: str | None, request: Any) -> None:
+        """For a request that `counts`: raise MCPError (RATE_LIMITED, the wait in its text and data)
+        when it is over the principal's limit."""
+        try:
+            await self.limiter.check_request(principal_id=principal_id, client=client_address(request))
+        except RateLimited as exc:
+            raise MCPError(
+                code=RATE_LIMITED,
+                message=str(exc),
+                data={"error": "rate_limited", "retry_after_seconds": exc.retry_after_seconds},
+            ) from None
 
 
 # --- over HTTP: an ASGI middleware for the per-IP limit -----------------------------------------

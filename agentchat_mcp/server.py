@@ -13,7 +13,7 @@ from agentchat_mcp import __version__, prompts, resources, server_secret
 from agentchat_mcp.app import PROCESS_SESSION, AppContext
 from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.pipeline import RequestPipeline
-from agentchat_mcp.ratelimit import RateLimiter, ToolCallLimits
+from agentchat_mcp.ratelimit import RateLimiter, RequestLimits
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed, Listener
@@ -146,7 +146,7 @@ def build_server(
         subscriptions=bus,
     )
     registry = ToolRegistry(server)
-    limits = ToolCallLimits(RateLimiter.from_settings(settings, telemetry))
+    limits = RequestLimits(RateLimiter.from_settings(settings, telemetry))
     server.middleware.append(RequestPipeline(registry, limits, ToolCallObserver(telemetry)))
     register_all(registry)
     subscriptions = resources.register(server, bus)

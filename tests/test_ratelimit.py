@@ -14,14 +14,15 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
+from mcp_types import ResourceTemplateReference
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agentchat_mcp.errors import RateLimited
-from agentchat_mcp.ratelimit import LOCAL, HttpRateLimit, RateLimiter, ToolCallLimits
+from agentchat_mcp.ratelimit import LOCAL, RATE_LIMITED, HttpRateLimit, RateLimiter, RequestLimits
 from agentchat_mcp.settings import Settings
 from tests.conftest import Hub, error_text, structured
 from tests.support_http import http_client, register_over_http, serving
@@ -119,6 +120,40 @@ async def test_disabled_limits_admit_everything(hub: Hub) -> None:
         assert not any([(await client.call_tool("whoami", {})).is_error for _ in range(5)])
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_reads_subscriptions_and_completions_count_against_the_principal_limit_over_http(
+    hub: Hub, mode: str
+) -> None:
+    limited_hub(hub, rate_limit_principal="4/minute")
+    alice = await hub.register_agent("alice")
+    me, agent_ref = "agentchat://me", ResourceTemplateReference(uri="agentchat://agents/{agent_id}")
+
+    async def subscribe(client: Client) -> None:
+        if mode == "legacy":
+            await client.subscribe_resource(me)
+        else:
+            async with client.listen(resource_subscriptions=[me]):
+                pass
+
+    async with serving(hub) as base, http_client(base, alice, mode=mode) as a:
+        await a.read_resource(me)
+        await a.complete(agent_ref, {"name": "agent_id", "value": "agt_"})
+        await subscribe(a)
+        await a.read_resource(me)  # the 4th request of this minute
+        refusals = []
+        for over in (a.read_resource(me), a.complete(agent_ref, {"name": "agent_id", "value": "agt_"}), subscribe(a)):
+            with pytest.raises(MCPError) as refused:
+                await over
+            refusals.append(refused.value.error)
+        tool = await a.call_tool("whoami", {})  # tool calls share the window
+    for error in refusals:
+        assert error.code == RATE_LIMITED
+        assert error.data["error"] == "rate_limited" and 1 <= error.data["retry_after_seconds"] <= 60
+        assert "4 per minute" in error.message
+        assert f"retry_after_seconds={error.data['retry_after_seconds']}" in error.message
+    assert tool.structured_content is not None and tool.structured_content["error"] == "rate_limited"
+
+
 async def test_a_bad_limit_setting_is_refused_with_the_setting_named() -> None:
     with pytest.raises(ValueError, match="rate_limit_principal = 'lots' is not a rate limit"):
         RateLimiter.from_settings(Settings(rate_limit_principal="lots"))
@@ -136,7 +171,7 @@ class FakeRequest:
 
 
 async def test_registration_is_limited_per_ip_address_over_http() -> None:
-    limits = ToolCallLimits(RateLimiter(registration="2/hour", principal="1000/minute"))
+    limits = RequestLimits(RateLimiter(registration="2/hour", principal="1000/minute"))
     from_one = [await limits.refusal("register_agent", None, FakeRequest("203.0.113.7")) for _ in range(3)]
     from_other = await limits.refusal("register_user", None, FakeRequest("203.0.113.8"))
     assert from_one[:2] == [None, None]
