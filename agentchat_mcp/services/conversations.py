@@ -72,7 +72,7 @@ class Unread:
     last_seq: int
 
 
-def _not_found(conversation_id: str) -> NotFound:
+def conversation_not_found(conversation_id: str) -> NotFound:
     # The same words whether it does not exist or is not yours: ids reveal nothing.
     return NotFound(f"No conversation {conversation_id} that you can see. list_conversations shows yours.")
 
@@ -196,7 +196,7 @@ class Conversations:
         async with self._store.write() as conn:
             found = await conn.fetch(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})
             if not found:
-                raise _not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
             sent, message_id = await self._send(conn, caller, conversation_id, text, found[0])
         await self._feed.published(conversation_id, message_id)
         self._telemetry.messages_sent.add(1)
@@ -207,7 +207,7 @@ class Conversations:
         require_role(caller, "agent")
         async with self._store.write() as conn:
             if not await self.is_member(conn, caller.id, conversation_id):
-                raise _not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
             await conn.execute(
                 update(participants)
                 .where(
@@ -339,7 +339,7 @@ class Conversations:
         """Decrypt and verify a page of messages; never consumes (read cursors move with mark_read)."""
         async with self._store.read() as conn:
             if not await self.can_read(conn, caller, conversation_id):
-                raise _not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
             rows = (
                 await conn.execute(
                     select(
@@ -409,7 +409,7 @@ class Conversations:
         """One conversation's metadata, for members (and live peekers)."""
         async with self._store.read() as conn:
             if not await self.can_read(conn, caller, conversation_id):
-                raise _not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
             return await self._conversation(conn, caller, conversation_id)
 
     async def mark_read(self, caller: Caller, conversation_id: str, up_to_seq: int | None) -> int:
@@ -417,7 +417,7 @@ class Conversations:
         require_role(caller, "agent")
         async with self._store.write() as conn:
             if not await self.is_member(conn, caller.id, conversation_id):
-                raise _not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
             last_seq = (
                 await conn.execute(select(conversations.c.last_seq).where(conversations.c.id == conversation_id))
             ).scalar_one()
@@ -475,7 +475,7 @@ class Conversations:
         require_role(caller, "agent")
         async with self._store.read() as conn:
             if conversation_id is not None and not await self.is_member(conn, caller.id, conversation_id):
-                raise _not_found(conversation_id)
+                raise conversation_not_found(conversation_id)
         deadline = clock.now().timestamp() + timeout
         while True:
             found = await self.unread(caller, conversation_id)
