@@ -1,7 +1,12 @@
-"""A hypothesis state machine over credits, peeks, refunds and payouts on a real SQLite file.
+"""A hypothesis state machine over credits, packs, subscriptions, price changes, peeks, refunds,
+renewals and payouts on a real SQLite file.
 
-After every step: every entry balances, all lines sum to zero, no user account is below zero, and
-each user's held credit equals what their peeks still waiting for consent hold.
+After every step: every entry balances, all lines sum to zero, no user account is below zero, no
+platform account is below zero (only external:clearing may be: it is what the platform owes), each
+user's held money equals what their peeks still waiting for consent hold (credit and prepaid units),
+and for every peek the agents' earnings never exceed what its user paid for it, nor does the
+platform ever pay into a peek out of its revenue (issue 10: a subscriber and an agent who raised its
+price could drain the platform).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import AgentChatError
@@ -24,7 +29,7 @@ from agentchat_mcp.services.identity import Caller
 from agentchat_mcp.services.ledger import user_held
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import open_store
-from agentchat_mcp.store.tables import ledger_lines, peeks
+from agentchat_mcp.store.tables import entitlement_uses, entitlements, ledger_entries, ledger_lines, peeks
 from agentchat_mcp.telemetry import Telemetry
 
 
@@ -62,6 +67,7 @@ class MoneyMachine(RuleBasedStateMachine):
         both, _ = self.run(self.app.conversations.start, self.picky, [self.easy.id], "consent needed", "hello")
         standing, _ = self.run(self.app.conversations.start, self.easy, [self.third.id], "standing", "hi")
         self.conversations = [both.id, standing.id]
+        self.agents = [self.picky, self.easy, self.third]
 
     def teardown(self) -> None:
         self._store_cm.__exit__(None, None, None)
@@ -76,7 +82,7 @@ class MoneyMachine(RuleBasedStateMachine):
         except AgentChatError:
             return None
 
-    @rule(user=st.integers(0, 1), cents=st.integers(1, 2000))
+    @rule(user=st.integers(0, 1), cents=st.integers(1, 5000))
     def grant(self, user: int, cents: int) -> None:
         self.run(self.app.earnings.grant, self.users[user].id, cents)
 
@@ -103,15 +109,35 @@ class MoneyMachine(RuleBasedStateMachine):
     def refund(self, peek_id: str) -> None:
         self.attempt(self.app.peeks.refund, peek_id, reason="dispute")
 
-    @rule(minutes=st.sampled_from([1, 30, 120, 25 * 60]))
+    @rule(user=st.integers(0, 1), pack=st.sampled_from(["pack-5", "pack-10"]))
+    def buy_pack(self, user: int, pack: str) -> None:
+        assert self.app.payments is not None
+        self.attempt(self.app.payments.buy_pack, self.users[user], pack, "credit", None)
+
+    @rule(user=st.integers(0, 1), agent=st.integers(0, 2), plan=st.sampled_from(["monthly-4", "monthly-10"]))
+    def subscribe(self, user: int, agent: int, plan: str) -> None:
+        assert self.app.payments is not None
+        self.attempt(self.app.payments.subscribe, self.users[user], self.agents[agent].id, plan, "credit", None)
+
+    @rule(user=st.integers(0, 1), agent=st.integers(0, 2))
+    def unsubscribe(self, user: int, agent: int) -> None:
+        assert self.app.payments is not None
+        self.attempt(self.app.payments.cancel_subscription, self.users[user], self.agents[agent].id)
+
+    @rule(agent=st.integers(0, 2), cents=st.sampled_from([50, 99, 250, 499, 501, 50_000]))
+    def set_price(self, agent: int, cents: int) -> None:
+        self.run(self.app.identity.update_profile, self.agents[agent], peek_price_cents=cents)
+
+    @rule(minutes=st.sampled_from([1, 30, 120, 25 * 60, 31 * 24 * 60]))
     def time_passes(self, minutes: int) -> None:
         self.offset += timedelta(minutes=minutes)
         self.run(self.app.peeks.settle_due)
+        assert self.app.payments is not None
+        self.run(self.app.payments.renew_due)  # also ends lapsed periods
 
     @rule(agent=st.integers(0, 2), cents=st.none() | st.integers(1, 500))
     def payout(self, agent: int, cents: int | None) -> None:
-        who = [self.picky, self.easy, self.third][agent]
-        self.attempt(self.app.earnings.request_payout, who, cents)
+        self.attempt(self.app.earnings.request_payout, self.agents[agent], cents)
 
     @invariant()
     def ledger_is_sound(self) -> None:
@@ -125,12 +151,20 @@ class MoneyMachine(RuleBasedStateMachine):
             assert await self.app.ledger.unbalanced_entries(conn) == []
             users = await self.app.ledger.balances(conn, "user:")
             assert all(cents >= 0 for cents in users.values()), users
+            platform = await self.app.ledger.balances(conn, "platform:")
+            assert all(cents >= 0 for cents in platform.values()), platform
             for user in self.users:
-                waiting = (
+                waiting = and_(peeks.c.user_id == user.id, peeks.c.status == "awaiting_consent")
+                charged = (
+                    await conn.execute(select(func.coalesce(func.sum(peeks.c.charged_cents), 0)).where(waiting))
+                ).scalar_one()
+                units = (
                     await conn.execute(
-                        select(func.coalesce(func.sum(peeks.c.charged_cents), 0)).where(
-                            (peeks.c.user_id == user.id) & (peeks.c.status == "awaiting_consent")
-                        )
+                        select(func.coalesce(func.sum(entitlements.c.unit_value_cents), 0))
+                        .select_from(entitlement_uses)
+                        .join(entitlements, entitlements.c.id == entitlement_uses.c.entitlement_id)
+                        .join(peeks, peeks.c.id == entitlement_uses.c.peek_id)
+                        .where(and_(waiting, entitlement_uses.c.status == "used"))
                     )
                 ).scalar_one()
                 held = (
@@ -140,12 +174,26 @@ class MoneyMachine(RuleBasedStateMachine):
                         )
                     )
                 ).scalar_one()
-                assert held == waiting
+                assert held == charged + units
+            # Per peek, over all its entries: what agents got <= what left its user; the platform never pays in.
+            per_peek: dict[str, dict[str, int]] = {}
+            for ref, account, cents in await conn.execute(
+                select(ledger_entries.c.ref, ledger_lines.c.account, ledger_lines.c.amount_cents)
+                .join(ledger_lines, ledger_lines.c.entry_id == ledger_entries.c.id)
+                .where(ledger_entries.c.ref.like("pek_%"))
+            ):
+                side = account.split(":")[0]
+                sums = per_peek.setdefault(ref, {})
+                sums[side] = sums.get(side, 0) + cents
+            for ref, sums in per_peek.items():
+                paid = -sums.get("user", 0)
+                assert sums.get("agent", 0) <= paid, (ref, sums)
+                assert sums.get("platform", 0) >= 0, (ref, sums)
 
 
 MoneyMachine.TestCase.settings = settings(
-    max_examples=30,
-    stateful_step_count=20,
+    max_examples=60,
+    stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
