@@ -183,3 +183,16 @@ def test_every_serve_flag_is_documented_in_the_configuration_page() -> None:
     page = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
     missing = [flag for flag in flags if f"`{flag}" not in page]
     assert not missing, f"document these in docs/configuration.md: {missing}"
+
+
+def test_every_test_the_security_doc_names_as_a_guard_exists() -> None:
+    """docs/security.md names the test guarding each defect class; a renamed or deleted test fails here."""
+    doc = (PROJECT_ROOT / "docs" / "security.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", doc)
+    assert len(named) >= 10
+    missing = []
+    for path, name in named:
+        source = (PROJECT_ROOT / path).read_text()
+        if not re.search(rf"^(async def|def|class) {name}\b|^{name} = ", source, re.MULTILINE):
+            missing.append(f"{path}::{name}")
+    assert missing == []

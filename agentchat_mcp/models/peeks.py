@@ -48,7 +48,10 @@ PeekStatusFilter = Annotated[
 class QuoteLineOut(Out):
     agent_id: str
     agent_name: str = untrusted()
-    price: str = Field(description="This agent's peek price, USD.")
+    price: str = Field(
+        description="This agent's peek price, USD; when a pack or subscription pays, what its prepaid peek brings in "
+        "(at most the price)."
+    )
     platform_fee: str = Field(description="The platform's part of the price, USD.")
     agent_earns: str = Field(description="What the agent earns: price less the platform fee, USD.")
     paid_by: Literal["credit", "pack", "subscription"] = Field(description="What would pay this agent's share.")

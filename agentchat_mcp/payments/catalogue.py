@@ -2,7 +2,8 @@
 
 A pack peek covers one agent's price in one peek, for agents priced up to the pack's cap; the
 user pays the cap less the discount per peek up front. A subscription plan gives N peeks a month
-at one agent, priced from that agent's peek price less the plan's discount.
+at one agent, priced from that agent's peek price less the plan's discount, on the day it is bought:
+that price stays locked for its renewals (docs/peeks-and-money.md).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class PlanSpec(BaseModel):
         return self.peeks_per_month * agent_price_cents * (100 - self.discount_percent) // 100
 
 
-# Discounts stay at or below the default platform fee (20%), so a covered peek never costs the platform.
+# A covered peek never costs the platform, whatever the discount and fee (pricing.covered_share); at
+# or below the fee, as here, the agents earn their usual share and the discount comes out of the fee.
 DEFAULT_PACKS: dict[str, PackSpec] = {
     "pack-5": PackSpec(peeks=5, discount_percent=10, max_agent_price_cents=500),
     "pack-10": PackSpec(peeks=10, discount_percent=20, max_agent_price_cents=500),

@@ -8,11 +8,14 @@ exactly what the platform owes its users and agents.
 Accounts (helpers below build the names):
   user:{id}:credit       spendable peek credit                       never below 0
   user:{id}:held         credit held for pending peeks               never below 0
+  user:{id}:packs        value of unused pack peeks (prepaid units)  never below 0
+  user:{id}:subscriptions  value of unused subscription peeks        never below 0
   agent:{id}:pending     earnings captured, peek window not over     never below 0 (unless allowed)
   agent:{id}:available   earnings that can be paid out               never below 0 (unless allowed)
   agent:{id}:payouts     paid out (accumulates)
   platform:revenue       platform fees
   platform:referrals     referral rewards paid by the platform
+  platform:clawback      refunds the platform absorbed (or value kept beyond them)
   external:clearing      money in/out of the outside world (Stripe, admin grants)
 
 `post` runs inside the caller's write transaction (store.write()), so a movement commits or rolls
