@@ -151,7 +151,9 @@ def judge(role: str, tool: str, args: dict[str, Any], result: Any, secrets: list
     leaked = [s[:12] for s in secrets if s in text]
     if leaked:
         problems.append(f"{role} {tool}({args}) leaked {leaked}")
-    aimed_at_private = any(str(v) in private for v in _flatten(args))
+    # A cursor is a position to list from (compared, never looked up): aimed at a victim's id it still
+    # lists only the caller's own rows, so it is checked for leaks but not counted as acting on the victim.
+    aimed_at_private = any(str(v) in private for v in _flatten({k: v for k, v in args.items() if k != "cursor"}))
     if aimed_at_private and not result.is_error and tool not in ACT_ON_OTHERS:
         problems.append(f"{role} {tool}({args}) succeeded on someone else's conversation or peek")
     if "Internal error" in text:
