@@ -1,6 +1,8 @@
 """The `agentchat-mcp` command: serve (default), demo, accounts, database and schema chores.
 
 stdout is the MCP protocol under `serve --transport stdio`: everything else logs to stderr.
+A failure the person running the command can fix (a bad path, setting or flag) is one line on
+stderr, `error: ...`, and exit status 2; argparse reports bad flags the same way.
 """
 
 from __future__ import annotations
@@ -11,25 +13,43 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from agentchat_mcp import __version__
-from agentchat_mcp.settings import Settings
+from agentchat_mcp.settings import ConfigurationError, Settings
 
 if TYPE_CHECKING:
     from agentchat_mcp.store import Store
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+MAX_LISTED = 1000  # lines `agents list` and `users list` print at most
+DB_HELP = "SQLite database file (default: AGENTCHAT_DB, else the user data folder); before or after the command"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The settings of this run: the environment, with --db over AGENTCHAT_DB; one line if invalid."""
+    from pydantic import ValidationError
+
     overrides: dict[str, Any] = {}
     if getattr(args, "db", None):
         overrides["db"] = Path(args.db)
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError("; ".join(_invalid_setting(error) for error in exc.errors())) from None
+
+
+def _invalid_setting(error: Any) -> str:
+    """'AGENTCHAT_PAYMENTS is not valid: Input should be ...' (the value is not repeated: it may be a secret)."""
+    field = str(error["loc"][0]) if error["loc"] else ""
+    known = Settings.model_fields.get(field)
+    choices = getattr(known.validation_alias, "choices", None) if known is not None else None
+    name = str(choices[0]) if choices else f"AGENTCHAT_{field.upper()}" if known is not None else field
+    return f"{name} is not valid: {str(error['msg']).removeprefix('Value error, ')}"
 
 
 def _run(coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -47,50 +67,67 @@ def _open_store(settings: Settings, *, upgrade: bool = True) -> AbstractAsyncCon
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Check everything a start needs (startup.py), then serve; stdio's stdout stays protocol-only."""
+    if args.transport != "stdio":
+        from agentchat_mcp import http
+
+        return int(http.serve(settings, args))
+    from agentchat_mcp import startup
     from agentchat_mcp.server import build_server, settle_startup_heap
 
-    if args.transport == "stdio":
-        server = build_server(settings)
-        settle_startup_heap()
-        server.run("stdio")
-        return 0
-    from agentchat_mcp import http
-
-    return int(http.serve(settings, args))
+    from_flag = args.db is not None
+    startup.check_configuration(settings, stdio=True, db_from_flag=from_flag)
+    anyio.run(partial(startup.check_database, settings, stdio=True, db_from_flag=from_flag))
+    server = build_server(settings)
+    settle_startup_heap()
+    server.run("stdio")
+    return 0
 
 
 # --- accounts ---------------------------------------------------------------------------------
 
 
-def _price_cents(text: str) -> int:
+def peek_price(text: str) -> int:
+    """argparse type of --peek-price: USD as typed, in cents; argparse reports a bad one (exit 2)."""
+    from agentchat_mcp.errors import AgentChatError
     from agentchat_mcp.money import to_cents
 
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise SystemExit(f"--peek-price must be a number like 2.50, not {text!r}") from None
-    cents = to_cents(value)
+        cents = to_cents(Decimal(text))
+    except (InvalidOperation, AgentChatError):
+        raise argparse.ArgumentTypeError(f"must be USD like 2.50, not {text!r}") from None
     if not 50 <= cents <= 50_000:
-        raise SystemExit("--peek-price must be between 0.50 and 500.00")
+        raise argparse.ArgumentTypeError(f"must be from 0.50 to 500.00 USD, not {text}")
     return cents
 
 
+def list_limit(text: str) -> int:
+    """argparse type of --limit: how many lines a list prints, 1 to MAX_LISTED."""
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LISTED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_LISTED}, not {text}")
+    return limit
+
+
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    from agentchat_mcp import server_secret
     from agentchat_mcp.errors import AgentChatError
     from agentchat_mcp.services.identity import Identity
+    from agentchat_mcp.startup import load_keyring
 
     role = args.role
 
     async def create() -> int:
         async with _open_store(settings) as store:
-            identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
+            identity = Identity(store, load_keyring(settings))
             try:
                 principal, api_key = await identity.register(
                     role,
                     args.name,
                     description=getattr(args, "description", "") or "",
-                    peek_price_cents=_price_cents(args.peek_price) if role == "agent" else None,
+                    peek_price_cents=args.peek_price if role == "agent" else None,
                     can_refuse=not getattr(args, "no_refuse", False) if role == "agent" else None,
                     tags=getattr(args, "tag", None),
                 )
@@ -104,13 +141,43 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     return _run(create)
 
 
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    """agents|users|admins list: one JSON line per principal, newest first, at most --limit."""
+    from agentchat_mcp.money import fmt
+    from agentchat_mcp.services.identity import Identity
+    from agentchat_mcp.startup import load_keyring
+
+    async def run() -> int:
+        async with _open_store(settings) as store:
+            listed, total = await Identity(store, load_keyring(settings)).list_principals(
+                args.role, name=args.name, limit=args.limit
+            )
+        for p in listed:
+            price = {"peek_price": fmt(p.peek_price_cents or 0)} if p.role == "agent" else {}
+            print(json.dumps({"id": p.id, "name": p.name, **price, "created_at": p.created_at}))
+        if not listed:
+            print(
+                f"no {args.role}s{' named like ' + repr(args.name) if args.name else ''} in {store.path}",
+                file=sys.stderr,
+            )
+        elif total > len(listed):
+            print(
+                f"{len(listed)} of {total} {args.role}s shown, newest first; --limit (up to {MAX_LISTED}) "
+                "or --name shows others",
+                file=sys.stderr,
+            )
+        return 0
+
+    return _run(run)
+
+
 def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
     """invite create: an invitation code for registration = invite hubs, printed once."""
     from datetime import timedelta
 
-    from agentchat_mcp import server_secret
     from agentchat_mcp.errors import AgentChatError
     from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES, Identity
+    from agentchat_mcp.startup import load_keyring
 
     if not 1 <= args.uses <= MAX_INVITE_USES:
         print(f"error: --uses must be a whole number from 1 to {MAX_INVITE_USES}, not {args.uses}", file=sys.stderr)
@@ -125,7 +192,7 @@ def cmd_invite(args: argparse.Namespace, settings: Settings) -> int:
 
     async def create() -> int:
         async with _open_store(settings) as store:
-            identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
+            identity = Identity(store, load_keyring(settings))
             try:
                 invite = await identity.create_invite(
                     args.role, args.uses, timedelta(days=args.expires_in_days), created_by="cli"
@@ -179,8 +246,10 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
     """rotate: add a new newest server secret; status: versions in use; prune: drop unused ones."""
     from agentchat_mcp import server_secret
     from agentchat_mcp.services.identity import Identity
+    from agentchat_mcp.startup import load_keyring
 
     path = settings.resolved_secret_file()
+    load_keyring(settings)  # a file others can read, or a damaged one: one line, before changing anything
     if args.secrets_command == "rotate":
         keyring = server_secret.rotate(path)
         print(json.dumps({"secret_file": str(path), "current_version": keyring.current_version}))
@@ -329,16 +398,29 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentchat-mcp", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--version", action="version", version=f"agentchat-mcp {__version__}")
-    parser.add_argument("--db", help="SQLite database file (default: AGENTCHAT_DB or the user data folder)")
-    sub = parser.add_subparsers(dest="command")
+def _with_db() -> argparse.ArgumentParser:
+    """A parent parser giving a command its own --db, so it may come after the command too.
 
-    serve = sub.add_parser("serve", help="run the MCP server (default: stdio)")
-    serve.add_argument("--transport", choices=["stdio", "http", "sse"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
+    SUPPRESS: given only before the command, the top-level --db stays; given after, it wins.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--db", default=argparse.SUPPRESS, help=DB_HELP)
+    return parent
+
+
+def _add_serve(sub: Any, db: argparse.ArgumentParser) -> None:
+    serve = sub.add_parser("serve", parents=[db], help="run the MCP server (default: stdio)")
+    serve.add_argument(
+        "--transport",
+        choices=["stdio", "http", "sse"],
+        default="stdio",
+        help="stdio: one client that starts this process (desktop apps); http: a hub serving /mcp and /sse; "
+        "sse: the same hub, announcing /sse (default: stdio)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address the hub listens on (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8765, help="port the hub listens on; 0 picks a free one (default: 8765)"
+    )
     serve.add_argument("--allowed-host", action="append", default=[], help="extra Host header value to accept")
     serve.add_argument("--allowed-origin", action="append", default=[], help="extra Origin to accept")
     serve.add_argument("--behind-tls", action="store_true", help="send HSTS (a TLS proxy is in front)")
@@ -352,25 +434,39 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--shutdown-grace", type=float, help="seconds in-flight HTTP calls get on SIGTERM (default 10)")
     serve.set_defaults(handler=cmd_serve)
 
-    demo = sub.add_parser("demo", help="run two agents end to end on a temp database and print the transcript")
-    demo.add_argument("--keep", action="store_true", help="keep the temp database and logs afterwards")
-    demo.set_defaults(handler=cmd_demo)
 
-    for role in ("agent", "user", "admin"):
-        group = sub.add_parser(role, help=f"manage {role} accounts")
+def _add_accounts(sub: Any, db: argparse.ArgumentParser) -> None:
+    for role, article in (("agent", "an"), ("user", "a"), ("admin", "an")):
+        group = sub.add_parser(role, aliases=[f"{role}s"], help=f"create and list {role}s")
         actions = group.add_subparsers(dest="action", required=True)
-        create = actions.add_parser("create", help=f"create a {role}; prints its id and API key once")
-        create.add_argument("--name", required=True)
+        create = actions.add_parser(
+            "create", parents=[db], help=f"create {article} {role}; prints its id and API key once"
+        )
+        create.add_argument("--name", required=True, help=f"the {role}'s name, as others see it")
         if role == "agent":
-            create.add_argument("--description", default="")
-            create.add_argument("--peek-price", default="1.00", help="USD per peek, 0.50-500.00")
+            create.add_argument("--description", default="", help="what the agent does, for find_agents")
+            create.add_argument(
+                "--peek-price", type=peek_price, default="1.00", help="USD per peek, 0.50-500.00 (default 1.00)"
+            )
             create.add_argument("--no-refuse", action="store_true", help="standing consent to every paid peek")
-            create.add_argument("--tag", action="append")
+            create.add_argument("--tag", action="append", help="a tag for find_agents (repeatable)")
         create.set_defaults(handler=cmd_create, role=role)
+        listing = actions.add_parser(
+            "list",
+            parents=[db],
+            help=f"list {role}s, newest first: id, name{', price' if role == 'agent' else ''}, created",
+        )
+        listing.add_argument("--name", help="only names containing this (any case)")
+        listing.add_argument(
+            "--limit", type=list_limit, default=50, help=f"print at most this many, 1-{MAX_LISTED} (default 50)"
+        )
+        listing.set_defaults(handler=cmd_list, role=role)
 
+
+def _add_invites(sub: Any, db: argparse.ArgumentParser) -> None:
     invite = sub.add_parser("invite", help="invitation codes, for registration = invite")
     invite_actions = invite.add_subparsers(dest="invite_command", required=True)
-    invite_create = invite_actions.add_parser("create", help="create an invitation code; prints it once")
+    invite_create = invite_actions.add_parser("create", parents=[db], help="create an invitation code; prints it once")
     invite_create.add_argument("--role", choices=["agent", "user"], default="agent", help="what it registers")
     invite_create.add_argument("--uses", type=int, default=1, help="how many registrations it admits (default 1)")
     invite_create.add_argument(
@@ -378,30 +474,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     invite_create.set_defaults(handler=cmd_invite)
 
-    db = sub.add_parser("db", help="database chores")
-    db_actions = db.add_subparsers(dest="db_command", required=True)
-    db_actions.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(handler=cmd_db)
-    db_actions.add_parser("status", help="show the schema revision").set_defaults(handler=cmd_db)
-    backup = db_actions.add_parser("backup", help="online backup to PATH")
-    backup.add_argument("path")
+
+def _add_database(sub: Any, db: argparse.ArgumentParser) -> None:
+    group = sub.add_parser("db", help="database chores")
+    db_actions = group.add_subparsers(dest="db_command", required=True)
+    for name, text in (
+        ("upgrade", "migrate the database to the newest schema"),
+        ("status", "show the schema revision"),
+    ):
+        db_actions.add_parser(name, parents=[db], help=text).set_defaults(handler=cmd_db)
+    backup = db_actions.add_parser("backup", parents=[db], help="online backup to PATH")
+    backup.add_argument("path", help="the file to write the copy to (created 0600)")
     backup.set_defaults(handler=cmd_db)
 
     secrets = sub.add_parser("secrets", help="the server secret that keys API-key hashes")
     secret_actions = secrets.add_subparsers(dest="secrets_command", required=True)
-    secret_actions.add_parser(
-        "rotate", help="add a new server secret; existing API keys keep working and move to it as they sign in"
-    ).set_defaults(handler=cmd_secrets)
-    secret_actions.add_parser("status", help="secret versions and how many principals use each").set_defaults(
-        handler=cmd_secrets
-    )
-    secret_actions.add_parser("prune", help="drop old secret versions no principal uses any more").set_defaults(
-        handler=cmd_secrets
-    )
+    for name, text in (
+        ("rotate", "add a new server secret; existing API keys keep working and move to it as they sign in"),
+        ("status", "secret versions and how many principals use each"),
+        ("prune", "drop old secret versions no principal uses any more"),
+    ):
+        secret_actions.add_parser(name, parents=[db], help=text).set_defaults(handler=cmd_secrets)
 
+
+def _add_money(sub: Any, db: argparse.ArgumentParser) -> None:
     credits = sub.add_parser("credits", help="peek credit in the ledger (ledger payments provider)")
     credit_actions = credits.add_subparsers(dest="credits_command", required=True)
-    grant = credit_actions.add_parser("grant", help="give a user peek credit, e.g. credits grant usr_... 25.00")
-    grant.add_argument("user", help="the user id (usr_...)")
+    grant = credit_actions.add_parser(
+        "grant", parents=[db], help="give a user peek credit, e.g. credits grant usr_... 25.00"
+    )
+    grant.add_argument("user", help="the user id (usr_...; `agentchat-mcp users list` shows them)")
     grant.add_argument("amount", help="USD, e.g. 25.00")
     grant.add_argument("--memo", default="", help="a note stored with the ledger entry")
     grant.add_argument("--idempotency-key", help="repeat-safe: the same key grants only once")
@@ -410,16 +512,36 @@ def build_parser() -> argparse.ArgumentParser:
     payouts = sub.add_parser("payouts", help="Stripe Connect payouts (stripe payments provider)")
     payout_actions = payouts.add_subparsers(dest="payouts_command", required=True)
     run_batch = payout_actions.add_parser(
-        "run", help="pay pending and failed payouts as one batch (or re-run --batch ID); safe to repeat"
+        "run",
+        parents=[db],
+        help="pay pending and failed payouts as one batch (or re-run --batch ID); safe to repeat",
     )
     run_batch.add_argument("--batch", default=None, help="re-send the unpaid payouts of this batch (pob_...)")
     run_batch.add_argument("--min-age", type=float, default=60.0, help="skip payouts younger than this (s)")
     run_batch.set_defaults(handler=cmd_payouts)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentchat-mcp", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"agentchat-mcp {__version__}")
+    parser.add_argument("--db", help=DB_HELP)
+    sub = parser.add_subparsers(dest="command")
+    db = _with_db()
+    _add_serve(sub, db)
+
+    demo = sub.add_parser("demo", help="run two agents end to end on a temp database and print the transcript")
+    demo.add_argument("--keep", action="store_true", help="keep the temp database and logs afterwards")
+    demo.set_defaults(handler=cmd_demo)
+
+    _add_accounts(sub, db)
+    _add_invites(sub, db)
+    _add_database(sub, db)
+    _add_money(sub, db)
+
     schemas = sub.add_parser("schemas", help="the tool contract")
     schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schema_actions.add_parser("export", help="write schemas/*.json from the code")
-    export.add_argument("--out", default="schemas")
+    export.add_argument("--out", default="schemas", help="the folder to write them to (default: schemas)")
     export.set_defaults(handler=cmd_schemas)
     return parser
 
@@ -427,36 +549,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `agentchat-mcp` console script."""
     from agentchat_mcp import logs
-    from agentchat_mcp.store.migrations import MigrationFailed
+    from agentchat_mcp.errors import OperatorError
 
     logs.configure("WARNING")  # JSON lines on stderr: stdout is the stdio protocol
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `agentchat-mcp` is `serve --transport stdio`
         args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
-    settings = _settings(args)
-    logs.configure(settings.log_level, access_log=settings.access_log)
-    if args.handler in (cmd_serve, cmd_create, cmd_invite):
-        _check_secret_file(settings)
     code = 2
     try:
+        settings = _settings(args)
+        logs.configure(settings.log_level, access_log=settings.access_log)
         code = args.handler(args, settings)
-    except* MigrationFailed as failed:  # a server's lifespan raises it inside a task group
-        for exc in failed.exceptions:
+    except* OperatorError as failed:  # also from inside a server's task groups
+        for exc in _leaves(failed):
             print(f"error: {exc}", file=sys.stderr)
     sys.exit(code)
 
 
-def _check_secret_file(settings: Settings) -> None:
-    """Fail before starting, with one plain line, on a secret file others can read or that is damaged.
-
-    Inside the server such an error surfaces as a traceback from its lifespan, and nothing else
-    may be written to stdout under stdio.
-    """
-    from agentchat_mcp import server_secret
-
-    try:
-        server_secret.load_keyring(settings.resolved_secret_file())
-    except (PermissionError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    return [
+        leaf for exc in group.exceptions for leaf in (_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    ]

@@ -9,6 +9,12 @@ AgentChatError            str(exc) is shown to the calling model: actionable, no
 ├── RateLimited           carries retry_after_seconds
 ├── PaymentError          PaymentDeclined, PaymentUnavailable, InsufficientFunds
 └── DecryptionFailed      a stored message failed to open (tampered, or not for this reader)
+
+OperatorError             str(exc) is shown to whoever runs a command or starts the server: one line
+                          naming the setting or path at fault and what to do (the CLI prints
+                          `error: ...`, exit 2). Its kinds live where they arise:
+                          ConfigurationError (settings.py), DatabaseUnavailable (store/engine.py),
+                          MigrationFailed (store/migrations.py), UnsafeBinding (http.py)
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from contextlib import contextmanager
 from mcp.server.mcpserver.exceptions import ToolError
 
 logger = logging.getLogger("agentchat_mcp")
+
+
+class OperatorError(Exception):
+    """A command or server start that cannot go on. Never shown to a model: no tool raises it."""
 
 
 class AgentChatError(Exception):

@@ -22,10 +22,13 @@ import argparse
 import importlib
 import ipaddress
 import logging
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 from typing import Any
 from uuid import UUID
@@ -53,15 +56,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentchat_mcp import __version__
+from agentchat_mcp import __version__, startup
 from agentchat_mcp.app import AppContext, close_caller_memo, remember_caller
 from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, CallerUser, authenticate_request
+from agentchat_mcp.errors import OperatorError
 from agentchat_mcp.payments import PaymentProvider
 from agentchat_mcp.proxies import ClientAddress
 from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
-from agentchat_mcp.settings import Settings
-from agentchat_mcp.store import migrations, open_settings_store
+from agentchat_mcp.settings import ConfigurationError, Settings
+from agentchat_mcp.store import check_path, migrations
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
 
 logger = logging.getLogger(__name__)
@@ -95,7 +99,7 @@ ROUTE_PROVIDERS: list[str] = [
 ServerFactory = Callable[[AppContext], MCPServer[Any]]
 
 
-class UnsafeBinding(ValueError):
+class UnsafeBinding(OperatorError, ValueError):
     """The listen address would expose the hub without Host/Origin allow-lists."""
 
 
@@ -554,36 +558,53 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, **kwargs: Any) -> uvic
 
 
 class _HubServer(uvicorn.Server):
-    """uvicorn, telling the hub when a shutdown signal arrives."""
+    """uvicorn, telling the hub when a shutdown signal arrives, and saying where it listens once it does."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime, announce: Callable[[], None]) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:  # the lifespan ran and the socket accepts: now the URL is true
+            self.announce()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.runtime.stopping = True
         super().handle_exit(sig, frame)
 
 
-async def _migrate(settings: Settings) -> None:
-    async with open_settings_store(settings):
-        pass
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free one), or one line saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)  # its text repeats the address
+        raise ConfigurationError(
+            f"cannot listen on {_host_header(host)}:{port} ({reason}): stop whatever uses it, or choose another "
+            "--port (or --host)"
+        ) from None
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    """`agentchat-mcp serve --transport http|sse`: run the hub until SIGINT/SIGTERM."""
+    """`agentchat-mcp serve --transport http|sse`: run the hub until SIGINT/SIGTERM.
+
+    Everything that can be checked is checked before the socket is bound (configuration, database,
+    migrations), each failure one line (cli.main); the URL is printed once the hub accepts on it.
+    """
     options = HttpOptions.from_args(args)
     registration = getattr(args, "registration", None)
     if registration:
         settings = settings.model_copy(update={"registration": registration})
-    try:
-        app = build_app(settings, options)
-    except UnsafeBinding as exc:
-        print(f"agentchat-mcp: {exc}", file=sys.stderr)
-        return 2
+    transport_security(options)  # UnsafeBinding before anything is created on disk
+    startup.check_configuration(settings, stdio=False)
+    app = build_app(settings, options)
     # Migrate before uvicorn starts: a failing migration then ends in one plain line (cli.main),
     # where from the hub's lifespan it would be a traceback in the log.
-    anyio.run(_migrate, settings)
+    anyio.run(partial(startup.check_database, settings, stdio=False))
+    sock = listen(options.host, options.port)
     config = uvicorn_config(
         app,
         host=options.host,
@@ -596,13 +617,18 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     runtime: Runtime = app.state.runtime
     runtime.drain_streams_on_stop = True
     AppStatus.enable_automatic_graceful_drain = False  # we end the streams once calls in flight are done
-    server = _HubServer(config, runtime)
     endpoint = SSE_PATH if options.transport == "sse" else MCP_PATH
-    print(
-        f"agentchat hub on http://{_host_header(options.host)}:{options.port}{endpoint} "
-        f"(also {MCP_PATH if endpoint == SSE_PATH else SSE_PATH}, /healthz); database {settings.db}",
-        file=sys.stderr,
-    )
+    port = sock.getsockname()[1]
+
+    def announce() -> None:
+        print(
+            f"agentchat hub on http://{_host_header(options.host)}:{port}{endpoint} "
+            f"(also {MCP_PATH if endpoint == SSE_PATH else SSE_PATH}, /healthz); database {check_path(settings.db)}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    server = _HubServer(config, runtime, announce)
     settle_startup_heap()
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 3

@@ -103,8 +103,13 @@ class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `configure` installed, so a second call replaces it instead of doubling lines."""
 
 
-def configure(level: str | int = "WARNING", *, access_log: bool = True, stream: TextIO | None = None) -> None:
-    """Send every log record to `stream` (stderr) as JSON lines; idempotent."""
+def configure(level: str | int = "WARNING", *, access_log: bool | None = None, stream: TextIO | None = None) -> None:
+    """Send every log record to `stream` (stderr) as JSON lines; idempotent.
+
+    `access_log`: the one INFO line per tool call. None follows `level` (shown at INFO and DEBUG,
+    so a default WARNING start, e.g. a desktop client's stdio server, writes nothing per call);
+    True shows it at any level (a hub's access log beside warnings only); False never.
+    """
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
@@ -122,7 +127,8 @@ def configure(level: str | int = "WARNING", *, access_log: bool = True, stream: 
     root.addHandler(handler)
     root.setLevel(numeric)
     logging.getLogger("agentchat_mcp").setLevel(numeric)
-    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if access_log else max(numeric, logging.WARNING))
+    access = numeric if access_log is None else logging.INFO if access_log else max(numeric, logging.WARNING)
+    logging.getLogger(ACCESS_LOGGER).setLevel(access)
     for name in _NOISY:  # their DEBUG lines can hold raw payloads
         logging.getLogger(name).setLevel(max(numeric, logging.INFO))
     for name in _QUIET:

@@ -10,7 +10,14 @@ from platformdirs import user_data_dir
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agentchat_mcp.errors import OperatorError
 from agentchat_mcp.payments.catalogue import DEFAULT_PACKS, DEFAULT_PLANS, PackSpec, PlanSpec
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigurationError(OperatorError):
+    """Settings or flags that cannot work together; the message names them and what to set."""
 
 
 def default_db_path() -> Path:
@@ -49,7 +56,11 @@ class Settings(BaseSettings):
         default=None, description="If set, GET /metrics needs 'Authorization: Bearer <token>'."
     )
     log_level: str = Field(default="WARNING", description="Level of the JSON log on stderr.")
-    access_log: bool = Field(default=True, description="One JSON line per tool call (id, principal, latency).")
+    access_log: bool | None = Field(
+        default=None,
+        description="One JSON line per tool call (id, principal, latency), at INFO. None (default): shown when "
+        "log_level is INFO or DEBUG; true: at any level; false: never.",
+    )
     change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
     sqlite_driver: Literal["inline", "aiosqlite"] = Field(
         default="inline",
@@ -90,6 +101,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"trusted_proxies: {exc}; write IP addresses or CIDRs, e.g. '10.0.0.5,10.1.0.0/16'"
             ) from None
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     def resolved_secret_file(self) -> Path:
         """Where the server secret lives: the setting, or beside the database."""

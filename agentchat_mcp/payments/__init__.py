@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from agentchat_mcp.errors import PaymentUnavailable
 from agentchat_mcp.payments.provider import LedgerProvider, PaymentProvider
 
 if TYPE_CHECKING:
@@ -17,25 +16,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LedgerProvider", "PaymentProvider", "build_provider"]
+__all__ = ["LedgerProvider", "PaymentProvider", "build_provider", "check_settings"]
 
 
-class _Unconfigured(LedgerProvider):
-    """payments=stripe without STRIPE_API_KEY: every card operation says what the operator must fix."""
+STRIPE_KEY_MISSING = (
+    "AGENTCHAT_PAYMENTS=stripe needs STRIPE_API_KEY (a Stripe secret key, sk_...): set it, or unset "
+    "AGENTCHAT_PAYMENTS to use the embedded ledger"
+)
 
-    name = "stripe"
 
-    def _offline(self) -> PaymentUnavailable:
-        return PaymentUnavailable("Card payments are not configured on this server (STRIPE_API_KEY is unset).")
+def check_settings(settings: Settings) -> None:
+    """Refuse payment settings that cannot work (ConfigurationError), before anything starts."""
+    from agentchat_mcp.settings import ConfigurationError
+
+    if settings.payments == "stripe" and settings.stripe_api_key is None:
+        raise ConfigurationError(STRIPE_KEY_MISSING)
 
 
 def build_provider(settings: Settings) -> PaymentProvider:
     """The provider the settings choose; Stripe needs STRIPE_API_KEY (and STRIPE_WEBHOOK_SECRET for credit)."""
+    check_settings(settings)
     if settings.payments != "stripe":
         return LedgerProvider()
-    if settings.stripe_api_key is None:
-        logger.error("AGENTCHAT_PAYMENTS=stripe but STRIPE_API_KEY is not set: card payments are disabled")
-        return _Unconfigured()
+    assert settings.stripe_api_key is not None
     if settings.stripe_webhook_secret is None:
         logger.warning("STRIPE_WEBHOOK_SECRET is not set: checkout payments will never be credited")
     from agentchat_mcp.payments.stripe_provider import StripeProvider

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, KeyBundle, new_api_key, new_id
@@ -35,6 +35,15 @@ INVITE_REFUSED = (
 _KEY_IS_CURRENT = select(principals.c.id).where(
     and_(principals.c.id == bindparam("id"), principals.c.api_key_hash == bindparam("hash"))
 )
+
+
+def _contains(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally (escape '\\').
+
+    Used with ilike, which folds case the same way on both sides (SQLite's lower() folds ASCII only,
+    so a query lowercased in Python never matched a stored 'Ω'); PostgreSQL folds all of Unicode.
+    """
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 @dataclass(frozen=True)
@@ -390,9 +399,7 @@ class Identity:
         """Agents whose name or description contains `query` and that carry `tag`, by id."""
         stmt = select(principals).where(principals.c.role == "agent")
         if query:
-            pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            # ilike folds case the same way on both sides (SQLite's lower() folds ASCII only, so a
-            # query lowercased in Python never matched a stored 'Ω'); PostgreSQL folds all of Unicode.
+            pattern = _contains(query)
             stmt = stmt.where(
                 or_(
                     principals.c.name.ilike(pattern, escape="\\"),
@@ -418,6 +425,18 @@ class Identity:
         found = [_principal(r, tuple(sorted(tags.get(r.id, [])))) for r in rows[:limit]]
         next_cursor = found[-1].id if len(rows) > limit else None
         return found, next_cursor
+
+    async def list_principals(self, role: Role, *, name: str | None, limit: int) -> tuple[list[Principal], int]:
+        """For the operator (`agentchat-mcp agents list`): the newest `limit` principals of `role`
+        whose name contains `name` (any case), and how many match in all. Tags are not loaded."""
+        where = [principals.c.role == role]
+        if name:
+            where.append(principals.c.name.ilike(_contains(name), escape="\\"))
+        newest = select(principals).where(*where).order_by(principals.c.created_at.desc(), principals.c.id.desc())
+        async with self._store.read() as conn:
+            rows = (await conn.execute(newest.limit(limit))).all()
+            total = (await conn.execute(select(func.count()).select_from(principals).where(*where))).scalar_one()
+        return [_principal(r, ()) for r in rows], int(total)
 
     async def public_keys(self, conn: DbConnection, ids: list[str]) -> dict[str, tuple[bytes, bytes]]:
         """id -> (box public, sign public) for the given principals."""

@@ -5,6 +5,13 @@ on SQLite, so a writer waits for the lock up front instead of failing half-way) 
 `store.read()`, and does its whole unit of work inside it.
 """
 
-from agentchat_mcp.store.engine import DbConnection, Store, open_settings_store, open_store
+from agentchat_mcp.store.engine import (
+    DatabaseUnavailable,
+    DbConnection,
+    Store,
+    check_path,
+    open_settings_store,
+    open_store,
+)
 
-__all__ = ["DbConnection", "Store", "open_settings_store", "open_store"]
+__all__ = ["DatabaseUnavailable", "DbConnection", "Store", "check_path", "open_settings_store", "open_store"]

@@ -19,11 +19,13 @@ import anyio
 import anyio.to_thread
 from sqlalchemy import Insert, Select, Update, create_engine, event
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from agentchat_mcp.errors import OperatorError
 from agentchat_mcp.store import migrations
 
 if TYPE_CHECKING:
@@ -31,6 +33,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+_FIX = "set AGENTCHAT_DB (or --db) to"
+
+
+class DatabaseUnavailable(OperatorError):
+    """The database path cannot be used: a folder, not an SQLite file, or not writable."""
 
 
 class Ran(NamedTuple):
@@ -430,19 +439,88 @@ def open_settings_store(settings: Settings, *, upgrade: bool = True) -> Abstract
     )
 
 
+def check_path(path: Path) -> Path:
+    """`path` resolved, if a database can live there; else DatabaseUnavailable saying what to do.
+
+    Looks only (creates nothing), so a command can check its database before it makes anything
+    beside it, such as the server secret.
+    """
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        raise DatabaseUnavailable(f"the database path {path} is a folder: {_FIX} a file, e.g. {path / 'agentchat.db'}")
+    if path.exists():
+        try:
+            with path.open("rb") as file:
+                header = file.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise _unusable(path, exc) from None
+        if header and header != SQLITE_HEADER:  # an empty file is a new database to SQLite
+            raise DatabaseUnavailable(
+                f"{path} is not an SQLite database: {_FIX} an agentchat database, or to a new file to create one"
+            )
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise DatabaseUnavailable(
+                f"cannot write the database {path} (permission denied): {_FIX} a file you can write, or fix its owner"
+            )
+        return path
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DatabaseUnavailable(
+            f"cannot create the database {path}: {folder} is a file, not a folder; {_FIX} a path in a folder "
+            "you can write to"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatabaseUnavailable(
+            f"cannot create the database {path}: no permission to write in {folder}; {_FIX} a path in a folder "
+            "you can write to"
+        )
+    return path
+
+
+def _unusable(path: Path, exc: BaseException) -> DatabaseUnavailable:
+    """What check_path cannot foresee (a read-only disk, /proc, a corrupt file), as one line."""
+    reason = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+    if "file is not a database" in text:
+        return DatabaseUnavailable(
+            f"{path} is not an SQLite database: {_FIX} an agentchat database, or to a new file to create one"
+        )
+    return DatabaseUnavailable(f"cannot open the database {path} ({text}): {_FIX} a file in a folder you can write to")
+
+
 @asynccontextmanager
 async def open_store(
     path: Path, *, busy_timeout: float = 30.0, upgrade: bool = True, driver: str = "inline"
 ) -> AsyncIterator[Store]:
-    """Open (creating if needed) the database at `path`, migrated to the newest schema."""
-    path = Path(path).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _make_private(path)
+    """Open (creating if needed) the database at `path`, migrated to the newest schema.
+
+    A path that cannot hold the database raises DatabaseUnavailable (one line for the operator),
+    before anything is created there.
+    """
+    path = check_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
+    except OSError as exc:
+        raise _unusable(path, exc) from None
     store = Store(path, busy_timeout=busy_timeout, driver=driver)
     try:
+        await _probe(store)
         if upgrade:
             await migrations.upgrade(store)
         yield store
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
+
+
+async def _probe(store: Store) -> None:
+    """Open one connection the way every unit of work does (WAL mode included): SQLite's own
+    errors surface here, as one line, rather than from deep inside a migration or the first call."""
+    try:
+        async with store.read() as conn:
+            await conn.exec_driver_sql("PRAGMA schema_version")
+    except (OSError, sqlite3.Error, DBAPIError) as exc:
+        raise _unusable(store.path, exc) from None

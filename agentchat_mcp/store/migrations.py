@@ -13,6 +13,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from agentchat_mcp.errors import OperatorError
+
 if TYPE_CHECKING:
     from agentchat_mcp.store.engine import Store
 
@@ -54,7 +56,7 @@ def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-class MigrationFailed(RuntimeError):
+class MigrationFailed(OperatorError, RuntimeError):
     """A migration step failed; the database was left at the revision it had."""
 
 
