@@ -6,32 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agentchat_mcp.cli import MAX_LISTED, build_parser
-from tests.conftest import Hub, run_cli
+from tests.conftest import Hub
+from tests.support_cli import cli, one_line
 
 pytestmark = pytest.mark.anyio
-
-
-def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    """run_cli with a clean environment: no AGENTCHAT_ or STRIPE_ settings but those given."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCHAT_", "STRIPE_"))}
-    kwargs: dict[str, Any] = {"cwd": cwd} if cwd is not None else {}
-    return run_cli(*args, env={**clean, **env}, **kwargs)
-
-
-def one_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The single stderr line of a refused command (exit 2, nothing on stdout)."""
-    assert done.returncode == 2, (done.returncode, done.stderr)
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    return lines[0]
 
 
 # --- a bad database path: one line naming it and what to do (issue 11, point 3) -------------------

@@ -14,7 +14,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp_types import ResourceUpdatedNotification
 
-from tests.conftest import Account, Hub, error_text, structured
+from tests.conftest import Account, Hub, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -233,12 +233,3 @@ async def test_stdout_carries_only_protocol_and_logs_go_to_stderr(hub: Hub, tmp_
     log = stderr_path.read_text()
     assert "tool find_agents failed" in log and "OperationalError" in log  # plain or JSON lines, on stderr
     assert alice.api_key not in log
-
-
-async def test_an_invalid_api_key_in_the_environment_is_refused_with_a_clear_message(hub: Hub) -> None:
-    params = hub.stdio(None, AGENTCHAT_API_KEY="acp_" + "x" * 43)
-    async with Client(params) as client:
-        text = error_text(await client.call_tool("whoami", {}))
-        assert "API key is not valid" in text
-        names = {t.name for t in (await client.list_tools()).tools}
-    assert "register_agent" in names and "send_message" not in names
