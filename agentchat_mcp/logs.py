@@ -2,7 +2,10 @@
 
 Every line is one JSON object: ``ts``, ``level``, ``logger``, ``msg``, plus the fields of the
 request being served (``request_id``, ``principal_id``, ``tool``; see `bind`) and any of
-``latency_ms`` / ``outcome`` / ``jsonrpc_id`` passed as ``extra``. Two rules keep secrets out:
+``latency_ms`` / ``outcome`` / ``jsonrpc_id`` passed as ``extra``. The access line (one per tool
+call, INFO) follows the level unless ``access_log`` says otherwise: at the default WARNING a
+desktop client, which shows a stdio server's stderr as its log, gets no line per call. Two rules
+keep secrets out:
 
 - an exception is logged as its type and stack frames (file, line, function) only: exception texts
   can carry SQL parameters, validation inputs or a message's plaintext, so they are never written;

@@ -14,7 +14,8 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 
 from agentchat_mcp import logs
-from tests.conftest import Hub, structured
+from agentchat_mcp.settings import Settings
+from tests.conftest import Account, Hub, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +138,31 @@ async def test_a_stdio_server_writes_only_json_lines_to_stderr(hub: Hub) -> None
     tools = [p.get("tool") for p in parsed if p["logger"] == logs.ACCESS_LOGGER]
     assert tools == ["start_conversation", "no_such_tool"]
     assert canary not in text and alice.api_key not in text and bob.api_key not in text
+
+
+async def access_lines(hub: Hub, alice: Account, buffer: io.StringIO) -> list[dict[str, Any]]:
+    buffer.truncate(0)
+    buffer.seek(0)
+    async with hub.client(alice) as client:
+        structured(await client.call_tool("whoami", {}))
+    return [line for line in lines(buffer) if line["logger"] == logs.ACCESS_LOGGER]
+
+
+async def test_at_the_default_warning_level_a_tool_call_writes_no_access_line(hub: Hub, captured: io.StringIO) -> None:
+    """Decided in issue 11: a desktop client shows a stdio server's stderr as its log, so the INFO
+    line per call follows the level unless AGENTCHAT_ACCESS_LOG asks for it (docs/configuration.md)."""
+    level, access_log = (Settings.model_fields[name].default for name in ("log_level", "access_log"))
+    assert (level, access_log) == ("WARNING", None)
+    alice = await hub.register_agent("alice")
+    logs.configure(level, access_log=access_log, stream=captured)
+    assert await access_lines(hub, alice, captured) == []
+
+
+async def test_access_log_true_writes_the_line_at_warning_and_false_hides_it_at_info(
+    hub: Hub, captured: io.StringIO
+) -> None:
+    alice = await hub.register_agent("alice")
+    logs.configure("WARNING", access_log=True, stream=captured)
+    assert [a["tool"] for a in await access_lines(hub, alice, captured)] == ["whoami"]
+    logs.configure("INFO", access_log=False, stream=captured)
+    assert await access_lines(hub, alice, captured) == []
