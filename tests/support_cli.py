@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import run_cli
+from tests.conftest import PROJECT_ROOT, run_cli
 
 
 def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
@@ -24,3 +26,35 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     return lines[0]
+
+
+def shim_bin(folder: Path, inspector: Path | None = None) -> Path:
+    """A folder for the front of PATH where the commands a doc names run this checkout.
+
+    `agentchat-mcp`: this checkout's code (PYTHONPATH is written into the script: the Inspector
+    passes a server only PATH, HOME and the like, plus its -e values). `npx`, given `inspector` (the
+    folder tests/test_inspector.py installs node 22 and the Inspector into): runs that Inspector,
+    and refuses any other package, so a doc cannot depend on something the test does not provide.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    scripts = {
+        "agentchat-mcp": f'PYTHONPATH={shlex.quote(str(PROJECT_ROOT))} exec {shlex.quote(sys.executable)} -m agentchat_mcp "$@"'
+    }
+    if inspector is not None:
+        node = inspector / "node_modules" / ".bin" / "node"
+        launcher = inspector / "node_modules" / "@modelcontextprotocol" / "inspector" / "clients" / "launcher"
+        scripts["npx"] = "\n".join(
+            [
+                '[ "$1" = "-y" ] && shift',
+                'case "$1" in',
+                "  @modelcontextprotocol/inspector | @modelcontextprotocol/inspector@*) shift ;;",
+                '  *) echo "npx (test shim): only @modelcontextprotocol/inspector is provided, not: $*" >&2; exit 64 ;;',
+                "esac",
+                f'exec {shlex.quote(str(node))} {shlex.quote(str(launcher / "build" / "index.js"))} "$@"',
+            ]
+        )
+    for name, body in scripts.items():
+        script = folder / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    return folder
