@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -196,3 +198,94 @@ def test_every_test_the_security_doc_names_as_a_guard_exists() -> None:
         if not re.search(rf"^(async def|def|class) {name}\b|^{name} = ", source, re.MULTILINE):
             missing.append(f"{path}::{name}")
     assert missing == []
+
+
+# --- every doc and every command is reachable from the README (issue 11, point 4) ------------------
+
+
+def test_the_getting_started_guide_is_the_readmes_first_link() -> None:
+    links = [link for link in re.findall(r"\]\(([^)#]+)\)", README) if "://" not in link]
+    assert links[0] == "docs/getting-started.md"
+
+
+def test_every_doc_is_linked_from_the_readme() -> None:
+    docs = sorted(p.name for p in (PROJECT_ROOT / "docs").glob("*.md"))
+    assert "peeks-and-money.md" in docs
+    missing = [name for name in docs if f"](docs/{name})" not in README]
+    assert missing == [], f"link these from README.md: {missing}"
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> dict[int, str]:
+    """id(parser) -> 'group action' for every command that runs something (an alias: the same parser)."""
+    found: dict[int, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            named: dict[int, tuple[str, argparse.ArgumentParser]] = {}
+            for name, child in action.choices.items():
+                named.setdefault(id(child), (name, child))  # an alias comes after its command's name
+            for name, child in named.values():
+                found.update(_leaf_commands(child, (*words, name)))
+            return found
+    return {id(parser): " ".join(words)}
+
+
+def test_the_command_line_section_lists_every_command() -> None:
+    parser = build_parser()
+    every = _leaf_commands(parser)
+    commands: Any = next(a for a in parser._actions if a.dest == "command")
+    section = README.split("## Command line", 1)[1].split("##", 1)[0]
+    documented: set[int] = set()
+    for line in code_blocks(section)[0].splitlines():
+        words = [w.strip("[]") for w in line.split()[1:3]]
+        for group in words[0].split("|"):
+            child: Any = commands.choices[group]
+            actions = [a for a in child._actions if isinstance(a, argparse._SubParsersAction)]
+            if not actions:
+                documented.add(id(child))
+                continue
+            for action in words[1].split("|"):
+                documented.add(id(actions[0].choices[action]))
+    missing = sorted(name for key, name in every.items() if key not in documented)
+    assert missing == [], f"add these to the README's Command line section: {missing}"
+
+
+# --- the MCP Inspector, as the README gives it (point 10) ----------------------------------------
+
+
+def inspector_block() -> str:
+    (block,) = [b for b in code_blocks(README, "sh") if "@modelcontextprotocol/inspector" in b]
+    return block
+
+
+def test_the_readme_gives_the_inspectors_cli_mode_and_the_node_it_needs() -> None:
+    cli_lines = [line for line in inspector_block().splitlines() if " --cli " in line]
+    assert cli_lines and all("--method" in line for line in cli_lines)
+    assert "Node.js 22.19 or newer" in README
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed: it installs node 22 and the Inspector")
+async def test_the_readmes_inspector_cli_command_works_as_written(tmp_path: Path) -> None:
+    from tests.support_cli import shim_bin
+    from tests.test_inspector import install_inspector
+
+    home = await anyio.to_thread.run_sync(install_inspector)
+    engines = json.loads((home / "node_modules/@modelcontextprotocol/inspector/package.json").read_text())["engines"]
+    assert engines["node"] == ">=22.19.0", "the README's Node version is the one the Inspector declares"
+    db = tmp_path / "agentchat.db"
+    created = await anyio.run_process(
+        [agentchat_command(), "agent", "create", "--name", "my-assistant"],
+        env={**os.environ, "AGENTCHAT_DB": str(db)},
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr.decode()
+    key = json.loads(created.stdout)["api_key"]
+    (line,) = [line for line in inspector_block().splitlines() if " --cli " in line]
+    filled = line.replace("/ABSOLUTE/PATH/agentchat.db", str(db)).replace("acp_...", key)
+    bin_dir = shim_bin(tmp_path / "bin", home)
+    env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), os.environ["PATH"]]), "HOME": str(tmp_path)}
+    with anyio.fail_after(120):
+        done = await anyio.run_process(["sh", "-c", filled], env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout)
+    assert result["structuredContent"]["name"] == "my-assistant"
