@@ -65,7 +65,7 @@ from agentchat_mcp.proxies import ClientAddress
 from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
 from agentchat_mcp.settings import ConfigurationError, Settings
-from agentchat_mcp.store import check_path, migrations
+from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
 
 logger = logging.getLogger(__name__)
@@ -618,12 +618,12 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     runtime.drain_streams_on_stop = True
     AppStatus.enable_automatic_graceful_drain = False  # we end the streams once calls in flight are done
     endpoint = SSE_PATH if options.transport == "sse" else MCP_PATH
-    port = sock.getsockname()[1]
+    port, database = sock.getsockname()[1], settings.db.expanduser().resolve()
 
     def announce() -> None:
         print(
             f"agentchat hub on http://{_host_header(options.host)}:{port}{endpoint} "
-            f"(also {MCP_PATH if endpoint == SSE_PATH else SSE_PATH}, /healthz); database {check_path(settings.db)}",
+            f"(also {MCP_PATH if endpoint == SSE_PATH else SSE_PATH}, /healthz); database {database}",
             file=sys.stderr,
             flush=True,
         )

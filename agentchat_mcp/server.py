@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 from mcp.server import MCPServer
 
-from agentchat_mcp import __version__, prompts, resources, server_secret
+from agentchat_mcp import __version__, prompts, resources, startup
 from agentchat_mcp.app import PROCESS_SESSION, AppContext
 from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.pipeline import RequestPipeline
@@ -41,7 +41,7 @@ def build_app_context(
 ) -> AppContext:
     """Wire the services over an open store. `payments`: a provider to use instead of the settings' one
     (its owner closes it); a provider built here is closed with `await app.payments.provider.aclose()`."""
-    identity = Identity(store, server_secret.load_keyring(settings.resolved_secret_file()))
+    identity = Identity(store, startup.load_keyring(settings))  # a bad secret file: one line (cli.main)
     feed = ChangeFeed(store, settings.change_poll_seconds)
     conversations = Conversations(store, identity, feed, telemetry)
     ledger = Ledger(store)

@@ -199,3 +199,16 @@ def test_create_help_uses_the_right_article() -> None:
     ):
         done = cli(role, "--help")
         assert line in " ".join(done.stdout.split()), done.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [("credits", "grant", "usr_" + "0" * 20, "5.00"), ("agents", "list"), ("secrets", "status")]
+)
+def test_a_secret_file_others_can_read_is_one_line_from_the_commands_that_use_it(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    secret = tmp_path.resolve() / "agentchat.secret"
+    secret.write_text("v1 " + "ab" * 32 + "\n")
+    secret.chmod(0o644)
+    done = cli(*command, AGENTCHAT_DB=str(tmp_path / "a.db"))
+    assert one_line(done) == f"error: {secret} is readable by other users; run: chmod 600 {secret}"
