@@ -224,12 +224,15 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         upgrade = args.db_command == "upgrade"
         async with _open_store(settings, upgrade=upgrade) as store:
             if args.db_command == "backup":
+                target = Path(args.path).expanduser().resolve()
                 try:
-                    await store.backup(Path(args.path))
+                    await store.backup(target)
                 except (OSError, sqlite3.Error) as exc:
-                    print(f"error: could not back up to {args.path}: {exc}", file=sys.stderr)
-                    return 1
-                print(f"backed up {store.path} to {Path(args.path).resolve()}")
+                    raise ConfigurationError(
+                        f"could not back up to {target} ({_why_not(target.parent, exc)}): give a path in a folder "
+                        "you can write to"
+                    ) from None
+                print(f"backed up {store.path} to {target}")
                 return 0
             current = await migrations.current_revision(store)
             head = migrations.head_revision()
@@ -237,6 +240,16 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
             return 0
 
     return _run(run)
+
+
+def _why_not(folder: Path, exc: BaseException) -> str:
+    """Why `folder` could not be made or written, in words (mkdir reports a file in the way as 'File exists')."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 # --- server secret ----------------------------------------------------------------------------
@@ -384,8 +397,14 @@ def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp.contract import export_schemas
 
-    written = export_schemas(Path(args.out))
-    print(f"wrote {written} schema files to {Path(args.out).resolve()}")
+    out = Path(args.out).resolve()
+    try:
+        written = export_schemas(out)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"could not write schemas to {out} ({_why_not(out, exc)}): give --out a folder you can write to"
+        ) from None
+    print(f"wrote {written} schema files to {out}")
     return 0
 
 

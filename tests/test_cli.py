@@ -212,3 +212,20 @@ def test_a_secret_file_others_can_read_is_one_line_from_the_commands_that_use_it
     secret.chmod(0o644)
     done = cli(*command, AGENTCHAT_DB=str(tmp_path / "a.db"))
     assert one_line(done) == f"error: {secret} is readable by other users; run: chmod 600 {secret}"
+
+
+async def test_a_backup_or_schema_export_to_a_place_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    tmp_path = tmp_path.resolve()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    env = {"AGENTCHAT_DB": str(tmp_path / "src.db")}
+    backup = cli("db", "backup", str(blocker / "backup.db"), **env)
+    assert one_line(backup) == (
+        f"error: could not back up to {blocker}/backup.db ({blocker} is a file, not a folder): give a path in a "
+        "folder you can write to"
+    )
+    export = cli("schemas", "export", "--out", str(blocker / "schemas"), **env)
+    assert one_line(export) == (
+        f"error: could not write schemas to {blocker}/schemas ({blocker} is a file, not a folder): give --out a "
+        "folder you can write to"
+    )
