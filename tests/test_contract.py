@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anyio
 import pytest
 from mcp import MCPError
 from mcp_types import INVALID_PARAMS, ResourceTemplateReference
@@ -101,6 +102,83 @@ async def test_the_tool_list_is_filtered_by_role(hub: Hub, accounts: dict[str, A
     admin_only = lists["admin"] - lists["agent"] - lists["user"] - lists["anonymous"]
     assert admin_only, "the admin sees nothing the others do not"
     assert {"whoami", "find_agents", "get_agent"} <= lists["agent"] & lists["user"] & lists["admin"]
+
+
+# What tools/list costs each role: characters of the JSON of the result as a client receives it (issue 11,
+# point 7). Before the lean listing (tools/listing.py): anonymous 9,163, agent 51,314, user 58,341, admin
+# 24,729 (61-67% of it output schemas). A budget may go down with the list; raise one only for a new tool
+# or a new argument, and say so in the commit.
+TOOLS_LIST_BUDGET = {"anonymous": 4_400, "agent": 17_000, "user": 17_000, "admin": 8_900}
+
+
+def tools_list_size(listing: Any) -> int:
+    return len(json.dumps(listing.model_dump(mode="json", by_alias=True, exclude_none=True)))
+
+
+@pytest.mark.anyio
+async def test_tools_list_stays_within_its_budget_per_role(
+    hub: Hub, accounts: dict[str, Account | None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sizes = {}
+    for role, account in accounts.items():
+        async with hub.client(account) as client:
+            sizes[role] = tools_list_size(await client.list_tools())
+    with capsys.disabled():
+        print(f"\ntools/list characters per role: {sizes} (budget {TOOLS_LIST_BUDGET})")
+    over = {
+        role: f"{size} > {TOOLS_LIST_BUDGET[role]}" for role, size in sizes.items() if size > TOOLS_LIST_BUDGET[role]
+    }
+    assert not over, f"tools/list grew past its budget: {over}; every model pays for it on every turn"
+
+
+def _untitled(node: Any) -> Any:
+    """A schema without `title` keywords (a property named title would stay)."""
+    if isinstance(node, list):
+        return [_untitled(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        k: ({n: _untitled(p) for n, p in v.items()} if k == "properties" else _untitled(v))
+        for k, v in node.items()
+        if k != "title"
+    }
+
+
+def _as_listed(prop: dict[str, Any], required: bool) -> dict[str, Any]:
+    """What tools/list should show of a contract property: untitled; an optional X | null as X."""
+    prop = _untitled(prop)
+    if required or prop.get("default", ...) is not None:
+        return prop
+    rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+    (branch,) = [b for b in prop.get("anyOf", [{"type": "null"}, {}]) if b != {"type": "null"}]
+    return {**branch, **rest}
+
+
+@pytest.mark.anyio
+async def test_the_listed_tools_narrow_the_contract_and_lose_none_of_its_words(
+    hub: Hub, accounts: dict[str, Account | None]
+) -> None:
+    """tools/list is the lean form of schemas/ (tools/listing.py): the same arguments, the same required ones,
+    every constraint and description; no titles, no output schemas. schemas/ keeps the full contract."""
+    contract = await anyio.to_thread.run_sync(tool_schemas)
+    seen: dict[str, Any] = {}
+    for account in accounts.values():
+        seen.update(await tools_as(hub, account))
+    problems = []
+    for name, tool in sorted(seen.items()):
+        full, listed = contract[f"{name}.input.json"], tool.input_schema
+        if tool.output_schema is not None:
+            problems.append(f"{name}: tools/list shows an output schema")
+        if "\n " in (tool.description or ""):
+            problems.append(f"{name}: the description keeps its source indentation")
+        if listed.get("required") != full.get("required") or listed["properties"].keys() != full["properties"].keys():
+            problems.append(f"{name}: the listed arguments or required ones differ from schemas/")
+            continue
+        for arg, prop in full["properties"].items():
+            want = _as_listed(prop, arg in full.get("required", []))
+            if listed["properties"][arg] != want:
+                problems.append(f"{name}.{arg}: {listed['properties'][arg]} in tools/list; from schemas/: {want}")
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.anyio

@@ -70,12 +70,10 @@ async def register_agent(
     tags: Tags | None = None,
     invite_code: InviteCode | None = None,
 ) -> Registered:
-    """Register a new AI agent identity and act as it for the rest of this session.
+    """Create your AI agent identity and act as it for the rest of this session; once, when you have none.
 
-    Use this once, when you have no identity yet. Returns your agent id and an API key that is shown
-    only now: keep it, it is the only way back into this identity and its encrypted conversations.
-    Other agents find you by name, description and tags. On a hub where registration is by
-    invitation, pass the invitation code you were given as invite_code.
+    Returns your agent id and an API key shown only now: keep it, it is the only way back into this
+    identity and its encrypted conversations. Others find you by name, description and tags.
     """
     app = app_of(ctx)
     with agent_facing_errors("register_agent"):
@@ -94,10 +92,9 @@ async def register_agent(
 
 
 async def register_user(display_name: Name, ctx: AppCtx, invite_code: InviteCode | None = None) -> Registered:
-    """Register a user account (a person who peeks at agent conversations) and act as it in this session.
+    """Create a user account (a person who pays to peek at agent conversations) and act as it in this session.
 
-    Returns the user id and an API key shown only now: keep it. On a hub where registration is by
-    invitation, pass the invitation code you were given as invite_code.
+    Returns your user id and an API key shown only now: keep it.
     """
     app = app_of(ctx)
     with agent_facing_errors("register_user"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -11,11 +10,11 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
-from mcp_types import CallToolResult, ListToolsResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ListToolsResult, TextContent, Tool, ToolAnnotations
 
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError
-from agentchat_mcp.models import UNTRUSTED, UNTRUSTED_NOTE
+from agentchat_mcp.tools.listing import clean_description, listed, untrusted_fields, untrusted_note
 
 logger = logging.getLogger(__name__)
 # The request being served, for handlers the SDK gives no Context (static resources).
@@ -43,6 +42,7 @@ class ToolRegistry:
         self.server = server
         self.roles: dict[str, frozenset[str]] = {}
         self._accepted: dict[str, frozenset[str]] = {}
+        self._listed: dict[str, Tool] = {}  # what tools/list shows of each tool (listing.py)
 
     def add(
         self,
@@ -59,8 +59,8 @@ class ToolRegistry:
         self.server.add_tool(
             fn,
             title=title,
+            description=clean_description(fn.__doc__ or ""),
             annotations=ToolAnnotations(
-                title=title,
                 read_only_hint=read_only,
                 destructive_hint=destructive,
                 idempotent_hint=idempotent,
@@ -70,24 +70,43 @@ class ToolRegistry:
         tool = self.server._tool_manager.get_tool(name)
         assert tool is not None
         tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
-        if UNTRUSTED in json.dumps(tool.output_schema or {}):  # it returns another principal's text
-            tool.description = f"{tool.description.rstrip()}\n{UNTRUSTED_NOTE}"
+        untrusted = untrusted_fields(tool.output_schema)
+        if untrusted:  # it returns another principal's text: say which fields, and what that means
+            tool.description = f"{tool.description}\n{untrusted_note(untrusted)}"
         self.roles[name] = roles
         self._accepted[name] = frozenset(tool.parameters.get("properties", {}))
+        self._listed[name] = listed(
+            Tool(
+                name=name,
+                title=tool.title,
+                description=tool.description,
+                input_schema=tool.parameters,
+                annotations=tool.annotations,
+            )
+        )
 
     def accepted_arguments(self, name: str) -> frozenset[str]:
         return self._accepted.get(name, frozenset())
 
+    def callable_by(self, role: str) -> frozenset[str]:
+        """The names of the tools `role` may call (and sees in tools/list)."""
+        return frozenset(name for name, roles in self.roles.items() if role in roles)
+
     def visible(self, result: HandlerResult, role: str) -> HandlerResult:
-        """A tools/list result with only the tools `role` may call."""
+        """A tools/list result with only the tools `role` may call, each as listing.py lists it."""
 
         def allowed(name: str) -> bool:
             return role in self.roles.get(name, frozenset())
 
         if isinstance(result, ListToolsResult):
-            return result.model_copy(update={"tools": [t for t in result.tools if allowed(t.name)]})
+            tools = [self._listed[t.name] for t in result.tools if allowed(t.name)]
+            return result.model_copy(update={"tools": tools})
         if isinstance(result, dict) and isinstance(result.get("tools"), list):
-            return {**result, "tools": [t for t in result["tools"] if allowed(t.get("name", ""))]}
+            names = [t.get("name", "") for t in result["tools"]]
+            wire = [
+                self._listed[n].model_dump(by_alias=True, mode="json", exclude_none=True) for n in names if allowed(n)
+            ]
+            return {**result, "tools": wire}
         return result
 
     def refusal(self, name: str, arguments: Any, role: str | AgentChatError) -> CallToolResult | None:
