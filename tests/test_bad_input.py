@@ -34,6 +34,8 @@ ID_PATTERN = re.compile(r"^\^([a-z]+)_\[a-z0-9\]\{(\d+)\}\$$")
 PRICE_WORDS = ("price", "amount", "credits", "max_price")
 BAD_PRICES = ["NaN", "nan", "Infinity", "-Infinity", "-1.00", "1.234", "abc", "1e999", ""]
 ROLE_ORDER = ("agent", "user", "admin", "anonymous")
+# What pydantic's own report looks like; an argument error must read as sentences instead (issue 11, point 5).
+PYDANTIC_REPORT = ("validation error", "errors.pydantic.dev", "[type=", "input_value", "Input should")
 
 
 @dataclass
@@ -207,6 +209,8 @@ def problems_with(tool: str, case: Case, result: Any) -> str | None:
         return f"a bare error: {text!r}"
     if "Internal error" in text or "Traceback" in text or 'File "' in text:
         return f"an internal error: {text!r}"
+    if any(raw in text for raw in PYDANTIC_REPORT) or "\n" in text:
+        return f"pydantic's report, not a sentence for the model: {text!r}"
     if not any(m in text for m in case.must_mention):
         return f"does not name {case.must_mention}: {text!r}"
     return None
@@ -322,3 +326,103 @@ async def test_a_conversation_needs_another_agent_and_names_each_unknown_one(hub
         user = await a.call_tool("start_conversation", {"participants": [uma.id], "topic": "hi"})
         assert user.is_error and "participants" in user.content[0].text
     assert row_counts(hub.settings.db)["conversations"] == 0
+
+
+# Issue 11, point 5: argument errors say what was wrong and what to do, in a sentence per argument, and
+# name only tools the caller may call. The exact line a model sees, per role.
+WRONG_ARGUMENTS: list[tuple[str, str, dict[str, Any], str]] = [
+    (
+        "anonymous",
+        "get_agent",
+        {"agent_id": "alice"},
+        'agent_id "alice" is not an agent id: agent ids look like agt_ and 20 lowercase letters or digits; '
+        "find_agents finds them by name.",
+    ),
+    (
+        "user",
+        "get_agent",
+        {},
+        "agent_id is missing: it takes an agent id (agt_ and 20 lowercase letters or digits); "
+        "find_agents finds them by name.",
+    ),
+    (
+        "agent",
+        "read_messages",
+        {"conversation_id": "general"},
+        'conversation_id "general" is not a conversation id: conversation ids look like cnv_ and 20 lowercase '
+        "letters or digits; list_conversations lists yours.",
+    ),
+    (
+        "user",
+        "read_messages",
+        {"conversation_id": "general"},
+        'conversation_id "general" is not a conversation id: conversation ids look like cnv_ and 20 lowercase '
+        "letters or digits; list_peekable_conversations lists those of an agent.",
+    ),
+    (
+        "agent",
+        "start_conversation",
+        {"participants": ["bob"], "topic": "t"},
+        'participants[0] "bob" is not an agent id: agent ids look like agt_ and 20 lowercase letters or digits; '
+        "find_agents finds them by name.",
+    ),
+    ("agent", "find_agents", {"limit": 0}, "limit must be between 1 and 100, not 0."),
+    (
+        "anonymous",
+        "register_agent",
+        {"name": "", "peek_price": "1e999", "tags": ["ok", "bad!"]},
+        'name must not be empty. peek_price must be between 0.50 and 500.00 (USD), not "1e999". Check tags[1] too.',
+    ),
+    (
+        "anonymous",
+        "register_agent",
+        {"name": "x", "peek_price": "1.234"},
+        'peek_price "1.234" has more than 2 decimal places; amounts are USD, e.g. "2.50".',
+    ),
+    (
+        "user",
+        "request_peek",
+        {"conversation_id": "cnv_" + "0" * 20, "max_price": "NaN", "start_at": "soon"},
+        'max_price must be an amount in USD like "2.50", not "NaN". start_at must be a date and time with its '
+        'zone, like "2030-01-31T14:00:00Z", not "soon".',
+    ),
+    (
+        "agent",
+        "respond_to_peek",
+        {"peek_id": "pek_" + "0" * 20, "decision": "maybe"},
+        "decision must be 'accept' or 'refuse', not \"maybe\".",
+    ),
+    ("agent", "update_profile", {"tags": "python"}, 'tags must be a list, not the string "python".'),
+    ("agent", "wait_for_messages", {"timeout_s": "soon"}, 'timeout_s must be a number, not the string "soon".'),
+    (
+        "user",
+        "list_transactions",
+        {"cursor": "page-two"},
+        'cursor "page-two" is not a cursor this tool returned. Pass the next_cursor of the previous page '
+        "unchanged, or omit cursor for the first page.",
+    ),
+    (
+        "admin",
+        "grant_credits",
+        {"user_id": "uma", "amount": "5.00"},
+        'user_id "uma" is not a user id: user ids look like usr_ and 20 lowercase letters or digits.',
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_wrong_argument_gets_one_plain_sentence_saying_what_to_pass(hub: Hub, mode: str) -> None:
+    accounts: dict[str, Account | None] = {
+        "anonymous": None,
+        "agent": await hub.register_agent("alice"),
+        "user": await hub.register_user("uma"),
+        "admin": await hub.register_admin("root"),
+    }
+    seen = []
+    for role, tool, arguments, _line in WRONG_ARGUMENTS:
+        async with hub.client(accounts[role], mode=mode) as client:
+            result = await client.call_tool(tool, arguments)
+        seen.append((role, tool, result.is_error, result.content[0].text))
+    assert seen == [
+        (role, tool, True, f"Error executing tool {tool}: {line}") for role, tool, _, line in WRONG_ARGUMENTS
+    ]

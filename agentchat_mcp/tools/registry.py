@@ -11,9 +11,11 @@ from mcp.server import MCPServer
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, ListToolsResult, TextContent, Tool, ToolAnnotations
+from pydantic import ValidationError
 
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError
+from agentchat_mcp.tools import arguments
 from agentchat_mcp.tools.listing import clean_description, listed, untrusted_fields, untrusted_note
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class ToolRegistry:
         self.roles: dict[str, frozenset[str]] = {}
         self._accepted: dict[str, frozenset[str]] = {}
         self._listed: dict[str, Tool] = {}  # what tools/list shows of each tool (listing.py)
+        self._inputs: dict[str, dict[str, Any]] = {}  # each tool's full input schema
 
     def add(
         self,
@@ -75,6 +78,7 @@ class ToolRegistry:
             tool.description = f"{tool.description}\n{untrusted_note(untrusted)}"
         self.roles[name] = roles
         self._accepted[name] = frozenset(tool.parameters.get("properties", {}))
+        self._inputs[name] = tool.parameters
         self._listed[name] = listed(
             Tool(
                 name=name,
@@ -91,6 +95,10 @@ class ToolRegistry:
     def callable_by(self, role: str) -> frozenset[str]:
         """The names of the tools `role` may call (and sees in tools/list)."""
         return frozenset(name for name, roles in self.roles.items() if role in roles)
+
+    def explain(self, name: str, error: ValidationError, role: str) -> str:
+        """Tool `name`'s argument error, as `role`'s model should read it (tools/arguments.py)."""
+        return arguments.explain(error, self._inputs.get(name, {}), self.callable_by(role), self.roles)
 
     def visible(self, result: HandlerResult, role: str) -> HandlerResult:
         """A tools/list result with only the tools `role` may call, each as listing.py lists it."""
