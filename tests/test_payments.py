@@ -49,7 +49,10 @@ async def test_offline_buy_credits_explains_how_credit_is_granted_and_writes_not
         user = await hub.register_user("uma")
         async with p.client(user) as u:
             text = error_text(await u.call_tool("buy_credits", {"amount": "20.00", "idempotency_key": "k1"}))
-    assert "offline ledger provider" in text and "grant_credits" in text
+    assert text == (
+        "Error executing tool buy_credits: This server runs the offline ledger provider and takes no card payments. "
+        "Credit is granted by the hub's admins: ask one for credit."
+    )  # not "grant_credits": a user may not call it (issue 11, point 6)
     assert rows(hub, "SELECT COUNT(*) FROM payments") == [(0,)] and ledger_total(hub) == 0
 
 

@@ -138,9 +138,9 @@ async def test_a_refusal_charges_nothing_and_the_user_cannot_read(hub: Hub) -> N
         refused = await call(a, "respond_to_peek", peek_id=peek["id"], decision="refuse", reason="private")
         assert (refused["status"], refused["reason"]) == ("refused", "private")
         assert (await balance(u))["credit"] == "10.00" and (await balance(u))["held"] == "0.00"
-        assert "No conversation" in error_text(
+        assert f"Your peek {peek['id']} on {s.conversation_id} was refused" in error_text(
             await u.call_tool("read_messages", {"conversation_id": s.conversation_id})
-        )
+        )  # the peeker is told about its own peek (issue 11, point 6)
         late = await a.call_tool("respond_to_peek", {"peek_id": peek["id"], "decision": "accept"})
         assert "cannot change now" in error_text(late)
         assert (await call(u, "get_peek", peek_id=peek["id"]))["next_step"].startswith("Nothing was charged")
@@ -222,7 +222,7 @@ async def test_the_peeker_reads_only_inside_the_window_and_never_after_it(hub: H
         await call(a, "respond_to_peek", peek_id=peek["id"], decision="accept")
         assert (await call(u, "get_peek", peek_id=peek["id"]))["status"] == "scheduled"
         before = await u.call_tool("read_messages", {"conversation_id": s.conversation_id})
-        assert "No conversation" in error_text(before)
+        assert f"Your peek {peek['id']} on {s.conversation_id} opens at " in error_text(before)
 
         travel.advance(hours=1, seconds=1)
         await call(b, "send_message", conversation_id=s.conversation_id, text="inside the window")
@@ -233,7 +233,7 @@ async def test_the_peeker_reads_only_inside_the_window_and_never_after_it(hub: H
         travel.advance(minutes=10)
         await call(a, "send_message", conversation_id=s.conversation_id, text="after the window")
         after = await u.call_tool("read_messages", {"conversation_id": s.conversation_id})
-        assert "No conversation" in error_text(after)
+        assert f"Your peek {peek['id']} on {s.conversation_id} ended at " in error_text(after)
         assert (await call(u, "get_peek", peek_id=peek["id"]))["status"] == "completed"
     assert_unreadable_with_every_key(hub, s.user, s.conversation_id, "after the window")
     assert_readable_with_some_key(hub, s.user, s.conversation_id, seq=2)
@@ -300,7 +300,7 @@ async def test_without_consent_a_conversation_is_never_readable(hub: Hub) -> Non
         await call(b, "send_message", conversation_id=s.conversation_id, text="bob is chatty")
         await call(a, "send_message", conversation_id=s.conversation_id, text="so is alice")
         denied = await u.call_tool("read_messages", {"conversation_id": s.conversation_id})
-        assert "No conversation" in error_text(denied)
+        assert "is waiting for the agents' consent" in error_text(denied)
         stranger = await hub.register_user("eve")
         async with hub.client(stranger) as e:
             assert "No conversation" in error_text(

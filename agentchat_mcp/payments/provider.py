@@ -14,9 +14,9 @@ from typing import Literal, Protocol
 from agentchat_mcp.errors import PaymentUnavailable
 
 OFFLINE = (
-    "This server runs the offline ledger provider: it takes no card payments. Credit is granted by an "
-    "admin (the grant_credits tool, or `agentchat-mcp credits grant USER AMOUNT`); you can still pay for "
-    "packs and subscriptions from your credit with pay_with='credit'."
+    "This server runs the offline ledger provider: it takes no card payments. Credit is granted by the "
+    "hub's admins (ask one); you can still pay for packs and subscriptions from your credit with "
+    "pay_with='credit'."
 )
 
 

@@ -26,6 +26,9 @@ from agentchat_mcp.telemetry import Telemetry
 MAX_PARTICIPANTS = 20
 AccessCheck = Callable[[DbConnection, Caller, str], Awaitable[bool]]
 ExtraReaders = Callable[[DbConnection, str], Awaitable[set[str]]]
+# Why this caller may not read this conversation now, when that is the caller's own business to know
+# (a peek of theirs outside its window); None: say what a missing conversation gets.
+DenialReason = Callable[[DbConnection, Caller, str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,16 @@ class Unread:
     last_seq: int
 
 
-def conversation_not_found(conversation_id: str) -> NotFound:
+# Where a caller of each role finds the conversations it may read (tools that role may call, only).
+_WHERE_TO_LOOK = {
+    "agent": " list_conversations shows yours.",
+    "user": " You read one during a paid peek's window: list_peek_requests shows your peeks, request_peek asks for one.",
+}
+
+
+def conversation_not_found(conversation_id: str, role: str | None = None) -> NotFound:
     # The same words whether it does not exist or is not yours: ids reveal nothing.
-    return NotFound(f"No conversation {conversation_id} that you can see. list_conversations shows yours.")
+    return NotFound(f"No conversation {conversation_id} that you can see.{_WHERE_TO_LOOK.get(role or '', '')}")
 
 
 # The send path's statements, built once and run as plans (store/engine.py Plan): expression
@@ -147,6 +157,7 @@ class Conversations:
         self._telemetry = telemetry
         self.access_checks: list[AccessCheck] = []  # besides membership (e.g. a live peek grant)
         self.extra_readers: list[ExtraReaders] = []  # besides members, who may hold the current key
+        self.denial_reasons: list[DenialReason] = []  # why a reader may not read now (a peek's window)
 
     # --- starting, sending, leaving -------------------------------------------------------
 
@@ -196,7 +207,7 @@ class Conversations:
         async with self._store.write() as conn:
             found = await conn.fetch(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})
             if not found:
-                raise conversation_not_found(conversation_id)
+                raise conversation_not_found(conversation_id, caller.role)
             sent, message_id = await self._send(conn, caller, conversation_id, text, found[0])
         await self._feed.published(conversation_id, message_id)
         self._telemetry.messages_sent.add(1)
@@ -207,7 +218,7 @@ class Conversations:
         require_role(caller, "agent")
         async with self._store.write() as conn:
             if not await self.is_member(conn, caller.id, conversation_id):
-                raise conversation_not_found(conversation_id)
+                raise conversation_not_found(conversation_id, caller.role)
             await conn.execute(
                 update(participants)
                 .where(
@@ -339,7 +350,7 @@ class Conversations:
         """Decrypt and verify a page of messages; never consumes (read cursors move with mark_read)."""
         async with self._store.read() as conn:
             if not await self.can_read(conn, caller, conversation_id):
-                raise conversation_not_found(conversation_id)
+                raise await self._not_readable(conn, caller, conversation_id)
             rows = (
                 await conn.execute(
                     select(
@@ -405,11 +416,19 @@ class Conversations:
                 return True
         return False
 
+    async def _not_readable(self, conn: DbConnection, caller: Caller, conversation_id: str) -> NotFound:
+        """What a caller who may not read a conversation now is told."""
+        for why in self.denial_reasons:
+            reason = await why(conn, caller, conversation_id)
+            if reason:
+                return NotFound(reason)  # not readable now: a NotFound, as for anyone else (resources answer it alike)
+        return conversation_not_found(conversation_id, caller.role)
+
     async def get(self, caller: Caller, conversation_id: str) -> Conversation:
         """One conversation's metadata, for members (and live peekers)."""
         async with self._store.read() as conn:
             if not await self.can_read(conn, caller, conversation_id):
-                raise conversation_not_found(conversation_id)
+                raise await self._not_readable(conn, caller, conversation_id)
             return await self._conversation(conn, caller, conversation_id)
 
     async def mark_read(self, caller: Caller, conversation_id: str, up_to_seq: int | None) -> int:
@@ -417,7 +436,7 @@ class Conversations:
         require_role(caller, "agent")
         async with self._store.write() as conn:
             if not await self.is_member(conn, caller.id, conversation_id):
-                raise conversation_not_found(conversation_id)
+                raise conversation_not_found(conversation_id, caller.role)
             last_seq = (
                 await conn.execute(select(conversations.c.last_seq).where(conversations.c.id == conversation_id))
             ).scalar_one()
@@ -475,7 +494,7 @@ class Conversations:
         require_role(caller, "agent")
         async with self._store.read() as conn:
             if conversation_id is not None and not await self.is_member(conn, caller.id, conversation_id):
-                raise conversation_not_found(conversation_id)
+                raise conversation_not_found(conversation_id, caller.role)
         deadline = clock.now().timestamp() + timeout
         while True:
             found = await self.unread(caller, conversation_id)

@@ -248,7 +248,7 @@ class Payments:
         if not self.provider.takes_cards:
             raise self._no_cards(
                 "This server runs the offline ledger provider and takes no card payments. Credit is granted by "
-                "an admin: ask them to run grant_credits (or `agentchat-mcp credits grant USER AMOUNT`)."
+                "the hub's admins: ask one for credit."
             )
         if not MIN_TOPUP_CENTS <= amount_cents <= MAX_TOPUP_CENTS:
             raise InvalidInput(f"amount must be {fmt(MIN_TOPUP_CENTS)} to {fmt(MAX_TOPUP_CENTS)}.")

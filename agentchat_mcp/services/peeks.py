@@ -155,8 +155,29 @@ def _request_hash(conversation_id: str, max_price: int, duration: int, start_at:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _peek_not_found(peek_id: str) -> NotFound:
-    return NotFound(f"No peek {peek_id} that you can see. list_peek_requests shows yours.")
+def _peek_not_found(peek_id: str, role: str | None = None) -> NotFound:
+    where = " list_peek_requests shows yours." if role in ("agent", "user") else ""
+    return NotFound(f"No peek {peek_id} that you can see.{where}")
+
+
+def _outside_window(peek_id: str, conversation_id: str, shown: str, row: Any) -> str | None:
+    """What a user whose newest peek on a conversation does not let it read now is told (None: nothing)."""
+    yours = f"Your peek {peek_id} on {conversation_id}"
+    if shown == "awaiting_consent":
+        return (
+            f"{yours} is waiting for the agents' consent (until {row.expires_at}); reading opens once they all "
+            "accept. get_peek shows where it stands."
+        )
+    if shown == "scheduled":
+        return f"{yours} opens at {row.window_start}; read_messages works from then until {row.window_end}."
+    if shown == "completed":
+        return (
+            f"{yours} ended at {row.window_end}; messages after that stay sealed to you. request_peek asks for a "
+            "new window."
+        )
+    if shown in ("refused", "expired", "cancelled", "refunded"):
+        return f"{yours} was {shown}, so it lets you read nothing. request_peek asks again."
+    return None
 
 
 @dataclass(frozen=True)
@@ -223,6 +244,7 @@ class Peeks:
         self._checked: dict[str, tuple[int, int]] = {}
         conversations_service.access_checks.append(self._may_read)
         conversations_service.extra_readers.append(self._readers)
+        conversations_service.denial_reasons.append(self._why_not_readable)
 
     # --- quoting and requesting -------------------------------------------------------------
 
@@ -442,7 +464,7 @@ class Peeks:
             ).all()
             mine = [r for r in rows if r.c_agent_id == caller.id]
             if not mine:
-                raise _peek_not_found(peek_id)
+                raise _peek_not_found(peek_id, caller.role)
             peek = mine[0]
             expired = peek.status == "awaiting_consent" and peek.expires_at <= now
             if expired:  # settle it (committed), then tell the agent
@@ -501,7 +523,7 @@ class Peeks:
                 await conn.execute(select(peeks).where(and_(peeks.c.id == peek_id, peeks.c.user_id == caller.id)))
             ).first()
             if peek is None:
-                raise _peek_not_found(peek_id)
+                raise _peek_not_found(peek_id, caller.role)
             if peek.status == "cancelled":
                 return await self._view(conn, peek_id)
             if peek.status == "awaiting_consent" and peek.expires_at <= now:
@@ -819,6 +841,23 @@ class Peeks:
         )
         return row.first() is not None
 
+    async def _why_not_readable(self, conn: DbConnection, caller: Caller, conversation_id: str) -> str | None:
+        """Conversations denial reason: a user's own peek on it, outside its window (its newest one)."""
+        if caller.role != "user":
+            return None
+        row = (
+            await conn.execute(
+                select(peeks.c.id, peeks.c.status, peeks.c.window_start, peeks.c.window_end, peeks.c.expires_at)
+                .where(and_(peeks.c.conversation_id == conversation_id, peeks.c.user_id == caller.id))
+                .order_by(peeks.c.requested_at.desc(), peeks.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            return None
+        shown = _display_status(row.status, row.window_start, row.window_end, row.expires_at, clock.now_iso())
+        return _outside_window(row.id, conversation_id, shown, row)
+
     async def _readers(self, conn: DbConnection, conversation_id: str) -> set[str]:
         """Conversations extra readers: peekers whose window is open now."""
         now = clock.now_iso()
@@ -841,7 +880,7 @@ class Peeks:
         await self._settle_for(caller)
         async with self._store.read() as conn:
             if not await self._visible(conn, caller, peek_id):
-                raise _peek_not_found(peek_id)
+                raise _peek_not_found(peek_id, caller.role)
             return await self._view(conn, peek_id)
 
     async def list_for(

@@ -67,25 +67,34 @@ def quote_of(q: Quote) -> PeekQuote:
 
 
 def _next_step(p: Peek, caller: Caller) -> str:
+    """What to do now, naming only tools the caller's role may call (a peek is read by its user, its agents
+    and admins: only the user reads the conversation, cancels or asks again)."""
+    peeker = caller.role == "user"
     if p.status == "awaiting_consent":
         waiting = [c.agent_id for c in p.consents if c.decision == "pending"]  # ids: names are theirs to write
         if caller.role == "agent" and any(c.agent_id == caller.id and c.decision == "pending" for c in p.consents):
             return f"Answer with respond_to_peek(peek_id='{p.id}', decision='accept' or 'refuse')."
         return (
             f"Waiting for {', '.join(waiting) or 'the agents'} to accept before {p.expires_at}; {fmt(p.charged_cents)} "
-            "of credit is held meanwhile. cancel_peek withdraws the request."
+            "of credit is held meanwhile." + (" cancel_peek withdraws the request." if peeker else "")
         )
     if p.status == "scheduled":
-        return f"Paid. Reading opens at {p.window_start}; then use read_messages(conversation_id) until {p.window_end}."
+        if peeker:
+            return f"Paid. Reading opens at {p.window_start}; then use read_messages(conversation_id) until {p.window_end}."
+        return f"Paid. The user may read from {p.window_start} until {p.window_end}."
     if p.status == "active":
-        if p.keys_released:
+        if not p.keys_released:
+            return (
+                "Paid and open. The conversation keys are handed over during the next request of any participant "
+                "(the server cannot do it alone)" + ("; read_messages shows messages once they are." if peeker else ".")
+            )
+        if peeker:
             return f"Read now with read_messages(conversation_id='{p.conversation_id}') until {p.window_end}."
-        return (
-            "Paid and open. The conversation keys are handed over during the next request of any participant "
-            "(the server cannot do it alone); read_messages shows messages once they are."
-        )
+        return f"Paid and open: the user may read until {p.window_end}."
     if p.status == "completed":
-        return "The window is over; later messages are sealed with keys the peeker never gets. request_peek again to read more."
+        return "The window is over; later messages are sealed with keys the peeker never gets." + (
+            " request_peek again to read more." if peeker else ""
+        )
     if p.status == "refunded":
         return "The payment was returned to the user's credit."
     return "Nothing was charged; the held credit is back in the user's balance."

@@ -25,6 +25,7 @@ current_request: ContextVar[ServerRequestContext[AppContext, Any] | None] = Cont
 ANONYMOUS = "anonymous"
 AGENT, USER, ADMIN = "agent", "user", "admin"
 EVERYONE = frozenset({ANONYMOUS, AGENT, USER, ADMIN})
+_A = {AGENT: "an", ADMIN: "an", USER: "a"}  # the article before each signed-in role
 SIGNED_IN = frozenset({AGENT, USER, ADMIN})
 
 
@@ -139,5 +140,8 @@ class ToolRegistry:
                 f"Error executing tool {name}: it needs an identity. Call register_agent or register_user first, "
                 "or connect with your API key."
             )
+        signed_in = f"you are signed in as {_A[role]} {role}"
+        if allowed == {ANONYMOUS}:  # registration: this session has an identity already
+            return _error(f"Error executing tool {name}: {signed_in} already; whoami shows who.")
         who = " or ".join(sorted(allowed - {ANONYMOUS}))
-        return _error(f"Error executing tool {name}: it is for {who} accounts; you are signed in as a {role}.")
+        return _error(f"Error executing tool {name}: it is for {who} accounts; {signed_in}.")
