@@ -64,6 +64,11 @@ class AppContext:
     earnings: EarningsService
     # API keys of identities chosen inside a session (stdio env, or registered in-session), by slot.
     session_keys: dict[str, str] = field(default_factory=dict)
+    # A registration changes the session's tools/list. A client that registers before it ever listed tools
+    # lists them right after, to check the registration's result against the tool's entry, and must find
+    # the tool it called: that one listing still shows it (relisted). By slot, like session_keys.
+    listed_anonymously: set[str] = field(default_factory=set)  # served a tools/list before any identity
+    relist_once: dict[str, str] = field(default_factory=dict)  # the registration tool its next listing shows
     # Purchases, subscriptions, Stripe webhooks and payouts (services/payments.py); set by build_app_context.
     payments: Payments | None = None
 
@@ -82,13 +87,37 @@ class AppContext:
         slot = self.session_slot(headers)
         return self.session_keys.get(slot) if slot else None
 
-    def bind_session(self, headers: Any, api_key: str) -> bool:
-        """After registration: act as the new principal for the rest of this session, if it has one."""
+    def bind_session(self, headers: Any, api_key: str, registered_with: str) -> bool:
+        """After registration (by tool `registered_with`): act as the new principal for the rest of this
+        session, if it has one; True if the session's identity (and so its tools/list) changed."""
         slot = self.session_slot(headers)
         if slot is None or get_access_token() is not None:
             return False
         self.session_keys[slot] = api_key
+        if slot not in self.listed_anonymously:
+            self.relist_once[slot] = registered_with
+        self.listed_anonymously.discard(slot)
         return True
+
+    def listing(self, headers: Any, *, anonymous: bool) -> str | None:
+        """A tools/list is being served to this session: the tool it must show once more (see relist_once)."""
+        slot = self.session_slot(headers)
+        if slot is None:
+            return None
+        if anonymous:
+            self.listed_anonymously.add(slot)
+            return None
+        return self.relist_once.pop(slot, None)
+
+    def session_slots(self) -> set[str]:
+        """Every slot something is kept for."""
+        return set(self.session_keys) | self.listed_anonymously | set(self.relist_once)
+
+    def forget_session(self, slot: str) -> None:
+        """The session ended: drop what was kept for it."""
+        self.session_keys.pop(slot, None)
+        self.listed_anonymously.discard(slot)
+        self.relist_once.pop(slot, None)
 
     async def maybe_caller(self, headers: Any) -> Caller | None:
         """The authenticated caller, or None for an anonymous session (once per request, see above)."""

@@ -260,7 +260,7 @@ class Runtime:
         # by the registration rate limit).
         http_live = getattr(self.manager, "_server_instances", None)
         sse_live = getattr(self.sse, "_read_stream_writers", None)
-        for slot in list(self.app_ctx.session_keys):
+        for slot in self.app_ctx.session_slots():
             if not slot.startswith("http:"):
                 continue
             session = slot.removeprefix("http:")
@@ -269,7 +269,7 @@ class Runtime:
             else:
                 alive = http_live is None or session in http_live
             if not alive:
-                self.app_ctx.session_keys.pop(slot, None)
+                self.app_ctx.forget_session(slot)
 
     async def close_streams_when_idle(self) -> None:
         """Once stopping and no call is in progress, end the long-lived SSE streams.
@@ -391,7 +391,7 @@ class McpGuard:
         if session_id and status < 400 and app_ctx is not None:
             slot = app_ctx.session_slot({SESSION_HEADER: session_id})
             if slot is not None:
-                app_ctx.session_keys.pop(slot, None)
+                app_ctx.forget_session(slot)
 
 
 # --- endpoints ---------------------------------------------------------------------------------

@@ -73,7 +73,8 @@ class RequestPipeline:
                 role = await self._role(ctx)
             except AgentChatError:
                 role = ANONYMOUS
-            return self.registry.visible(result, role)
+            again = ctx.lifespan_context.listing(getattr(ctx.request, "headers", None), anonymous=role == ANONYMOUS)
+            return self.registry.visible(result, role, again=again)
         if method == "prompts/get" and ctx.params is not None:
             prompts.check_prompt_request(ctx.params)
         return await call_next(ctx)

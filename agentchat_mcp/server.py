@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
@@ -185,6 +187,13 @@ def build_server(
     )
     registry = ToolRegistry(server)
     server.registry = registry
+    # A registration changes its session's tools/list and says so (notifications/tools/list_changed,
+    # tools/identity.py): the handshake era wants tools.listChanged declared in the initialize result (the
+    # 2026 era derives it from subscriptions/listen). The SDK's transports ask for the options without any.
+    lowlevel = server._lowlevel_server
+    lowlevel.create_initialization_options = partial(  # type: ignore[method-assign]
+        lowlevel.create_initialization_options, NotificationOptions(tools_changed=True)
+    )
     limits = RequestLimits(RateLimiter.from_settings(settings, telemetry))
     server.middleware.append(RequestPipeline(registry, limits, ToolCallObserver(telemetry)))
     register_all(registry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
+from mcp_types import ServerNotification
 
 from agentchat_mcp import server_secret
 from tests.conftest import Account, Hub, error_text, run_cli, structured
+from tests.support_http import http_client, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +50,68 @@ async def test_a_session_that_registers_acts_as_the_new_agent_at_once(hub: Hub, 
     # The key it returned is the way back in, from a new session.
     async with hub.client(Account(id=got["id"], role="agent", name="Quill", api_key=got["api_key"])) as again:
         assert structured(await again.call_tool("whoami", {}))["id"] == got["id"]
+
+
+# Issue 11, point 11: the Python SDK client checks a result against the tool's tools/list entry; with no
+# entry cached it lists the tools after the call, when the session is already the new principal.
+NOT_LISTED = "not listed by server"
+
+
+def sdk_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and NOT_LISTED in r.getMessage()]
+
+
+class Heard:
+    """A client's message handler that keeps the server's notifications."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, ServerNotification):
+            self.methods.append(message.method)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+@pytest.mark.parametrize("tool", ["register_agent", "register_user"])
+async def test_registering_before_any_tools_list_logs_no_client_warning(
+    hub: Hub, mode: str, tool: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    arguments = {"name": "quill", "peek_price": "1.00"} if tool == "register_agent" else {"display_name": "uma"}
+    caplog.set_level(logging.WARNING)
+    async with hub.client(mode=mode) as c:  # no list_tools first, as a script would do
+        got = structured(await c.call_tool(tool, arguments))
+        assert structured(await c.call_tool("whoami", {}))["id"] == got["id"]
+        listed = {t.name for t in (await c.list_tools()).tools}
+    assert sdk_warnings(caplog) == []
+    assert "whoami" in listed and not listed & {"register_agent", "register_user"}  # shown once, then gone
+
+
+async def test_registering_tells_a_listing_client_its_tools_changed_and_never_shows_register_again(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    heard = Heard()
+    async with hub.client(mode="legacy", message_handler=heard) as c:
+        assert c.server_capabilities.tools is not None and c.server_capabilities.tools.list_changed
+        before = {t.name for t in (await c.list_tools()).tools}  # as a desktop client does on connect
+        structured(await c.call_tool("register_agent", {"name": "quill", "peek_price": "1.00"}))
+        after = {t.name for t in (await c.list_tools()).tools}
+    assert heard.methods == ["notifications/tools/list_changed"]
+    assert "register_agent" in before and "send_message" in after and "register_agent" not in after
+    assert sdk_warnings(caplog) == []
+
+
+async def test_registering_over_stdio_and_http_logs_no_client_warning(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with Client(hub.stdio(None)) as c:  # a real agentchat-mcp process
+        structured(await c.call_tool("register_agent", {"name": "quill", "peek_price": "1.00"}))
+    async with serving(hub) as base, http_client(base, mode="legacy") as c:  # an anonymous HTTP session
+        structured(await c.call_tool("register_user", {"display_name": "uma"}))
+        assert structured(await c.call_tool("whoami", {}))["role"] == "user"
+    assert sdk_warnings(caplog) == []
 
 
 async def test_a_user_registers_and_has_no_agent_fields(hub: Hub) -> None:

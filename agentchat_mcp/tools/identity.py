@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from agentchat_mcp.app import AppContext
@@ -32,6 +34,7 @@ from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES
 from agentchat_mcp.tools.registry import ADMIN, ANONYMOUS, EVERYONE, SIGNED_IN, ToolRegistry, app_of
 
 AppCtx = Context[AppContext, Any]
+logger = logging.getLogger(__name__)
 
 
 def profile_of(p: Principal) -> AgentProfile:
@@ -45,6 +48,18 @@ def profile_of(p: Principal) -> AgentProfile:
         tags=list(p.tags),
         created_at=p.created_at,
     )
+
+
+async def tools_changed(ctx: AppCtx) -> None:
+    """This session has an identity now, so its tools/list changed: tell its client, in its protocol era.
+    Best effort: the registration stands (and its API key must reach the caller) whatever happens here."""
+    try:
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            await ctx.notify_tools_changed()  # subscriptions/listen streams (stdio, in-process: this client's)
+        else:
+            await ctx.session.send_tool_list_changed()  # this session only
+    except Exception:
+        logger.warning("could not send notifications/tools/list_changed after a registration", exc_info=True)
 
 
 def _check_registration(app: AppContext, invite_code: str | None) -> str | None:
@@ -87,7 +102,8 @@ async def register_agent(
             tags=tags,
             invite_code=redeem,
         )
-        app.bind_session(ctx.headers, api_key)
+        if app.bind_session(ctx.headers, api_key, "register_agent"):
+            await tools_changed(ctx)
     return Registered(id=principal.id, role="agent", name=principal.name, api_key=api_key)
 
 
@@ -102,7 +118,8 @@ async def register_user(display_name: Name, ctx: AppCtx, invite_code: InviteCode
         if not display_name.strip():  # the service says "name"; name the argument the model sent
             raise InvalidInput("display_name must not be empty or only spaces.")
         principal, api_key = await app.identity.register("user", display_name, invite_code=redeem)
-        app.bind_session(ctx.headers, api_key)
+        if app.bind_session(ctx.headers, api_key, "register_user"):
+            await tools_changed(ctx)
     return Registered(id=principal.id, role="user", name=principal.name, api_key=api_key)
 
 

@@ -101,11 +101,12 @@ class ToolRegistry:
         """Tool `name`'s argument error, as `role`'s model should read it (tools/arguments.py)."""
         return arguments.explain(error, self._inputs.get(name, {}), self.callable_by(role), self.roles)
 
-    def visible(self, result: HandlerResult, role: str) -> HandlerResult:
-        """A tools/list result with only the tools `role` may call, each as listing.py lists it."""
+    def visible(self, result: HandlerResult, role: str, *, again: str | None = None) -> HandlerResult:
+        """A tools/list result with only the tools `role` may call, each as listing.py lists it; `again`: the
+        registration tool this session called before it ever listed tools, shown once more (app.py)."""
 
         def allowed(name: str) -> bool:
-            return role in self.roles.get(name, frozenset())
+            return role in self.roles.get(name, frozenset()) or name == again
 
         if isinstance(result, ListToolsResult):
             tools = [self._listed[t.name] for t in result.tools if allowed(t.name)]
