@@ -18,9 +18,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from mcp import Client
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from agentchat_mcp.store import migrations, open_store
+from agentchat_mcp.store import check_path, migrations, open_store
 from agentchat_mcp.store.tables import metadata
 from tests.conftest import PROJECT_ROOT, Hub, run_cli, structured
 
@@ -392,3 +393,18 @@ async def test_a_backup_is_as_private_as_the_database(hub: Hub, tmp_path: Path) 
     done = run_cli("--db", str(hub.settings.db), "db", "backup", str(backup))
     assert done.returncode == 0, done.stderr
     assert _modes(backup) == {"backup.db": 0o600}
+
+
+async def test_checking_a_database_path_keeps_the_locks_of_this_processs_open_connections(tmp_path: Path) -> None:
+    """check_path must not open the file itself: closing any descriptor of it drops this process's POSIX
+    locks, and the next process to close its connection then deletes the WAL under our open store."""
+    db = tmp_path / "locks.db"
+    async with open_store(db) as store:
+        async with store.write() as conn:
+            await conn.execute(text("CREATE TABLE canary (x INTEGER)"))
+        wal = db.with_name(db.name + "-wal")
+        assert wal.stat().st_size > 0
+        check_path(db)
+        other = f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM sqlite_master').fetchall(); c.close()"
+        subprocess.run([sys.executable, "-c", other], check=True)
+        assert wal.exists(), "another process's close deleted the WAL: our locks were gone"

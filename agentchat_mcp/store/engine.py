@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 _FIX = "set AGENTCHAT_DB (or --db) to"
 
 
@@ -449,19 +448,19 @@ def check_path(path: Path) -> Path:
     if path.is_dir():
         raise DatabaseUnavailable(f"the database path {path} is a folder: {_FIX} a file, e.g. {path / 'agentchat.db'}")
     if path.exists():
-        try:
-            with path.open("rb") as file:
-                header = file.read(len(SQLITE_HEADER))
-        except OSError as exc:
-            raise _unusable(path, exc) from None
-        if header and header != SQLITE_HEADER:  # an empty file is a new database to SQLite
-            raise DatabaseUnavailable(
-                f"{path} is not an SQLite database: {_FIX} an agentchat database, or to a new file to create one"
-            )
         if not os.access(path, os.R_OK | os.W_OK):
             raise DatabaseUnavailable(
                 f"cannot write the database {path} (permission denied): {_FIX} a file you can write, or fix its owner"
             )
+        # Ask SQLite to read it, never open the file ourselves: closing any descriptor of a database
+        # file drops every POSIX lock this process holds on it, SQLite's own connections' included
+        # (another process may then checkpoint and delete the WAL under them). SQLite shares its
+        # descriptors between the connections of one process, so its probe is safe.
+        try:
+            with contextlib.closing(sqlite3.connect(path)) as probe:
+                probe.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as exc:  # an empty file is a new database to SQLite, and reads fine
+            raise _unusable(path, exc) from None
         return path
     folder = path.parent
     while not folder.exists():
