@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import traceback
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +23,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic import SecretStr
 
-from agentchat_mcp import clock
+from agentchat_mcp import clock, logs
 from agentchat_mcp.server import build_server
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.telemetry import Telemetry
@@ -40,18 +45,96 @@ class Account:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = PROJECT_ROOT, timeout: float = 120
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path = PROJECT_ROOT,
+    timeout: float = 120,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """`agentchat-mcp ARGS` in a subprocess, as an operator runs it (output captured, never raises)."""
-    return subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-        check=False,
-    )
+    """`agentchat-mcp ARGS` as an operator runs it: output captured, exit code returned, never raises.
+
+    In this process by default (`agentchat_mcp.cli.main(ARGS)`, with `env` as the whole environment, `cwd`
+    as the working directory, stdout and stderr captured): a subprocess costs 1.5-3 s of start-up, and most
+    tests are about what a command does. `process=True` runs the real `python -m agentchat_mcp` instead, for
+    tests about the process itself (start-up checks, stdio, exit codes of the binary, signals, concurrency).
+    """
+    if process:
+        return subprocess.run(
+            [sys.executable, "-m", "agentchat_mcp", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=env,
+            check=False,
+        )
+    return _run_cli_in_process(list(args), env=env, cwd=cwd, timeout=timeout)
+
+
+def _run_cli_in_process(
+    args: list[str], *, env: dict[str, str] | None, cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    # A thread of its own: the CLI runs its own event loop (anyio.run), which cannot start in a thread
+    # whose loop is running (an async test). The test waits for it, as it waited for the subprocess.
+    out, err = io.StringIO(), io.StringIO()
+    result: list[int] = []
+
+    def run() -> None:
+        from agentchat_mcp import cli
+
+        try:
+            cli.main(args)
+            result.append(0)
+        except SystemExit as exc:  # what the interpreter does with sys.exit(code)
+            if exc.code is None or isinstance(exc.code, int):
+                result.append(exc.code or 0)
+            else:
+                print(exc.code, file=sys.stderr)
+                result.append(1)
+        except BaseException:
+            traceback.print_exc(file=sys.stderr)  # as an uncaught exception ends a process
+            result.append(1)
+
+    with _process_state(args, env=env, cwd=cwd), redirect_stdout(out), redirect_stderr(err):
+        worker = threading.Thread(target=run, name="agentchat-mcp " + " ".join(args[:2]))
+        worker.start()
+        worker.join(timeout)
+    if worker.is_alive():
+        raise subprocess.TimeoutExpired(["agentchat-mcp", *args], timeout, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(["agentchat-mcp", *args], result[0], out.getvalue(), err.getvalue())
+
+
+@contextmanager
+def _process_state(args: list[str], *, env: dict[str, str] | None, cwd: Path) -> Iterator[None]:
+    """What a process of its own would have had to itself: argv, environment, working directory, and
+    the logging set-up cli.main() configures (logs.configure). All put back afterwards."""
+    root = logging.getLogger()
+    names = ("agentchat_mcp", logs.ACCESS_LOGGER, *logs._NOISY, *logs._QUIET)
+    levels = {name: logging.getLogger(name).level for name in (*names, "")}
+    handlers = list(root.handlers)
+    flags = {name: getattr(logging, name) for name in _LOGGING_FLAGS if hasattr(logging, name)}
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, Path.cwd()
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    sys.argv = ["agentchat-mcp", *args]
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(saved_env)
+        root.handlers[:] = handlers
+        for name, level in levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        for name, value in flags.items():
+            setattr(logging, name, value)
+
+
+_LOGGING_FLAGS = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks")
 
 
 def structured(result: Any) -> dict[str, Any]:

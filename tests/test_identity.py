@@ -307,7 +307,7 @@ def test_a_world_readable_secret_stops_the_cli_and_the_server_with_a_clear_messa
     server_secret.load_or_create(tmp_path / "agentchat.secret")
     (tmp_path / "agentchat.secret").chmod(0o644)
     for args in (["user", "create", "--name", "second"], ["serve"]):
-        done = cli(*args, env=env)
+        done = cli(*args, env=env, process=args == ["serve"])  # the server's start-up: the real process
         assert done.returncode != 0, args
         assert "readable by other users" in done.stderr and "chmod 600" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr, done.stderr

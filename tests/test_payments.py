@@ -14,7 +14,7 @@ import sqlalchemy
 from alembic import command
 
 from agentchat_mcp.store import migrations
-from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, structured
+from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, run_cli, structured
 from tests.payments_support import (
     PayHub,
     Recorded,
@@ -701,16 +701,13 @@ async def test_a_payout_batch_locks_its_payouts_and_a_rerun_pays_only_what_is_un
 
 
 def test_offline_payout_batches_explain_they_need_stripe(tmp_path: Any) -> None:
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", "--db", str(tmp_path / "a.db"), "payouts", "run"],
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        "--db",
+        str(tmp_path / "a.db"),
+        "payouts",
+        "run",
         timeout=60,
         env={"PATH": "", "AGENTCHAT_SECRET_FILE": str(tmp_path / "s.secret")},
-        check=False,
     )
     assert done.returncode == 2 and "need the stripe provider" in done.stderr and "Traceback" not in done.stderr
 

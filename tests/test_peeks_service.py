@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from agentchat_mcp.services.pricing import Cover
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import DbConnection, open_store
 from agentchat_mcp.telemetry import Telemetry
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -317,21 +316,10 @@ async def test_earnings_take_a_period_and_grants_have_bounds(world: World) -> No
 
 
 def test_the_cli_grants_credit_once_per_idempotency_key(tmp_path: Path) -> None:
-    env = {
-        "AGENTCHAT_DB": str(tmp_path / "c.db"),
-        "AGENTCHAT_SECRET_FILE": str(tmp_path / "c.secret"),
-        "PYTHONPATH": str(PROJECT_ROOT),
-    }
+    env = {"AGENTCHAT_DB": str(tmp_path / "c.db"), "AGENTCHAT_SECRET_FILE": str(tmp_path / "c.secret")}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "agentchat_mcp", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(*args, env=env, timeout=60)
 
     user = json.loads(cli("user", "create", "--name", "uma").stdout)
     first = cli("credits", "grant", user["id"], "25.00", "--idempotency-key", "g1")

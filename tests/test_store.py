@@ -197,7 +197,8 @@ async def test_a_migration_that_fails_midway_leaves_the_database_as_it_was(tmp_p
 def test_a_failing_migration_is_one_plain_line_from_every_command(tmp_path: Path, command: tuple[str, ...]) -> None:
     db = tmp_path / "agentchat.db"
     _block_migration_0003(db)
-    done = run_cli(*command, env={**os.environ, "AGENTCHAT_DB": str(db)}, timeout=60)
+    serve = command[0] == "serve"  # a server's start-up, stdio or HTTP: the real process
+    done = run_cli(*command, env={**os.environ, "AGENTCHAT_DB": str(db)}, timeout=60, process=serve)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert f"error: could not bring the database {db} to schema {migrations.head_revision()}" in done.stderr
