@@ -1,4 +1,8 @@
-"""`agentchat-mcp demo` runs as a user would run it: a subprocess, judged by what it prints and leaves."""
+"""`agentchat-mcp demo` runs as a user would run it, judged by what it prints and leaves.
+
+The command runs through the CLI's main() in this process (conftest.run_cli); the two agents it starts
+are real `agentchat-mcp` stdio subprocesses, as for a user.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentchat_mcp import demo
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import run_cli
 
 
 def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agentchat_mcp", "demo", *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    return run_cli("demo", *args, env={**os.environ, **(env or {})}, timeout=180)
 
 
 def database_of(stdout: str) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool as RegisteredTool
 from mcp_types import CallToolResult, ListToolsResult, TextContent, Tool, ToolAnnotations
 from pydantic import ValidationError
 
@@ -38,6 +39,39 @@ def _error(text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
+def _build(
+    fn: Callable[..., Any], title: str, read_only: bool, destructive: bool, idempotent: bool, open_world: bool
+) -> tuple[RegisteredTool, Tool]:
+    """The SDK's Tool for `fn` (what tools/call runs), and what tools/list shows of it (listing.py)."""
+    annotations = ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
+    tool = RegisteredTool.from_function(
+        fn, title=title, description=clean_description(fn.__doc__ or ""), annotations=annotations
+    )
+    tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
+    untrusted = untrusted_fields(tool.output_schema)
+    if untrusted:  # it returns another principal's text: say which fields, and what that means
+        tool.description = f"{tool.description}\n{untrusted_note(untrusted)}"
+    shown = Tool(
+        name=tool.name,
+        title=tool.title,
+        description=tool.description,
+        input_schema=tool.parameters,
+        annotations=tool.annotations,
+    )
+    return tool, listed(shown)
+
+
+# Building a Tool (its argument model and JSON schemas, with pydantic) is most of what build_server costs,
+# ~5 ms a tool. A process that builds many servers (the tests build one per in-memory client; bench, SSE
+# hubs) builds each tool once: nothing changes a Tool once it is registered, so the servers share it.
+_built: dict[tuple[Callable[..., Any], str, bool, bool, bool, bool], tuple[RegisteredTool, Tool]] = {}
+
+
 class ToolRegistry:
     """Registers tools with their roles and annotations; `visible` and `refusal` are the checks."""
 
@@ -60,35 +94,15 @@ class ToolRegistry:
         open_world: bool = False,
     ) -> None:
         name = fn.__name__
-        self.server.add_tool(
-            fn,
-            title=title,
-            description=clean_description(fn.__doc__ or ""),
-            annotations=ToolAnnotations(
-                read_only_hint=read_only,
-                destructive_hint=destructive,
-                idempotent_hint=idempotent,
-                open_world_hint=open_world,
-            ),
-        )
-        tool = self.server._tool_manager.get_tool(name)
-        assert tool is not None
-        tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
-        untrusted = untrusted_fields(tool.output_schema)
-        if untrusted:  # it returns another principal's text: say which fields, and what that means
-            tool.description = f"{tool.description}\n{untrusted_note(untrusted)}"
+        key = (fn, title, read_only, destructive, idempotent, open_world)
+        if key not in _built:
+            _built[key] = _build(fn, title, read_only, destructive, idempotent, open_world)
+        tool, self._listed[name] = _built[key]
+        # The SDK's add_tool only takes a function (and builds the Tool again): put the built one in.
+        self.server._tool_manager._tools[name] = tool
         self.roles[name] = roles
         self._accepted[name] = frozenset(tool.parameters.get("properties", {}))
         self._inputs[name] = tool.parameters
-        self._listed[name] = listed(
-            Tool(
-                name=name,
-                title=tool.title,
-                description=tool.description,
-                input_schema=tool.parameters,
-                annotations=tool.annotations,
-            )
-        )
 
     def accepted_arguments(self, name: str) -> frozenset[str]:
         return self._accepted.get(name, frozenset())
