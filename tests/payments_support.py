@@ -3,8 +3,9 @@ and a payments hub (real SQLite, real MCP clients, a chosen payment provider).""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import socket
+import select
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode, urlparse
 
 import httpx2
@@ -30,44 +31,27 @@ from tests.conftest import Account, Hub, structured
 from tests.support_http import serving_app
 
 WEBHOOK_SECRET = "whsec_test_agentchat"
-LAUNCHER = Path("/work/shared/tools/localstripe-server")
-INLINE_LAUNCHER = """
-import sys
-from aiohttp import web
-from localstripe import resources, server
-resources.Store.dump_to_disk = lambda self: None
-resources.Store.try_load_from_disk = lambda self: None
-web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+LAUNCHER = Path(__file__).with_name("localstripe_server.py")
 
 
 @pytest.fixture(scope="session", name="localstripe")
-def localstripe_fixture() -> Iterator[str]:
-    """A localstripe server on a free loopback port for the whole session; killed at the end."""
-    port = free_port()
-    if LAUNCHER.is_file():
-        cmd = [sys.executable, str(LAUNCHER), "--port", str(port)]
-    else:  # the same launcher, inline: in-memory store, 127.0.0.1 only
-        cmd = [sys.executable, "-c", INLINE_LAUNCHER, str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
+def localstripe_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """localstripe (tests/localstripe_server.py) on a loopback port for the whole session; killed at the end."""
+    if importlib.util.find_spec("localstripe") is None:
+        pytest.skip("localstripe is not installed: it is a dev dependency (pip install -e '.[dev]')")
+    errors = (tmp_path_factory.mktemp("localstripe") / "stderr.log").open("w+b")
+    proc = subprocess.Popen([sys.executable, str(LAUNCHER)], stdout=subprocess.PIPE, stderr=errors)
     try:
-        while True:
+        base = f"http://127.0.0.1:{_port_printed_by(proc, errors)}"
+        deadline = time.monotonic() + 20
+        while True:  # the port is bound before the app listens on it
             try:
                 httpx2.get(base + "/v1/customers", headers={"Authorization": "Bearer sk_test_x"}, timeout=1)
                 break
             except httpx2.TransportError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read() if proc.stderr else b""
-                    raise RuntimeError(f"localstripe did not start: {err!r}") from exc
-                time.sleep(0.1)
+                    raise RuntimeError(f"localstripe did not start: {_said(errors)}") from exc
+                time.sleep(0.05)
         yield base
     finally:
         proc.terminate()
@@ -76,8 +60,23 @@ def localstripe_fixture() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        errors.close()
+
+
+def _port_printed_by(proc: subprocess.Popen[bytes], errors: BinaryIO) -> int:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 20)
+    line = proc.stdout.readline() if ready else b""
+    if not line.strip().isdigit():
+        raise RuntimeError(f"localstripe did not say its port ({line!r}): {_said(errors)}")
+    return int(line)
+
+
+def _said(errors: BinaryIO) -> str:
+    errors.seek(0)
+    return errors.read().decode(errors="replace")[-2000:]
 
 
 async def localstripe_post(base: str, path: str, data: list[tuple[str, str]]) -> None:
