@@ -19,6 +19,9 @@ import pytest
 from agentchat_mcp import demo
 from tests.conftest import run_cli
 
+# One worker runs them all, so the module-scoped demo run (`kept`) happens once under pytest-xdist.
+pytestmark = pytest.mark.xdist_group("demo")
+
 
 def run_demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return run_cli("demo", *args, env={**os.environ, **(env or {})}, timeout=180)
