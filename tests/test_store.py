@@ -406,6 +406,7 @@ async def test_checking_a_database_path_keeps_the_locks_of_this_processs_open_co
         wal = db.with_name(db.name + "-wal")
         assert wal.stat().st_size > 0
         check_path(db)
-        other = f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM sqlite_master').fetchall(); c.close()"
+        # Python source for another process (the path as a literal), not SQL built from input.
+        other = f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM sqlite_master').fetchall(); c.close()"  # noqa: S608
         subprocess.run([sys.executable, "-c", other], check=True)
         assert wal.exists(), "another process's close deleted the WAL: our locks were gone"
