@@ -9,14 +9,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agentchat_mcp.cli import build_parser
 from tests.conftest import PROJECT_ROOT, run_cli
 
 
 def cli(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    """run_cli with a clean environment: no AGENTCHAT_ or STRIPE_ settings but those given."""
+    """run_cli with a clean environment: no AGENTCHAT_ or STRIPE_ settings but those given. A server
+    start (`serve`, or a bare `agentchat-mcp`, which is serve over stdio) runs as the real process: its
+    start-up is the point; every other command runs in this process."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCHAT_", "STRIPE_"))}
     kwargs: dict[str, Any] = {"cwd": cwd} if cwd is not None else {}
-    return run_cli(*args, env={**clean, **env}, **kwargs)
+    return run_cli(*args, env={**clean, **env}, process=starts_a_server(args), **kwargs)
+
+
+_COMMANDS = frozenset(next(a for a in build_parser()._actions if a.dest == "command").choices or ())
+
+
+def starts_a_server(args: tuple[str, ...]) -> bool:
+    """True for `agentchat-mcp [OPTIONS] serve ...` and a bare `agentchat-mcp [OPTIONS]`."""
+    named = [arg for arg in args if arg in _COMMANDS]
+    return not named or named[0] == "serve"
 
 
 def one_line(done: subprocess.CompletedProcess[str]) -> str:
