@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import UserMessage
+from mcp.server.mcpserver.prompts import Prompt
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import Field
@@ -99,6 +100,13 @@ def check_prompt_request(params: Mapping[str, Any]) -> None:
         )
 
 
+# Built once per process and shared by its servers, as tools are (tools/registry.py): a Prompt's
+# argument model and schema cost a few ms to build, and nothing changes a Prompt once registered.
+_built: dict[str, Prompt] = {}
+
+
 def register(server: MCPServer[Any]) -> None:
     for template, (title, _, _) in TEMPLATES.items():
-        server.prompt(name=template, title=title)(_make(template))
+        if template not in _built:
+            _built[template] = Prompt.from_function(_make(template), name=template, title=title)
+        server.add_prompt(_built[template])

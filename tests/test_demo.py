@@ -19,7 +19,7 @@ import pytest
 from agentchat_mcp import demo
 from tests.conftest import run_cli
 
-# One worker runs them all, so the module-scoped demo run (`kept`) happens once under pytest-xdist.
+# One worker runs them all, so the demo run they share (`kept`) happens once under pytest-xdist.
 pytestmark = pytest.mark.xdist_group("demo")
 
 
@@ -33,7 +33,7 @@ def database_of(stdout: str) -> Path:
     return Path(match.group(1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: an xdist worker may finish a module's fixtures between its tests
 def kept() -> Iterator[subprocess.CompletedProcess[str]]:
     """One demo run with --keep, shared by the tests that inspect its transcript and files."""
     done = run_demo("--keep")
