@@ -31,6 +31,12 @@ from agentchat_mcp.telemetry import Telemetry
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The few long tests (marked slow) first: pytest-xdist hands tests to its workers in this order,
+    and a long test handed out last would run on alone after every other test had finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # aiosqlite is asyncio-only

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -198,3 +199,5 @@ MoneyMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestMoneyMachine = MoneyMachine.TestCase
+
+pytestmark = pytest.mark.slow  # 60 examples of 30 steps on a real database: ~30 s
