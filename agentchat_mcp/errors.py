@@ -23,8 +23,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mcp.server.mcpserver.exceptions import ToolError
-
 logger = logging.getLogger("agentchat_mcp")
 
 
@@ -87,6 +85,9 @@ class DecryptionFailed(AgentChatError):
 @contextmanager
 def agent_facing_errors(tool: str) -> Iterator[None]:
     """Run a tool body: domain errors reach the model as text, anything else stays in our log."""
+    # Imported here: the CLI's commands import this module and should not pay for loading mcp (~0.6 s).
+    from mcp.server.mcpserver.exceptions import ToolError
+
     try:
         yield
     except ToolError:

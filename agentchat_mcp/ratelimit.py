@@ -36,12 +36,12 @@ from limits import RateLimitItem, WindowStats, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
-from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
 
 from agentchat_mcp.errors import RateLimited
 
 if TYPE_CHECKING:
+    from mcp_types import CallToolResult
+
     from agentchat_mcp.settings import Settings
     from agentchat_mcp.telemetry import Telemetry
 
@@ -320,6 +320,8 @@ def client_address(request: Any) -> str:
 
 def refusal_result(tool: str, exc: RateLimited) -> CallToolResult:
     """A tool error the model can act on: the text and the structured field both carry the wait."""
+    from mcp_types import CallToolResult, TextContent  # here, not at the top: the CLI never loads mcp
+
     return CallToolResult(
         content=[TextContent(type="text", text=f"Error executing tool {tool}: {exc}")],
         structured_content={"error": "rate_limited", "retry_after_seconds": exc.retry_after_seconds},
@@ -354,6 +356,8 @@ class RequestLimits:
         try:
             await self.limiter.check_request(principal_id=principal_id, client=client_address(request))
         except RateLimited as exc:
+            from mcp.shared.exceptions import MCPError
+
             raise MCPError(
                 code=RATE_LIMITED,
                 message=str(exc),

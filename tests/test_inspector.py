@@ -91,3 +91,8 @@ async def test_the_inspector_cli_lists_the_tools_and_calls_whoami_with_a_bearer_
         assert "whoami" not in {t["name"] for t in anonymous["tools"]}
         code, _, text = await inspector(home, tmp_path, url, "--method", "tools/list", key="acp_wrong")
         assert code != 0 and "auth" in text, text  # the 401 sends the Inspector to its OAuth flow
+
+
+if __name__ == "__main__":
+    # `python -m tests.test_inspector`: install only (CI does this before the tests run).
+    print(f"the Inspector {INSPECTOR_VERSION} and node 22 are in {install_inspector()}")
