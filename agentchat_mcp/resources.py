@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server import MCPServer
@@ -146,8 +148,42 @@ async def conversation_messages(conversation_id: str, ctx: AppCtx) -> dict[str, 
 # --- subscriptions ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Watcher:
+    """Who holds a subscription, so every notification is checked against the read rule at the time
+    it is sent (a member who left or a peeker whose window ended hears nothing more)."""
+
+    app: AppContext
+    caller: Caller | None
+    uris: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ConversationUpdated(ResourceUpdated):
+    """A conversation URI changed; `readers`: the principals among its watchers who may read it now."""
+
+    readers: frozenset[str] = frozenset()
+
+
+# Set by AuthorizedListen around the SDK's listen handler, read by ListenedBus.subscribe (same task).
+_listening_as: ContextVar[Watcher | None] = ContextVar("agentchat_listening_as", default=None)
+
+
+def _hears(watcher: Watcher | None, event: ServerEvent) -> bool:
+    """Whether a listen stream may be told of `event`: a conversation's news only reaches readers."""
+    if not isinstance(event, ResourceUpdated) or not CONVERSATION_URI.match(event.uri):
+        return True
+    return (
+        isinstance(event, ConversationUpdated)
+        and watcher is not None
+        and watcher.caller is not None
+        and watcher.caller.id in event.readers
+    )
+
+
 class ListenedBus(InMemorySubscriptionBus):
-    """The SDK's in-process subscriptions/listen bus (2026-07-28 era), quiet while nobody listens.
+    """The SDK's in-process subscriptions/listen bus (2026-07-28 era), quiet while nobody listens,
+    and a stream only hears of a conversation while its listener may read it.
 
     Its publish ends in a checkpoint, which suspends the whole request's coroutine stack; every
     send_message publishes two URIs, and on most hubs nobody listens. Skipping the publish then
@@ -157,9 +193,19 @@ class ListenedBus(InMemorySubscriptionBus):
     def __init__(self) -> None:
         super().__init__()
         self.listening = 0
+        self.watchers: dict[object, Watcher] = {}
 
     def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
-        unsubscribe = super().subscribe(listener)
+        watcher = _listening_as.get()
+
+        def guarded(event: ServerEvent) -> None:
+            if _hears(watcher, event):
+                listener(event)
+
+        unsubscribe = super().subscribe(guarded)
+        token = object()
+        if watcher is not None:
+            self.watchers[token] = watcher
         self.listening += 1
         done = False
 
@@ -168,6 +214,7 @@ class ListenedBus(InMemorySubscriptionBus):
             if not done:
                 done = True
                 self.listening -= 1
+                self.watchers.pop(token, None)
             unsubscribe()
 
         return once
@@ -175,6 +222,21 @@ class ListenedBus(InMemorySubscriptionBus):
     async def publish(self, event: ServerEvent) -> None:
         if self.listening:
             await super().publish(event)
+
+
+async def _readers(watchers: Iterable[Watcher], conversation_id: str) -> frozenset[str]:
+    """The ids among `watchers` that may read the conversation now (one check per principal)."""
+    checked: dict[str, bool] = {}
+    for watcher in watchers:
+        caller = watcher.caller
+        if caller is None or caller.id in checked:
+            continue
+        try:
+            checked[caller.id] = await watcher.app.conversations.readable_by(caller, conversation_id)
+        except Exception:  # a closed store, say: tell nobody rather than somebody who may not read
+            logger.exception("could not check who may read %s", conversation_id)
+            checked[caller.id] = False
+    return frozenset(principal for principal, may in checked.items() if may)
 
 
 class Subscriptions:
@@ -186,7 +248,7 @@ class Subscriptions:
 
     def __init__(self, bus: ListenedBus) -> None:
         self._bus = bus
-        self._sessions: dict[str, dict[object, ServerSession]] = {}
+        self._sessions: dict[str, dict[object, tuple[ServerSession, Watcher]]] = {}
 
     async def subscribe(
         self, ctx: ServerRequestContext[AppContext, Any], params: SubscribeRequestParams
@@ -194,7 +256,8 @@ class Subscriptions:
         uri = str(params.uri)
         await _authorized(ctx, uri)
         if CONVERSATION_URI.match(uri):  # only conversations ever change: other URIs are accepted, never heard
-            self._sessions.setdefault(uri, {})[_connection_of(ctx.session)] = ctx.session
+            watcher = Watcher(ctx.lifespan_context, await _maybe_caller(ctx), frozenset({uri}))
+            self._sessions.setdefault(uri, {})[_connection_of(ctx.session)] = (ctx.session, watcher)
         return EmptyResult()
 
     async def unsubscribe(
@@ -204,15 +267,23 @@ class Subscriptions:
         return EmptyResult()
 
     async def conversation_changed(self, conversation_id: str) -> None:
-        """Tell subscribers (both protocol eras) that a conversation has a new message."""
+        """Tell subscribers (both protocol eras) who may read it now that a conversation has a new message."""
         if not self._sessions and not self._bus.listening:  # nobody subscribed to anything
             return
-        for uri in (
+        uris = (
             f"agentchat://conversations/{conversation_id}",
             f"agentchat://conversations/{conversation_id}/messages",
-        ):
-            await self._bus.publish(ResourceUpdated(uri=uri))
-            for connection, session in list(self._sessions.get(uri, {}).items()):
+        )
+        watching = [w for w in self._bus.watchers.values() if not w.uris.isdisjoint(uris)]
+        watching += [w for uri in uris for _, w in self._sessions.get(uri, {}).values()]
+        if not watching:
+            return
+        readers = await _readers(watching, conversation_id)
+        for uri in uris:
+            await self._bus.publish(ConversationUpdated(uri=uri, readers=readers))
+            for connection, (session, watcher) in list(self._sessions.get(uri, {}).items()):
+                if watcher.caller is None or watcher.caller.id not in readers:
+                    continue
                 try:
                     await session.send_resource_updated(uri)
                 except Exception:  # the client went away: forget it
@@ -222,7 +293,8 @@ class Subscriptions:
 class AuthorizedListen:
     """subscriptions/listen (2026-07-28) behind the read rule: the SDK's handler serves the stream,
     but only once every resource URI asked for passes check_readable; else the listen is refused
-    with the error a read of that URI gets, before anything is acknowledged."""
+    with the error a read of that URI gets, before anything is acknowledged. The stream is then told
+    of a conversation only while its caller may still read it (ListenedBus)."""
 
     def __init__(self, inner: HandlerEntry[Any]) -> None:
         self._inner = inner.handler
@@ -230,9 +302,22 @@ class AuthorizedListen:
     async def __call__(
         self, ctx: ServerRequestContext[AppContext, Any], params: SubscriptionsListenRequestParams
     ) -> HandlerResult:
-        for uri in params.notifications.resource_subscriptions or ():
+        uris = frozenset(params.notifications.resource_subscriptions or ())
+        for uri in uris:
             await _authorized(ctx, uri)
-        return await self._inner(ctx, params)
+        token = _listening_as.set(Watcher(ctx.lifespan_context, await _maybe_caller(ctx), uris))
+        try:
+            return await self._inner(ctx, params)
+        finally:
+            _listening_as.reset(token)
+
+
+async def _maybe_caller(ctx: ServerRequestContext[AppContext, Any]) -> Caller | None:
+    """The subscriber, or None (anonymous, or a bad key: such a watcher hears of no conversation)."""
+    try:
+        return await ctx.lifespan_context.maybe_caller(_headers(ctx))
+    except NotAuthenticated:
+        return None
 
 
 def _connection_of(session: ServerSession) -> object:

@@ -18,7 +18,7 @@ from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ResourceTemplateReference, ResourceUpdatedNotification
 
-from tests.conftest import Account, Hub, structured
+from tests.conftest import Account, Hub, TravelClock, structured
 from tests.support_http import bearer, http_client, serving
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +130,52 @@ async def test_outsiders_hear_nothing_of_a_conversation_and_cannot_tell_it_from_
                 while len(heard["member"]) < n:
                     await anyio.sleep(0.02)
     assert heard == {"member": [uri, uri], "outsider": []}
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_member_who_left_and_a_peeker_whose_window_ended_hear_of_no_later_message(
+    hub: Hub, mode: str, travel: TravelClock
+) -> None:
+    """Access is checked for every notification, not only when the subscription starts."""
+    alice, bob, carol = [await hub.register_agent(n, can_refuse=False) for n in ("alice", "bob", "carol")]
+    uma = await hub.register_user("uma")
+    admin = await hub.register_admin("admin")
+    async with hub.client(admin) as c:
+        structured(await c.call_tool("grant_credits", {"user_id": uma.id, "amount": "10.00"}))
+    async with hub.client(alice) as a:
+        started = await a.call_tool("start_conversation", {"participants": [bob.id, carol.id], "topic": "t"})
+    conversation = structured(started)["conversation"]["id"]
+    async with hub.client(uma) as u:
+        peek = structured(await u.call_tool("request_peek", {"conversation_id": conversation, "max_price": "3.00"}))
+    assert peek["status"] == "active"  # standing consent: the window opens at once
+    uri = f"agentchat://conversations/{conversation}"
+    heard: dict[str, list[str]] = {"bob": [], "carol": [], "uma": []}
+
+    def recorder(who: str) -> MessageHandlerFnT:
+        async def record(message: Any) -> None:
+            if isinstance(message, ResourceUpdatedNotification):
+                heard[who].append(str(message.params.uri))
+
+        return record
+
+    async def send(text: str, then: dict[str, int]) -> None:
+        structured(await sender.call_tool("send_message", {"conversation_id": conversation, "text": text}))
+        with anyio.fail_after(5):
+            while any(len(heard[who]) < n for who, n in then.items()):
+                await anyio.sleep(0.02)
+
+    async with serving(hub) as base, http_client(base, alice) as sender, AsyncExitStack() as stack:
+        clients = {}
+        for who, account in (("bob", bob), ("carol", carol), ("uma", uma)):
+            clients[who] = await stack.enter_async_context(client_hearing(base, account, mode, recorder(who)))
+            await stack.enter_async_context(subscribed(clients[who], mode, uri))
+        await send("everyone hears this", {"bob": 1, "carol": 1, "uma": 1})
+
+        structured(await clients["bob"].call_tool("leave_conversation", {"conversation_id": conversation}))
+        travel.advance(minutes=peek["duration_minutes"], seconds=1)
+        await send("only carol hears this", {"carol": 2})
+        await anyio.sleep(0.5)  # what bob or uma would hear would have arrived by now
+    assert heard == {"bob": [uri], "carol": [uri, uri], "uma": [uri]}
 
 
 @asynccontextmanager

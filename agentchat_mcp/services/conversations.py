@@ -424,6 +424,11 @@ class Conversations:
                 return NotFound(reason)  # not readable now: a NotFound, as for anyone else (resources answer it alike)
         return conversation_not_found(conversation_id, caller.role)
 
+    async def readable_by(self, caller: Caller, conversation_id: str) -> bool:
+        """Whether `caller` may read the conversation now (member, or a peeker inside its window)."""
+        async with self._store.read() as conn:
+            return await self.can_read(conn, caller, conversation_id)
+
     async def get(self, caller: Caller, conversation_id: str) -> Conversation:
         """One conversation's metadata, for members (and live peekers)."""
         async with self._store.read() as conn:
