@@ -564,7 +564,9 @@ async def metrics_endpoint(request: Any) -> Any:
 
     from starlette.responses import PlainTextResponse, Response
 
-    app = request.app.state.agentchat
+    app = getattr(request.app.state, "agentchat", None)
+    if app is None:  # the hub is starting (or stopping): nothing to scrape yet, as /healthz says
+        return PlainTextResponse("starting: no metrics yet, scrape again shortly", status_code=503)
     token = app.settings.metrics_token
     if token is not None:
         sent = request.headers.get("authorization", "")

@@ -25,7 +25,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ResourceUpdatedNotification
 from pydantic import SecretStr
 
-from agentchat_mcp.http import HttpOptions, UnsafeBinding, transport_security
+from agentchat_mcp.http import HttpOptions, UnsafeBinding, build_app, transport_security
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry
@@ -422,6 +422,15 @@ async def test_metrics_refuses_a_foreign_host_or_origin_as_mcp_does(hub: Hub) ->
             assert metrics.status_code in (403, 421) and "revenue" not in metrics.text
         for good in ({}, {"Host": f"localhost:{port}"}, {"Origin": f"http://127.0.0.1:{port}"}):
             assert (await http.get(f"{base}/metrics", headers=good)).status_code == 200, good
+
+
+async def test_before_the_hub_has_started_metrics_and_healthz_answer_503_not_an_error(hub: Hub) -> None:
+    app = build_app(hub.settings, HttpOptions(port=8765), telemetry=Telemetry())  # its lifespan not run yet
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1:8765") as http:
+        metrics, health = await http.get("/metrics"), await http.get("/healthz")
+    assert (metrics.status_code, metrics.text) == (503, "starting: no metrics yet, scrape again shortly")
+    assert (health.status_code, health.json()) == (503, {"status": "starting"})
 
 
 async def test_with_a_metrics_token_a_scrape_needs_exactly_that_bearer_token(
