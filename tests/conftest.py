@@ -196,6 +196,21 @@ class Hub:
             principal, api_key = await app.identity.register("admin", name)
         return Account(id=principal.id, role="admin", name=name, api_key=api_key)
 
+    async def start_conversation(
+        self, starter: Account, others: list[Account], *, topic: str = "t", first_message: str | None = "hi"
+    ) -> str:
+        """`starter` opens a conversation with `others`; returns its id."""
+        args: dict[str, Any] = {"participants": [o.id for o in others], "topic": topic}
+        if first_message is not None:
+            args["first_message"] = first_message
+        async with self.client(starter) as c:
+            return str(structured(await c.call_tool("start_conversation", args))["conversation"]["id"])
+
+    async def grant_credits(self, admin: Account, user: Account, amount: str) -> None:
+        """`admin` grants `user` peek credit (grant_credits)."""
+        async with self.client(admin) as c:
+            structured(await c.call_tool("grant_credits", {"user_id": user.id, "amount": amount}))
+
     def counter(self, name: str) -> int:
         """The current total of a counter instrument (0 if never recorded)."""
         data = self.metrics.get_metrics_data()

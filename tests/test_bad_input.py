@@ -220,10 +220,7 @@ async def world(hub: Hub) -> tuple[dict[str, Account | None], dict[str, Any]]:
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
     uma = await hub.register_user("uma")
     root = await hub.register_admin("root")
-    async with hub.client(alice) as a:
-        conv = structured(
-            await a.call_tool("start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"})
-        )["conversation"]["id"]
+    conv = await hub.start_conversation(alice, [bob])
     accounts: dict[str, Account | None] = {"agent": alice, "user": uma, "admin": root, "anonymous": None}
     known = {
         "conversation_id": conv,

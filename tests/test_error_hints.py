@@ -74,12 +74,8 @@ async def test_every_error_a_role_meets_names_only_tools_that_role_may_call(hub:
     mallory = await hub.register_agent("mallory")
     uma, eve = await hub.register_user("uma"), await hub.register_user("eve")
     root = await hub.register_admin("root")
-    async with hub.client(alice) as a:
-        conversation = structured(
-            await a.call_tool("start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"})
-        )["conversation"]["id"]
-    async with hub.client(root) as r:
-        structured(await r.call_tool("grant_credits", {"user_id": uma.id, "amount": "20.00"}))
+    conversation = await hub.start_conversation(alice, [bob])
+    await hub.grant_credits(root, uma, "20.00")
     async with hub.client(uma) as u:
         peek = structured(await u.call_tool("request_peek", {"conversation_id": conversation, "max_price": "3.00"}))
     missing = {"conversation_id": "cnv_" + "z" * 20, "peek_id": "pek_" + "z" * 20, "agent_id": "agt_" + "z" * 20}
@@ -152,12 +148,8 @@ async def test_a_peeker_outside_its_window_is_told_about_the_window(hub: Hub, tr
     bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
     uma = await hub.register_user("uma")
     root = await hub.register_admin("root")
-    async with hub.client(alice) as a:
-        conversation = structured(
-            await a.call_tool("start_conversation", {"participants": [bob.id], "topic": "t", "first_message": "hi"})
-        )["conversation"]["id"]
-    async with hub.client(root) as r:
-        structured(await r.call_tool("grant_credits", {"user_id": uma.id, "amount": "20.00"}))
+    conversation = await hub.start_conversation(alice, [bob])
+    await hub.grant_credits(root, uma, "20.00")
     start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
 
     async def read(u: Client) -> str:
