@@ -169,7 +169,9 @@ async def test_a_peek_whose_earnings_exceed_its_hold_is_never_captured_and_its_h
     with sqlite3.connect(w.settings.db) as db:  # as a legacy row would read: easy's share worth 3.00 more
         db.execute("UPDATE peek_consents SET price_cents = price_cents + 300 WHERE agent_id = ?", (w.easy.id,))
     done = await w.app.peeks.respond(w.picky, peek.id, "accept", None)
-    assert done.status == "cancelled" and "quote_peek" in (done.reason or "")
+    assert done.status == "cancelled" and done.reason == (
+        "Its price no longer matches what was paid for it; the hold went back and a new request pays the price now."
+    )
     balances = dict(w.rows("SELECT account, SUM(amount_cents) FROM ledger_lines GROUP BY account"))
     assert balances[f"user:{w.user.id}:credit"] == 500 and balances.get("platform:revenue", 0) == 0
     assert not any(a.startswith("agent:") and c for a, c in balances.items())

@@ -599,7 +599,7 @@ class Peeks:
             # Never pay a peek out of the platform's revenue (a request made before prepaid units held
             # their value, or a bug): it ends unpaid, and the user can ask again at today's price.
             logger.error("peek %s would pay %s cents of earnings from a %s cent hold; cancelled", peek_id, earned, held)
-            reason = "Its price no longer matches what was paid for it; quote_peek shows the price now."
+            reason = "Its price no longer matches what was paid for it; the hold went back and a new request pays the price now."
             await self._release(conn, peek_id, "cancelled", reason, clock.iso(now_dt), counters)
             return
         await self._ledger.post(
