@@ -360,6 +360,43 @@ def cmd_credits(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
+# --- peeks ------------------------------------------------------------------------------------
+
+
+def cmd_peeks(args: argparse.Namespace, settings: Settings) -> int:
+    """peeks refund PEEK --reason R: the refund_peek tool for the operator (same service, same ledger)."""
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.money import fmt
+    from agentchat_mcp.server import build_app_context
+    from agentchat_mcp.telemetry import Telemetry
+
+    async def run() -> int:
+        async with _open_store(settings) as store:
+            app = build_app_context(settings, store, Telemetry())
+            assert app.refunds is not None and app.payments is not None
+            try:
+                r = await app.refunds.refund_peek(args.peek, reason=args.reason)
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                await app.payments.provider.aclose()
+        shown = {
+            "peek_id": r.peek.id,
+            "refunded_from": r.refunded_from,
+            "returned": fmt(r.returned_cents),
+            "to_card": [
+                {"payment_id": c.payment_id, "amount": fmt(c.amount_cents), "status": c.status} for c in r.to_card
+            ],
+            "agents_owing": [{"agent_id": a, "owes": fmt(cents)} for a, cents in r.agents_owing],
+            "replayed": r.replayed,
+        }
+        print(json.dumps(shown))
+        return 1 if any(c.status == "pending" for c in r.to_card) else 0
+
+    return _run(run)
+
+
 # --- payouts ----------------------------------------------------------------------------------
 
 
@@ -527,6 +564,15 @@ def _add_money(sub: Any, db: argparse.ArgumentParser) -> None:
     grant.add_argument("--memo", default="", help="a note stored with the ledger entry")
     grant.add_argument("--idempotency-key", help="repeat-safe: the same key grants only once")
     grant.set_defaults(handler=cmd_credits)
+
+    peeks = sub.add_parser("peeks", help="operator actions on peeks")
+    peek_actions = peeks.add_subparsers(dest="peeks_command", required=True)
+    refund = peek_actions.add_parser(
+        "refund", parents=[db], help="refund a peek at any stage (reverses all its money); safe to repeat"
+    )
+    refund.add_argument("peek", help="the peek id (pek_...)")
+    refund.add_argument("--reason", required=True, help="why; shown to the peek's user")
+    refund.set_defaults(handler=cmd_peeks)
 
     payouts = sub.add_parser("payouts", help="Stripe Connect payouts (stripe payments provider)")
     payout_actions = payouts.add_subparsers(dest="payouts_command", required=True)
