@@ -221,6 +221,17 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp.store import migrations
 
     async def run() -> int:
+        from agentchat_mcp import backups
+
+        if args.db_command in ("verify", "restore"):
+            source = Path(args.path).expanduser().resolve()
+            if args.db_command == "verify":
+                checked = await backups.verify(source, settings)
+            else:
+                checked = await backups.restore(source, settings, force=args.force)
+                print(f"restored {source} to {settings.db}", file=sys.stderr)
+            print(json.dumps(checked.summary()))
+            return 0
         upgrade = args.db_command == "upgrade"
         async with _open_store(settings, upgrade=upgrade) as store:
             if args.db_command == "backup":
@@ -233,6 +244,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
                         "you can write to"
                     ) from None
                 print(f"backed up {store.path} to {target}")
+                if args.verify:
+                    print(json.dumps((await backups.verify(target, settings)).summary()))
                 return 0
             current = await migrations.current_revision(store)
             head = migrations.head_revision()
@@ -541,7 +554,21 @@ def _add_database(sub: Any, db: argparse.ArgumentParser) -> None:
         db_actions.add_parser(name, parents=[db], help=text).set_defaults(handler=cmd_db)
     backup = db_actions.add_parser("backup", parents=[db], help="online backup to PATH")
     backup.add_argument("path", help="the file to write the copy to (created 0600)")
+    backup.add_argument(
+        "--verify", action="store_true", help="then restore the copy into a temp folder and check it (db verify)"
+    )
     backup.set_defaults(handler=cmd_db)
+    verify = db_actions.add_parser(
+        "verify", parents=[db], help="check a backup: integrity, schema head, row counts, signatures, a test read"
+    )
+    verify.add_argument("path", help="the backup file to check")
+    verify.set_defaults(handler=cmd_db)
+    restore = db_actions.add_parser(
+        "restore", parents=[db], help="verify a backup, then copy it to the database (--db / AGENTCHAT_DB)"
+    )
+    restore.add_argument("path", help="the backup file to restore")
+    restore.add_argument("--force", action="store_true", help="overwrite an existing database (stop its servers)")
+    restore.set_defaults(handler=cmd_db)
 
     secrets = sub.add_parser("secrets", help="the server secret that keys API-key hashes")
     secret_actions = secrets.add_subparsers(dest="secrets_command", required=True)
