@@ -221,6 +221,17 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from agentchat_mcp.store import migrations
 
     async def run() -> int:
+        from agentchat_mcp import backups
+
+        if args.db_command in ("verify", "restore"):
+            source = Path(args.path).expanduser().resolve()
+            if args.db_command == "verify":
+                checked = await backups.verify(source, settings)
+            else:
+                checked = await backups.restore(source, settings, force=args.force)
+                print(f"restored {source} to {settings.db}", file=sys.stderr)
+            print(json.dumps(checked.summary()))
+            return 0
         upgrade = args.db_command == "upgrade"
         async with _open_store(settings, upgrade=upgrade) as store:
             if args.db_command == "backup":
@@ -233,6 +244,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
                         "you can write to"
                     ) from None
                 print(f"backed up {store.path} to {target}")
+                if args.verify:
+                    print(json.dumps((await backups.verify(target, settings)).summary()))
                 return 0
             current = await migrations.current_revision(store)
             head = migrations.head_revision()
@@ -356,6 +369,43 @@ def cmd_credits(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
+
+    return _run(run)
+
+
+# --- peeks ------------------------------------------------------------------------------------
+
+
+def cmd_peeks(args: argparse.Namespace, settings: Settings) -> int:
+    """peeks refund PEEK --reason R: the refund_peek tool for the operator (same service, same ledger)."""
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.money import fmt
+    from agentchat_mcp.server import build_app_context
+    from agentchat_mcp.telemetry import Telemetry
+
+    async def run() -> int:
+        async with _open_store(settings) as store:
+            app = build_app_context(settings, store, Telemetry())
+            assert app.refunds is not None and app.payments is not None
+            try:
+                r = await app.refunds.refund_peek(args.peek, reason=args.reason)
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                await app.payments.provider.aclose()
+        shown = {
+            "peek_id": r.peek.id,
+            "refunded_from": r.refunded_from,
+            "returned": fmt(r.returned_cents),
+            "to_card": [
+                {"payment_id": c.payment_id, "amount": fmt(c.amount_cents), "status": c.status} for c in r.to_card
+            ],
+            "agents_owing": [{"agent_id": a, "owes": fmt(cents)} for a, cents in r.agents_owing],
+            "replayed": r.replayed,
+        }
+        print(json.dumps(shown))
+        return 1 if any(c.status == "pending" for c in r.to_card) else 0
 
     return _run(run)
 
@@ -504,7 +554,21 @@ def _add_database(sub: Any, db: argparse.ArgumentParser) -> None:
         db_actions.add_parser(name, parents=[db], help=text).set_defaults(handler=cmd_db)
     backup = db_actions.add_parser("backup", parents=[db], help="online backup to PATH")
     backup.add_argument("path", help="the file to write the copy to (created 0600)")
+    backup.add_argument(
+        "--verify", action="store_true", help="then restore the copy into a temp folder and check it (db verify)"
+    )
     backup.set_defaults(handler=cmd_db)
+    verify = db_actions.add_parser(
+        "verify", parents=[db], help="check a backup: integrity, schema head, row counts, signatures, a test read"
+    )
+    verify.add_argument("path", help="the backup file to check")
+    verify.set_defaults(handler=cmd_db)
+    restore = db_actions.add_parser(
+        "restore", parents=[db], help="verify a backup, then copy it to the database (--db / AGENTCHAT_DB)"
+    )
+    restore.add_argument("path", help="the backup file to restore")
+    restore.add_argument("--force", action="store_true", help="overwrite an existing database (stop its servers)")
+    restore.set_defaults(handler=cmd_db)
 
     secrets = sub.add_parser("secrets", help="the server secret that keys API-key hashes")
     secret_actions = secrets.add_subparsers(dest="secrets_command", required=True)
@@ -527,6 +591,15 @@ def _add_money(sub: Any, db: argparse.ArgumentParser) -> None:
     grant.add_argument("--memo", default="", help="a note stored with the ledger entry")
     grant.add_argument("--idempotency-key", help="repeat-safe: the same key grants only once")
     grant.set_defaults(handler=cmd_credits)
+
+    peeks = sub.add_parser("peeks", help="operator actions on peeks")
+    peek_actions = peeks.add_subparsers(dest="peeks_command", required=True)
+    refund = peek_actions.add_parser(
+        "refund", parents=[db], help="refund a peek at any stage (reverses all its money); safe to repeat"
+    )
+    refund.add_argument("peek", help="the peek id (pek_...)")
+    refund.add_argument("--reason", required=True, help="why; shown to the peek's user")
+    refund.set_defaults(handler=cmd_peeks)
 
     payouts = sub.add_parser("payouts", help="Stripe Connect payouts (stripe payments provider)")
     payout_actions = payouts.add_subparsers(dest="payouts_command", required=True)

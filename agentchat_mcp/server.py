@@ -29,6 +29,7 @@ from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
 from agentchat_mcp.services.peeks import Peeks
 from agentchat_mcp.services.pricing import Pricing
+from agentchat_mcp.services.refunds import Refunds
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store, open_settings_store
 from agentchat_mcp.telemetry import Telemetry, ToolCallObserver, metered_payments
@@ -103,6 +104,7 @@ def build_app_context(
         store, app.ledger, identity, metered_payments(payments or build_provider(settings), telemetry), settings
     )
     app.payments.install(app.pricing, app.earnings)  # packs/subscriptions pay peeks; Stripe pays payouts
+    app.refunds = Refunds(store, ledger, peeks, app.payments)
     if settings.api_key is not None:
         app.session_keys[PROCESS_SESSION] = settings.api_key.get_secret_value()
     return app

@@ -1,12 +1,14 @@
-"""A hypothesis state machine over credits, packs, subscriptions, price changes, peeks, refunds,
-renewals and payouts on a real SQLite file.
+"""A hypothesis state machine over credits, packs, subscriptions, price changes, peeks, admin refunds
+(before capture, after capture, after the window, after payout), renewals and payouts on a real SQLite
+file.
 
 After every step: every entry balances, all lines sum to zero, no user account is below zero, no
 platform account is below zero (only external:clearing may be: it is what the platform owes), each
 user's held money equals what their peeks still waiting for consent hold (credit and prepaid units),
 and for every peek the agents' earnings never exceed what its user paid for it, nor does the
 platform ever pay into a peek out of its revenue (issue 10: a subscriber and an agent who raised its
-price could drain the platform).
+price could drain the platform). A refunded peek nets to zero on every account, a second refund
+writes nothing, and an agent left owing by a refund after payout is not paid out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import and_, func, select
@@ -27,7 +29,7 @@ from agentchat_mcp import clock
 from agentchat_mcp.errors import AgentChatError
 from agentchat_mcp.server import build_app_context
 from agentchat_mcp.services.identity import Caller
-from agentchat_mcp.services.ledger import user_held
+from agentchat_mcp.services.ledger import agent_available, user_held
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import open_store
 from agentchat_mcp.store.tables import entitlement_uses, entitlements, ledger_entries, ledger_lines, peeks
@@ -69,6 +71,7 @@ class MoneyMachine(RuleBasedStateMachine):
         standing, _ = self.run(self.app.conversations.start, self.easy, [self.third.id], "standing", "hi")
         self.conversations = [both.id, standing.id]
         self.agents = [self.picky, self.easy, self.third]
+        self.refunded: set[str] = set()
 
     def teardown(self) -> None:
         self._store_cm.__exit__(None, None, None)
@@ -108,7 +111,33 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(peek_id=peek_ids)
     def refund(self, peek_id: str) -> None:
-        self.attempt(self.app.peeks.refund, peek_id, reason="dispute")
+        """An admin refund at whatever stage the peek is: waiting for consent (before capture), captured,
+        window over, or paid out. A second refund writes nothing."""
+        assert self.app.refunds is not None
+        first = self.attempt(self.app.refunds.refund_peek, peek_id, reason="dispute")
+        if first is None:
+            return
+        entries = self.run(self._entries)
+        again = self.run(self.app.refunds.refund_peek, peek_id, reason="dispute")
+        assert again.replayed and self.run(self._entries) == entries
+        self.refunded.add(peek_id)
+        event(f"refund from {first.refunded_from}" + (", agent left owing" if first.agents_owing else ""))
+
+    @rule(stage=st.sampled_from(["before capture", "after capture", "after payout"]), user=st.integers(0, 1))
+    def refund_at_stage(self, stage: str, user: int) -> None:
+        """Drive a fresh peek to `stage` (in whatever state the rest of the machine left), then refund it."""
+        self.run(self.app.earnings.grant, self.users[user].id, 2000)
+        conversation = self.conversations[0 if stage == "before capture" else 1]  # 1: standing consent
+        peek = self.attempt(
+            self.app.peeks.request, self.users[user], conversation, max_price_cents=10_000, duration_minutes=5
+        )
+        if peek is None:  # e.g. a window of this user's still open on it
+            return
+        if stage == "after payout":
+            self.offset += timedelta(minutes=6)
+            self.run(self.app.peeks.settle_due)
+            self.attempt(self.app.earnings.request_payout, self.easy, None)
+        self.refund(peek.id)
 
     @rule(user=st.integers(0, 1), pack=st.sampled_from(["pack-5", "pack-10"]))
     def buy_pack(self, user: int, pack: str) -> None:
@@ -138,7 +167,17 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @rule(agent=st.integers(0, 2), cents=st.none() | st.integers(1, 500))
     def payout(self, agent: int, cents: int | None) -> None:
-        self.attempt(self.app.earnings.request_payout, self.agents[agent], cents)
+        owed = self.run(self._available, self.agents[agent].id) < 0
+        paid = self.attempt(self.app.earnings.request_payout, self.agents[agent], cents)
+        assert not (owed and paid), "an agent owing a refund was paid out"
+
+    async def _entries(self) -> int:
+        async with self.store.read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(ledger_entries))).scalar_one())
+
+    async def _available(self, agent_id: str) -> int:
+        async with self.store.read() as conn:
+            return await self.app.ledger.balance(conn, agent_available(agent_id))
 
     @invariant()
     def ledger_is_sound(self) -> None:
@@ -186,6 +225,15 @@ class MoneyMachine(RuleBasedStateMachine):
                 side = account.split(":")[0]
                 sums = per_peek.setdefault(ref, {})
                 sums[side] = sums.get(side, 0) + cents
+            # A refunded peek nets to zero on every account (reversed in full, whatever its stage).
+            for peek_id in self.refunded:
+                net = await conn.execute(
+                    select(ledger_lines.c.account, func.sum(ledger_lines.c.amount_cents))
+                    .join(ledger_entries, ledger_entries.c.id == ledger_lines.c.entry_id)
+                    .where(ledger_entries.c.ref == peek_id)
+                    .group_by(ledger_lines.c.account)
+                )
+                assert all(cents == 0 for _, cents in net.all()), peek_id
             for ref, sums in per_peek.items():
                 paid = -sums.get("user", 0)
                 assert sums.get("agent", 0) <= paid, (ref, sums)

@@ -201,3 +201,32 @@ async def test_a_subscription_is_a_stripe_subscription_on_a_legacy_plan_and_canc
     sql = "SELECT COALESCE(SUM(amount_cents), 0) FROM ledger_lines WHERE account = ?"
     # the period's 4 peeks wait prepaid in the user's account; the platform earns only as they are used
     assert rows(hub, sql, f"user:{user.id}:subscriptions") == [(900,)] and ledger_total(hub) == 0
+
+
+async def test_a_peek_refund_sends_the_credit_back_to_the_card_once(hub: Hub, localstripe: str) -> None:
+    async with stripe_hub(hub, localstripe) as p:
+        user = await user_with_card(p, "pia")
+        ada = await hub.register_agent("ada", peek_price="4.00", can_refuse=False)
+        bo = await hub.register_agent("bo", peek_price="0.50", can_refuse=False)
+        admin = await hub.register_admin("root")
+        async with p.client(ada) as a:
+            got = structured(await a.call_tool("start_conversation", {"participants": [bo.id], "topic": "t"}))
+        async with p.client(user) as u:
+            bought = structured(await u.call_tool("buy_credits", {"amount": "25.00", "idempotency_key": "pk-1"}))
+            peek = structured(
+                await u.call_tool("request_peek", {"conversation_id": got["conversation"]["id"], "max_price": "4.50"})
+            )
+        async with p.client(admin) as root:
+            done = structured(await root.call_tool("refund_peek", {"peek_id": peek["id"], "reason": "dispute"}))
+            again = structured(await root.call_tool("refund_peek", {"peek_id": peek["id"], "reason": "dispute"}))
+        card = [{"payment_id": bought["payment_id"], "amount": "4.50", "status": "sent"}]
+        assert (done["returned"], done["to_card"], again["to_card"], again["replayed"]) == ("4.50", card, card, True)
+        ((intent_id,),) = rows(hub, "SELECT intent_id FROM payments")
+        async with sdk(localstripe) as client:
+            intent = await client.v1.payment_intents.retrieve_async(intent_id, {"expand": ["latest_charge"]})
+        charge = intent.to_dict()["latest_charge"]
+        assert charge["amount_refunded"] == 450  # once, though refund_peek ran twice
+        # Stripe's charge.refunded event then finds the refund already booked
+        reply = await p.post_event(event("charge.refunded", charge))
+        assert reply.json()["outcome"] == "already reversed"
+    assert credit(hub, user) == 2050 and ledger_total(hub) == 0

@@ -62,7 +62,7 @@ SERVER_OR_OWN_FIELD_NAMES = frozenset(
     created_at requested_at decided_at sent_at last_message_at start_at window_start window_end expires_at
     consent_deadline current_period_end since
     price platform_fee charged max_price agent_earns you_earn amount balance credit held pending available
-    paid_out earned total monthly_price price_per_peek covers_agents_up_to available_after peek_price
+    paid_out earned total monthly_price price_per_peek covers_agents_up_to available_after peek_price returned owes
     next_cursor next_step checkout_url api_key code account kind provider item plan paid_by
     """.split()  # noqa: SIM905
 )

@@ -140,3 +140,31 @@ class PeekableConversation(Out):
 class PeekableConversationPage(Out):
     conversations: list[PeekableConversation]
     next_cursor: str | None = Field(description="Pass as cursor for the next page; null when there is no more.")
+
+
+RefundReason = Annotated[
+    str, Field(min_length=1, max_length=500, description="Why the peek is refunded; its user sees it. Max 500.")
+]
+
+
+class CardRefundOut(Out):
+    payment_id: str
+    amount: str = Field(description="USD.")
+    status: Literal["sent", "pending"] = Field(description="pending: Stripe unreachable; refund again.")
+
+
+class AgentOwingOut(Out):
+    agent_id: str
+    owes: str = Field(description="USD; payouts wait until earnings cover it.")
+
+
+class PeekRefundOut(Out):
+    peek_id: str
+    user_id: str
+    refunded_from: Literal["awaiting_consent", "active", "completed", "refunded"] = Field(
+        description="Status before; refunded: a replay, nothing changed."
+    )
+    returned: str = Field(description="Back to the user's credit or prepaid peeks, USD.")
+    to_card: list[CardRefundOut] = Field(description="Of it, sent on to the user's card (Stripe).")
+    agents_owing: list[AgentOwingOut]
+    replayed: bool

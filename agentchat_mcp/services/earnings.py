@@ -245,6 +245,11 @@ class EarningsService:
                     return await self._payout(conn, first.id)
                 payout_id = _payout_id_for(caller.id, idempotency_key)
             available = await self._ledger.balance(conn, agent_available(caller.id))
+            if available < 0:  # a peek refunded after it was paid out: owed, settled by future earnings
+                raise Conflict(
+                    f"You owe {fmt(-available)} for refunded peeks you had already been paid for, so payouts wait "
+                    "until new earnings cover it. get_balance shows your available earnings."
+                )
             amount = available if amount_cents is None else amount_cents
             if amount < self.payout_minimum_cents:
                 raise InvalidInput(

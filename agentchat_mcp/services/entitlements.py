@@ -24,12 +24,11 @@ from sqlalchemy import and_, insert, or_, select, update
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
 from agentchat_mcp.errors import Conflict
-from agentchat_mcp.services.ledger import PLATFORM_REVENUE, Ledger, Line
+from agentchat_mcp.services.ledger import PLATFORM_CLAWBACK, PLATFORM_REVENUE, Ledger, Line
 from agentchat_mcp.services.pricing import Cover
 from agentchat_mcp.store import DbConnection
 from agentchat_mcp.store.tables import entitlement_uses, entitlements, participants, principals
 
-PLATFORM_CLAWBACK = "platform:clawback"  # value taken back (or not recoverable) after refunds and disputes
 Source = Literal["pack", "subscription"]
 
 

@@ -29,7 +29,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, insert, select
+from sqlalchemy import func, insert, or_, select
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import Conflict, InsufficientFunds
@@ -39,6 +39,7 @@ from agentchat_mcp.store.tables import ledger_entries, ledger_lines
 
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_REFERRALS = "platform:referrals"
+PLATFORM_CLAWBACK = "platform:clawback"
 EXTERNAL_CLEARING = "external:clearing"
 NON_NEGATIVE_PREFIXES = ("user:", "agent:")  # accounts that hold someone's money
 
@@ -277,13 +278,42 @@ class Ledger:
             await conn.execute(select(ledger_entries.c.id).where(ledger_entries.c.idempotency_key == idempotency_key))
         ).scalar()
 
-    async def entries_with_ref(self, conn: DbConnection, ref: str) -> list[tuple[int, str, tuple[Line, ...]]]:
-        """(id, kind, lines) of the entries about one business object (a peek, a payment)."""
+    async def entry_lines(self, conn: DbConnection, idempotency_key: str) -> tuple[Line, ...]:
+        """The lines of the entry posted under this key (empty if none)."""
+        rows = await conn.execute(
+            select(ledger_lines.c.account, ledger_lines.c.amount_cents)
+            .join(ledger_entries, ledger_entries.c.id == ledger_lines.c.entry_id)
+            .where(ledger_entries.c.idempotency_key == idempotency_key)
+            .order_by(ledger_lines.c.id)
+        )
+        return tuple(Line(r.account, r.amount_cents) for r in rows.all())
+
+    async def entries_by_key_prefix(self, conn: DbConnection, prefix: str) -> list[tuple[str, tuple[Line, ...]]]:
+        """(idempotency key, lines) of the entries whose key starts with `prefix`, oldest first."""
+        rows = await conn.execute(
+            select(ledger_entries.c.idempotency_key, ledger_lines.c.account, ledger_lines.c.amount_cents)
+            .join(ledger_lines, ledger_lines.c.entry_id == ledger_entries.c.id)
+            .where(ledger_entries.c.idempotency_key.startswith(prefix, autoescape=True))
+            .order_by(ledger_entries.c.id, ledger_lines.c.id)
+        )
+        grouped: dict[str, list[Line]] = {}
+        for r in rows.all():
+            grouped.setdefault(r.idempotency_key, []).append(Line(r.account, r.amount_cents))
+        return [(key, tuple(lines)) for key, lines in grouped.items()]
+
+    async def entries_with_ref(
+        self, conn: DbConnection, ref: str, *, key_prefix: str | None = None
+    ) -> list[tuple[int, str, tuple[Line, ...]]]:
+        """(id, kind, lines) of the entries about one business object (a peek, a payment): those whose
+        ref is `ref`, and with `key_prefix` also those whose idempotency key starts with it."""
+        about = ledger_entries.c.ref == ref
+        if key_prefix is not None:
+            about = or_(about, ledger_entries.c.idempotency_key.startswith(key_prefix, autoescape=True))
         rows = (
             await conn.execute(
                 select(ledger_entries.c.id, ledger_entries.c.kind, ledger_lines.c.account, ledger_lines.c.amount_cents)
                 .join(ledger_lines, ledger_lines.c.entry_id == ledger_entries.c.id)
-                .where(and_(ledger_entries.c.ref == ref))
+                .where(about)
                 .order_by(ledger_entries.c.id, ledger_lines.c.id)
             )
         ).all()

@@ -39,9 +39,16 @@ from agentchat_mcp.payments.catalogue import PackSpec, PlanSpec
 from agentchat_mcp.payments.provider import OFFLINE, Intent, PaymentProvider, RemoteSubscription, RequestRejected
 from agentchat_mcp.services import entitlements as ents
 from agentchat_mcp.services.earnings import EarningsService
-from agentchat_mcp.services.entitlements import PLATFORM_CLAWBACK, user_packs
+from agentchat_mcp.services.entitlements import user_packs
 from agentchat_mcp.services.identity import Caller, Identity, require_role
-from agentchat_mcp.services.ledger import EXTERNAL_CLEARING, PLATFORM_REVENUE, Ledger, Line, user_credit
+from agentchat_mcp.services.ledger import (
+    EXTERNAL_CLEARING,
+    PLATFORM_CLAWBACK,
+    PLATFORM_REVENUE,
+    Ledger,
+    Line,
+    user_credit,
+)
 from agentchat_mcp.services.pricing import Pricing
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import DbConnection, Store

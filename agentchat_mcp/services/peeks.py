@@ -44,6 +44,7 @@ from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, require_role
 from agentchat_mcp.services.ledger import (
+    PLATFORM_CLAWBACK,
     PLATFORM_REVENUE,
     Ledger,
     Line,
@@ -109,6 +110,17 @@ class Peek:
     reason: str | None
     consents: tuple[Consent, ...]
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """What a refund did: the peek now, whether it had been refunded before, the status it was
+    refunded from (awaiting_consent: before capture; active; completed), and the reversal's lines."""
+
+    peek: Peek
+    replayed: bool
+    was: str
+    lines: tuple[Line, ...]
 
 
 @dataclass(frozen=True)
@@ -537,25 +549,44 @@ class Peeks:
         await self._report(counters)
         return view
 
-    async def refund(self, peek_id: str, *, reason: str) -> Peek:
-        """Reverse every movement of a captured peek (dispute, admin): the user gets back what was held,
-        the agents and the platform give back what they got (agents may go below zero: a clawback from
-        future earnings when it was already paid out). The peeker loses access at once."""
-        now = clock.now_iso()
+    async def refund(self, peek_id: str, *, reason: str) -> Refunded:
+        """Refund a peek in its own transaction (see `refund_in`)."""
         async with self._store.write() as conn:
-            peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).first()
-            if peek is None:
-                raise _peek_not_found(peek_id)
-            if peek.status == "refunded":
-                return await self._view(conn, peek_id)
-            if peek.status not in ("active", "completed"):
-                raise Conflict(f"Peek {peek_id} is {peek.status}; only a paid peek can be refunded.")
-            await self._reverse_all(conn, peek_id, kind="peek_refund", step="refund", memo=reason)
-            await self._restore_covers(conn, peek_id)
-            await conn.execute(
-                update(peeks).where(peeks.c.id == peek_id).values(status="refunded", reason=reason, updated_at=now)
+            return await self.refund_in(conn, peek_id, reason=reason)
+
+    async def refund_in(self, conn: DbConnection, peek_id: str, *, reason: str) -> Refunded:
+        """Reverse every ledger line tied to a peek in one entry (admin, dispute), inside the caller's
+        write transaction: the user gets back what was held or charged (credit to credit, prepaid units
+        to their pack or subscription), and the agents, the platform and anyone else paid from the peek
+        (referral commission) give back what they got. Lines tied to the peek are those of entries whose
+        ref is the peek id or whose idempotency key starts with `peek:{id}:`, so commission posted in the
+        capture's transaction is reversed too. An agent already paid out goes below zero (owed, taken
+        from future earnings; payouts wait until it is settled). A user account gives back only what is
+        still there; `platform:clawback` absorbs the rest. Works before capture (the hold comes back),
+        after capture and after the window; a refunded peek is a replay. The peeker loses access at once."""
+        peek = (await conn.execute(select(peeks).where(peeks.c.id == peek_id))).first()
+        if peek is None:
+            raise _peek_not_found(peek_id)
+        key = f"peek:{peek_id}:refund"
+        if peek.status == "refunded":
+            first = await self._ledger.entry_lines(conn, key)
+            return Refunded(await self._view(conn, peek_id), replayed=True, was="refunded", lines=first)
+        if peek.status not in ("awaiting_consent", "active", "completed"):
+            raise Conflict(
+                f"Peek {peek_id} is {peek.status}: its hold was already given back in full, so there is nothing "
+                "to refund. get_peek shows it."
             )
-            return await self._view(conn, peek_id)
+        lines = await self._reverse_all(
+            conn, peek_id, kind="peek_refund", step="refund", memo=f"peek refunded: {reason}", user_id=peek.user_id
+        )
+        await self._restore_covers(conn, peek_id)
+        now = clock.now_iso()
+        await conn.execute(
+            update(peeks)
+            .where(peeks.c.id == peek_id)
+            .values(status="refunded", reason=reason, decided_at=peek.decided_at or now, updated_at=now)
+        )
+        return Refunded(await self._view(conn, peek_id), replayed=False, was=peek.status, lines=tuple(lines))
 
     # --- money steps (inside the caller's transaction) -----------------------------------------
 
@@ -673,13 +704,27 @@ class Peeks:
                 continue
             await provider.restore(conn, ref=ref, peek_id=peek_id)
 
-    async def _reverse_all(self, conn: DbConnection, peek_id: str, *, kind: str, step: str, memo: str) -> None:
-        """One entry undoing the net effect of everything posted about this peek."""
+    async def _reverse_all(
+        self, conn: DbConnection, peek_id: str, *, kind: str, step: str, memo: str, user_id: str
+    ) -> list[Line]:
+        """One entry undoing the net effect of everything posted about this peek; returns its lines."""
         net: dict[str, int] = {}
-        for _, _, lines in await self._ledger.entries_with_ref(conn, peek_id):
+        for _, _, lines in await self._ledger.entries_with_ref(conn, peek_id, key_prefix=f"peek:{peek_id}:"):
             for x in lines:
                 net[x.account] = net.get(x.account, 0) + x.amount_cents
-        reversal = [Line(account, -amount) for account, amount in net.items() if amount]
+        reversal: list[Line] = []
+        absorbed = 0
+        for account, amount in net.items():
+            back = -amount
+            if back < 0 and account.startswith("user:"):
+                # A user's money (e.g. a referral reward) already spent is not taken below zero.
+                kept = max(0, min(-back, await self._ledger.balance(conn, account)))
+                absorbed += -back - kept
+                back = -kept
+            if back:
+                reversal.append(Line(account, back))
+        if absorbed:
+            reversal.append(Line(PLATFORM_CLAWBACK, -absorbed))
         if reversal:
             await self._ledger.post(
                 conn,
@@ -690,6 +735,7 @@ class Peeks:
                 ref=peek_id,
                 allow_negative=[x.account for x in reversal if x.account.startswith("agent:")],
             )
+        return reversal
 
     async def _complete(self, conn: DbConnection, peek_id: str, now: str, counters: _Counters) -> None:
         """The window is over: the peek is completed and its earnings become available for payout."""

@@ -11,6 +11,8 @@ from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import agent_facing_errors
 from agentchat_mcp.models import AgentId, ConversationCursor, ConversationId, Limit, PeekCursor
 from agentchat_mcp.models.peeks import (
+    AgentOwingOut,
+    CardRefundOut,
     ConsentOut,
     DurationMinutes,
     IdempotencyKey,
@@ -23,11 +25,13 @@ from agentchat_mcp.models.peeks import (
     PeekOut,
     PeekPage,
     PeekQuote,
+    PeekRefundOut,
     PeekStatusFilter,
     QuoteLineOut,
+    RefundReason,
 )
 from agentchat_mcp.money import fmt, to_cents
-from agentchat_mcp.services.identity import Caller
+from agentchat_mcp.services.identity import Caller, require_role
 from agentchat_mcp.services.peeks import Peek
 from agentchat_mcp.services.pricing import Quote
 from agentchat_mcp.tools.registry import ADMIN, AGENT, USER, ToolRegistry, app_of
@@ -254,6 +258,28 @@ async def cancel_peek(peek_id: PeekId, ctx: AppCtx) -> PeekOut:
     return peek_of(peek, caller)
 
 
+async def refund_peek(peek_id: PeekId, reason: RefundReason, ctx: AppCtx) -> PeekRefundOut:
+    """Admin: refund a peek at any stage; one ledger entry reverses all its money (with Stripe, to the card).
+    A paid-out agent then owes it. Safe to repeat."""
+    app = app_of(ctx)
+    with agent_facing_errors("refund_peek"):
+        caller = await app.caller(ctx.headers)
+        require_role(caller, "admin")
+        assert app.refunds is not None
+        r = await app.refunds.refund_peek(peek_id, reason=reason)
+    return PeekRefundOut(
+        peek_id=r.peek.id,
+        user_id=r.peek.user_id,
+        refunded_from=r.refunded_from,  # type: ignore[arg-type]
+        returned=fmt(r.returned_cents),
+        to_card=[
+            CardRefundOut(payment_id=c.payment_id, amount=fmt(c.amount_cents), status=c.status) for c in r.to_card
+        ],  # type: ignore[arg-type]
+        agents_owing=[AgentOwingOut(agent_id=a, owes=fmt(cents)) for a, cents in r.agents_owing],
+        replayed=r.replayed,
+    )
+
+
 def register(registry: ToolRegistry) -> None:
     registry.add(
         list_peekable_conversations,
@@ -274,3 +300,4 @@ def register(registry: ToolRegistry) -> None:
     registry.add(respond_to_peek, roles=AGENTS, title="Accept or refuse a peek", idempotent=True)
     registry.add(get_peek, roles=PEEK_PARTIES, title="Show a peek", read_only=True, idempotent=True)
     registry.add(cancel_peek, roles=USERS, title="Cancel a peek request", idempotent=True)
+    registry.add(refund_peek, roles=frozenset({ADMIN}), title="Refund a peek (admin)", idempotent=True)
