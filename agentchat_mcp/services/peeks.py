@@ -31,7 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
@@ -219,6 +219,16 @@ _KEYS_WAITING = (
 )
 
 
+class PeekMoneyHooks(Protocol):
+    """What else moves money with a peek (referral commissions and rewards), in the same transaction."""
+
+    async def on_capture(self, conn: DbConnection, peek: Any, consents: Any, now_dt: datetime) -> None: ...
+
+    async def on_complete(self, conn: DbConnection, peek_id: str, user_id: str, now: str) -> None: ...
+
+    async def on_peek_refunded(self, conn: DbConnection, peek_id: str, now: str) -> None: ...
+
+
 class Peeks:
     """The peek service; registers itself with Conversations as an access check and reader source."""
 
@@ -242,6 +252,8 @@ class Peeks:
         self.consent_timeout = consent_timeout
         # agent id -> (data_version, time bucket) when it last had no keys to release
         self._checked: dict[str, tuple[int, int]] = {}
+        # Referrals (services/referrals.py), called inside the money steps' transactions; None: none.
+        self.referrals: PeekMoneyHooks | None = None
         conversations_service.access_checks.append(self._may_read)
         conversations_service.extra_readers.append(self._readers)
         conversations_service.denial_reasons.append(self._why_not_readable)
@@ -552,6 +564,8 @@ class Peeks:
                 raise Conflict(f"Peek {peek_id} is {peek.status}; only a paid peek can be refunded.")
             await self._reverse_all(conn, peek_id, kind="peek_refund", step="refund", memo=reason)
             await self._restore_covers(conn, peek_id)
+            if self.referrals is not None:  # its commissions were reversed above (same ref); rewards too
+                await self.referrals.on_peek_refunded(conn, peek_id, now)
             await conn.execute(
                 update(peeks).where(peeks.c.id == peek_id).values(status="refunded", reason=reason, updated_at=now)
             )
@@ -610,6 +624,8 @@ class Peeks:
             memo=f"peek at {peek.conversation_id}",
             ref=peek_id,
         )
+        if self.referrals is not None:
+            await self.referrals.on_capture(conn, peek, consents, now_dt)
         start = now_dt
         if peek.start_at and clock.parse(peek.start_at) > now_dt:
             start = clock.parse(peek.start_at)
@@ -714,6 +730,9 @@ class Peeks:
                 memo="peek window ended",
                 ref=peek_id,
             )
+        if self.referrals is not None:
+            user_id = (await conn.execute(select(peeks.c.user_id).where(peeks.c.id == peek_id))).scalar_one()
+            await self.referrals.on_complete(conn, peek_id, user_id, now)
         counters.completed += 1
 
     # --- time: expiry and completion ------------------------------------------------------------
