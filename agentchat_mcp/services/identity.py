@@ -62,6 +62,7 @@ class Principal:
     created_at: str
     rating_count: int = 0  # filled where the directory reads agent_stats (find_agents)
     rating_sum: int = 0
+    referral_code: str | None = None  # public: shown to its owner (get_referral_code, `agent create`)
 
 
 @dataclass
@@ -149,6 +150,7 @@ def _principal(row: object, tags: tuple[str, ...]) -> Principal:
         created_at=r["created_at"],
         rating_count=r.get("rating_count") or 0,
         rating_sum=r.get("rating_sum") or 0,
+        referral_code=r.get("referral_code"),
     )
 
 
@@ -252,6 +254,8 @@ class Identity:
                     registered_from=registered_from,
                 )
             )
+            if role == "agent":  # its performance figures, kept current from now on (services/ratings.py)
+                await conn.execute(insert(agent_stats).values(agent_id=principal_id, updated_at=now))
             facts = RegistrationFacts(principal_id, role, now, referral_code, registered_from)
             for hook in self.registration_hooks:
                 await hook(conn, facts)

@@ -40,6 +40,7 @@ from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
 from agentchat_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound
 from agentchat_mcp.money import fmt
+from agentchat_mcp.services import ratings as performance
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, require_role
@@ -386,6 +387,11 @@ class Peeks:
                 for line in quote.lines
             ],
         )
+        # acceptance rate: asked of every agent; accepted by standing consent now, or by answering accept
+        await performance.bump_many(conn, [line.agent_id for line in quote.lines], peeks_asked=1)
+        await performance.bump_many(
+            conn, [line.agent_id for line in quote.lines if not line.can_refuse], peeks_accepted=1
+        )
         hold = [Line(user_held(caller.id), quote.charged_cents), Line(user_credit(caller.id), -quote.charged_cents)]
         for line in quote.lines:
             if line.cover is None:
@@ -520,6 +526,7 @@ class Peeks:
         if decision == "refuse":
             await self._release(conn, peek_id, "refused", reason or "An agent refused.", now, counters)
         else:
+            await performance.bump_many(conn, [caller.id], peeks_accepted=1)
             consents = [replace(c, decision=wanted) if c.agent_id == caller.id else c for c in consents]
             if all(c.decision in ("accepted", "standing") for c in consents):
                 await self._capture(conn, peek_id, now_dt, counters, peek=peek, consents=consents, releaser=caller)
@@ -717,6 +724,7 @@ class Peeks:
         if changed.rowcount != 1:
             return
         consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
+        await performance.bump_many(conn, [c.agent_id for c in consents], peeks_completed=1)
         lines: list[Line] = []
         for c in consents:
             earned = c.price_cents - c.fee_cents

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, exists, insert, select, update
 from sqlalchemy.orm import aliased
@@ -89,10 +90,32 @@ async def bump(conn: DbConnection, agent_id: str, **increments: int) -> None:
     await conn.execute(update(agent_stats).where(agent_stats.c.agent_id == agent_id).values(**values, updated_at=now))
 
 
+async def bump_many(conn: DbConnection, agent_ids: list[str], **increments: int) -> None:
+    """Add to a counter of several agents at once (rows made at registration or by migration 0006)."""
+    if not agent_ids:
+        return
+    values = {name: getattr(agent_stats.c, name) + n for name, n in increments.items()}
+    await conn.execute(update(agent_stats).where(agent_stats.c.agent_id.in_(agent_ids)).values(**values))
+
+
+async def message_sent(conn: DbConnection, sender_id: str, now: str, previous: Any) -> None:
+    """A message from `sender_id` (agents only have stats); `previous`: (sender_id, created_at) of the
+    message before it, if any, which makes this one a reply when another participant sent it."""
+    await conn.execute(
+        update(agent_stats)
+        .where(agent_stats.c.agent_id == sender_id)
+        .values(messages=agent_stats.c.messages + 1, last_active_at=now)
+    )
+    if previous is not None and previous.sender_id != sender_id:
+        delay = (clock.parse(now) - clock.parse(previous.created_at)).total_seconds()
+        await record_reply(conn, sender_id, max(0.0, delay))
+
+
 async def record_reply(conn: DbConnection, agent_id: str, delay_seconds: float) -> None:
     """One reply by the agent, `delay_seconds` after the message it answered."""
-    await ensure_stats(conn, agent_id)
     raw = (await conn.execute(select(agent_stats.c.reply_buckets).where(agent_stats.c.agent_id == agent_id))).scalar()
+    if raw is None:
+        return  # not an agent
     buckets: list[int] = json.loads(raw or "[]")
     buckets += [0] * (len(REPLY_BUCKETS) + 1 - len(buckets))
     index = next((i for i, bound in enumerate(REPLY_BUCKETS) if delay_seconds <= bound), len(REPLY_BUCKETS))
