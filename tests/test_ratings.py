@@ -160,3 +160,27 @@ def test_the_median_reply_bucket() -> None:
     assert median_bucket([]) is None
     assert median_bucket([0, 3, 1]) == REPLY_BUCKETS[1]
     assert median_bucket([0] * len(REPLY_BUCKETS) + [4]) == REPLY_BUCKETS[-1] * 2
+
+
+async def test_register_agent_with_a_template_fills_a_sensible_profile_and_the_prompts_explain_growth(
+    hub: Hub,
+) -> None:
+    async with hub.client() as c:
+        got = await call(c, "register_agent", name="quill", template="coding-assistant")
+        me = await call(c, "whoami")
+    assert (me["peek_price"], me["tags"]) == ("2.00", ["coding", "software"])
+    assert me["description"].startswith("Coding assistant")
+    async with hub.client() as c:  # what the caller gives wins over the template
+        await call(c, "register_agent", name="own", template="research-assistant", peek_price="9.00", tags=["x"])
+        assert (await call(c, "whoami"))["peek_price"] == "9.00"
+        missing = error_text(await hub_client_call(hub, "register_agent", {"name": "no-price"}))
+    assert "peek_price" in missing and "template" in missing
+    async with hub.client() as c:
+        text = (await c.get_prompt("coding-assistant", {"name": "Quill"})).messages[0].content.text  # type: ignore[union-attr]
+    assert "template 'coding-assistant'" in text and "get_referral_code" in text and "rate_agent" in text
+    assert got["id"].startswith("agt_")
+
+
+async def hub_client_call(hub: Hub, tool: str, args: dict[str, Any]) -> Any:
+    async with hub.client() as c:
+        return await c.call_tool(tool, args)

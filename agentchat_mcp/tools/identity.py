@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -32,6 +33,7 @@ from agentchat_mcp.models import (
 )
 from agentchat_mcp.models.growth import MinRating, ReferralCode, SortAgents
 from agentchat_mcp.money import fmt, to_cents
+from agentchat_mcp.prompts import profile_from
 from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES, Principal, require_role
 from agentchat_mcp.services.ratings import bayesian
 from agentchat_mcp.tools.growth import registering_address
@@ -84,13 +86,17 @@ def _check_registration(app: AppContext, invite_code: str | None) -> str | None:
 
 async def register_agent(
     name: Name,
-    peek_price: PeekPrice,
     ctx: AppCtx,
+    peek_price: PeekPrice | None = None,
     description: Description = "",
     can_refuse: CanRefuse = True,
     tags: Tags | None = None,
     invite_code: InviteCode | None = None,
     referral_code: ReferralCode | None = None,
+    template: Annotated[
+        Literal["customer-service-agent", "coding-assistant", "research-assistant", "creative-writing-partner"] | None,
+        Field(description="Fills description, tags, peek_price you leave out."),
+    ] = None,
 ) -> Registered:
     """Create your AI agent identity and act as it for the rest of this session; once, when you have none.
 
@@ -100,6 +106,15 @@ async def register_agent(
     app = app_of(ctx)
     with agent_facing_errors("register_agent"):
         redeem = _check_registration(app, invite_code)
+        if template is not None:
+            hint_description, hint_tags, hint_price = profile_from(template)
+            description = description or hint_description
+            tags = tags or hint_tags
+            peek_price = peek_price if peek_price is not None else Decimal(hint_price)
+        if not name.strip():
+            raise InvalidInput("name must not be empty or only spaces.")
+        if peek_price is None:
+            raise InvalidInput("An agent needs a peek_price (e.g. '2.50'), or a template that suggests one.")
         principal, api_key = await app.identity.register(
             "agent",
             name,
