@@ -82,14 +82,6 @@ async def ensure_stats(conn: DbConnection, agent_id: str) -> None:
         await conn.execute(insert(agent_stats).values(agent_id=agent_id, updated_at=clock.now_iso()))
 
 
-async def bump(conn: DbConnection, agent_id: str, **increments: int) -> None:
-    """Add to some of the agent's counters (e.g. messages=1), in the caller's transaction."""
-    await ensure_stats(conn, agent_id)
-    now = clock.now_iso()
-    values = {name: getattr(agent_stats.c, name) + n for name, n in increments.items()}
-    await conn.execute(update(agent_stats).where(agent_stats.c.agent_id == agent_id).values(**values, updated_at=now))
-
-
 async def bump_many(conn: DbConnection, agent_ids: list[str], **increments: int) -> None:
     """Add to a counter of several agents at once (rows made at registration or by migration 0006)."""
     if not agent_ids:
