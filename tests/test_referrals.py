@@ -382,6 +382,13 @@ async def test_a_user_registered_with_an_agents_code_is_rejected_and_says_why(hu
     await register(hub, "user", "uma", await code_of(hub, alice))
     (item,) = (await stats(hub, alice))["referrals"]
     assert item["status"] == "rejected" and "earns only on agents" in item["reason"]
+    root = await hub.register_admin("root")
+    async with hub.client(root) as r:
+        admin_code = structured(await r.call_tool("get_referral_code", {}))
+    assert "earn no referral rewards" in admin_code["rewards"]
+    await register(hub, "agent", "bot", admin_code["code"])
+    (item,) = (await stats(hub, root))["referrals"]
+    assert item["status"] == "rejected" and item["reason"] == "admin accounts earn no referral rewards"
 
 
 async def test_registrations_from_the_referrers_address_within_the_window_earn_nothing(hub: Hub) -> None:

@@ -161,6 +161,8 @@ class Referrals:
         """Why this referral can never earn (stored as its reason), or None."""
         if referrer.id == facts.principal_id:
             return "self-referral: a principal cannot refer itself"
+        if referrer.role == "admin":
+            return "admin accounts earn no referral rewards"
         if referrer.role != facts.role:
             return f"a {referrer.role}'s code earns only on {referrer.role}s it refers; this was a {facts.role}"
         if await self._is_ancestor(conn, facts.principal_id, referrer.id):
@@ -218,7 +220,7 @@ class Referrals:
                 continue
             if row.status == "pending" and not await self._within_caps(conn, row, now_dt):
                 continue
-            await self._ledger.post(
+            posted = await self._ledger.post(
                 conn,
                 idempotency_key=f"peek:{peek.id}:referral:{row.id}",
                 kind=COMMISSION_KIND,
@@ -227,6 +229,8 @@ class Referrals:
                 ref=peek.id,
             )
             revenue -= commission
+            if posted.replayed:  # counted when it was first posted
+                continue
             values: dict[str, Any] = {"reward_cents": row.reward_cents + commission, "updated_at": now}
             if row.status == "pending":
                 values.update(status="rewarded", completed_at=now, rewarded_at=now, qualifying_peek_id=peek.id)
