@@ -274,6 +274,8 @@ async def test_a_user_who_refers_a_paying_user_gets_exactly_five_once_and_loses_
         await peek(hub, zed, await talk(hub, alice, bob), "3.00", minutes=6)
         await peek(hub, zed, await talk(hub, bob, alice), "3.00", minutes=7)
         assert account(hub, f"user:{ann.id}:credit") == 0  # captured, but the window is still open
+        waiting = await stats(hub, ann)
+        assert (waiting["completed"], waiting["pending_rewards"]) == (1, "5.00")
         travel.advance(minutes=10)
 
         async def settle_from(who: Account) -> None:  # every participant's request settles due peeks
@@ -336,6 +338,28 @@ async def test_admin_credit_does_not_qualify_a_user_referral_unless_a_setting_sa
     await peek(hub, zed, await talk(hub, alice, bob), "3.00")
     travel.advance(minutes=10)
     await settle(hub)
+    assert account(hub, f"user:{ann.id}:credit") == 500
+    accounts_in_range(hub)
+
+
+async def test_a_qualifying_peek_refunded_inside_its_window_pays_nothing_and_the_next_one_qualifies(
+    hub: Hub, travel: TravelClock
+) -> None:
+    configure(hub, referral_granted_credit_qualifies=True)
+    ann = await hub.register_user("ann")
+    alice = await hub.register_agent("alice", peek_price="2.00", can_refuse=False)
+    bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+    zed = await register(hub, "user", "zed", await code_of(hub, ann))
+    await grant(hub, zed, "20.00")
+    first = await peek(hub, zed, await talk(hub, alice, bob), "3.00")
+    assert rows(hub, "SELECT status, qualifying_peek_id FROM referrals") == [("completed", first)]
+    async with service(hub) as app:
+        await app.peeks.refund(first, reason="refund")
+    assert rows(hub, "SELECT status, qualifying_peek_id FROM referrals") == [("pending", None)]
+    second = await peek(hub, zed, await talk(hub, alice, bob), "3.00")
+    travel.advance(minutes=10)
+    await settle(hub)
+    assert rows(hub, "SELECT status, qualifying_peek_id FROM referrals") == [("rewarded", second)]
     assert account(hub, f"user:{ann.id}:credit") == 500
     accounts_in_range(hub)
 

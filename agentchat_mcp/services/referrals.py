@@ -196,9 +196,23 @@ class Referrals:
         capture = await self._entry_lines(conn, f"peek:{peek.id}:capture")
         revenue = sum(x.amount_cents for x in capture if x.account == PLATFORM_REVENUE)
         paid = -sum(x.amount_cents for x in capture if x.account == user_held(peek.user_id))
-        if revenue <= 0 or not await self._real_money(conn, peek.user_id, paid):
-            return
         now = clock.iso(now_dt)
+        if not await self._real_money(conn, peek.user_id, paid):
+            return
+        # a referee user's first peek paid with real money: the referral is completed, rewarded when it ends
+        await conn.execute(
+            update(referrals)
+            .where(
+                and_(
+                    referrals.c.referee_id == peek.user_id,
+                    referrals.c.kind == "user",
+                    referrals.c.status == "pending",
+                )
+            )
+            .values(status="completed", completed_at=now, qualifying_peek_id=peek.id, updated_at=now)
+        )
+        if revenue <= 0:
+            return
         for consent in consents:
             row = (
                 await conn.execute(
@@ -259,25 +273,30 @@ class Referrals:
         row = (
             await conn.execute(
                 select(referrals).where(
-                    and_(referrals.c.referee_id == user_id, referrals.c.kind == "user", referrals.c.status == "pending")
+                    and_(
+                        referrals.c.referee_id == user_id,
+                        referrals.c.kind == "user",
+                        referrals.c.status.in_(("pending", "completed")),
+                    )
                 )
             )
         ).first()
-        if row is None:
-            return
-        capture = await self._entry_lines(conn, f"peek:{peek_id}:capture")
-        paid = -sum(x.amount_cents for x in capture if x.account == user_held(user_id))
-        if paid <= 0 or not await self._real_money(conn, user_id, paid):
-            return  # stays pending: a later peek paid with money that came in may qualify
+        if row is None or (row.status == "completed" and row.qualifying_peek_id != peek_id):
+            return  # not referred, or another peek qualified it and its window is still open
+        if row.status == "pending":  # qualified before this schema, or by a setting changed since
+            capture = await self._entry_lines(conn, f"peek:{peek_id}:capture")
+            paid = -sum(x.amount_cents for x in capture if x.account == user_held(user_id))
+            if not await self._real_money(conn, user_id, paid):
+                return  # stays pending: a later peek paid with money that came in may qualify
         if not await self._within_caps(conn, row, clock.parse(now)):
             return
         amount = self.rules.user_reward_cents
         done = await conn.execute(
             update(referrals)
-            .where(and_(referrals.c.id == row.id, referrals.c.status == "pending"))
+            .where(and_(referrals.c.id == row.id, referrals.c.status == row.status))
             .values(
                 status="rewarded",
-                completed_at=now,
+                completed_at=row.completed_at or now,
                 rewarded_at=now,
                 qualifying_peek_id=peek_id,
                 reward_cents=amount,
@@ -310,7 +329,13 @@ class Referrals:
                 select(referrals).where(and_(referrals.c.qualifying_peek_id == peek_id, referrals.c.kind == "user"))
             )
         ).first()
-        if rewarded is not None:
+        if rewarded is not None and rewarded.status == "completed":  # not paid yet: another peek may qualify
+            await conn.execute(
+                update(referrals)
+                .where(referrals.c.id == rewarded.id)
+                .values(status="pending", completed_at=None, qualifying_peek_id=None, updated_at=now)
+            )
+        elif rewarded is not None:
             await self._claw_back(conn, rewarded, f"the qualifying peek {peek_id} was refunded", now)
 
     async def on_payment_reversed(self, conn: DbConnection, user_id: str, payment_id: str) -> None:
@@ -466,6 +491,7 @@ class Referrals:
                 )
             ).scalar_one()
             this_month, pending = await self._recent(conn, caller.id, month)
+            pending += counts.get("completed", 0) * self.rules.user_reward_cents if caller.role == "user" else 0
             rows = (
                 await conn.execute(
                     select(referrals, principals.c.name)
