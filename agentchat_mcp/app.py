@@ -17,6 +17,8 @@ from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
 from agentchat_mcp.services.peeks import Peeks
 from agentchat_mcp.services.pricing import Pricing
+from agentchat_mcp.services.ratings import Ratings
+from agentchat_mcp.services.referrals import Referrals
 from agentchat_mcp.services.refunds import Refunds
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store
@@ -74,6 +76,12 @@ class AppContext:
     payments: Payments | None = None
     # Admin refunds of peeks (services/refunds.py); set by build_app_context.
     refunds: Refunds | None = None
+    # Referral codes, attribution and rewards (services/referrals.py); set by build_app_context.
+    referrals: Referrals | None = None
+    ratings: Ratings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ratings = Ratings(self.store)
 
     def session_slot(self, headers: Any) -> str | None:
         """Where a session-bound identity lives: the HTTP session id, or the process on stdio."""

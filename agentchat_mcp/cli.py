@@ -134,11 +134,34 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
             except AgentChatError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-        print(json.dumps({"id": principal.id, "role": role, "name": principal.name, "api_key": api_key}, indent=2))
+        shown = {"id": principal.id, "role": role, "name": principal.name, "api_key": api_key}
+        if role != "admin":  # others pass it as referral_code when they register
+            shown["referral_code"] = principal.referral_code or ""
+        print(json.dumps(shown, indent=2))
         print("The API key is shown only this once; store it (e.g. as AGENTCHAT_API_KEY).", file=sys.stderr)
         return 0
 
     return _run(create)
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """agent verify: give (or with --revoke, take away) an agent's verified badge, recorded as by "cli"."""
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.services.identity import Identity
+    from agentchat_mcp.startup import load_keyring
+
+    async def run() -> int:
+        async with _open_store(settings) as store:
+            identity = Identity(store, load_keyring(settings))
+            try:
+                done = await identity.set_verified(args.agent_id, not args.revoke, by="cli", note=args.note)
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        print(json.dumps({"agent_id": args.agent_id, "verified": done.verified, "verified_at": done.at}))
+        return 0
+
+    return _run(run)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -530,6 +553,12 @@ def _add_accounts(sub: Any, db: argparse.ArgumentParser) -> None:
             "--limit", type=list_limit, default=50, help=f"print at most this many, 1-{MAX_LISTED} (default 50)"
         )
         listing.set_defaults(handler=cmd_list, role=role)
+        if role == "agent":
+            verify = actions.add_parser("verify", parents=[db], help="give an agent the verified badge (or --revoke)")
+            verify.add_argument("agent_id", help="the agent's id (agt_...)")
+            verify.add_argument("--note", required=True, help="what was checked, for the record")
+            verify.add_argument("--revoke", action="store_true", help="take the badge away")
+            verify.set_defaults(handler=cmd_verify)
 
 
 def _add_invites(sub: Any, db: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
 from agentchat_mcp.services.peeks import Peeks
 from agentchat_mcp.services.pricing import Pricing
+from agentchat_mcp.services.referrals import ReferralRules, Referrals
 from agentchat_mcp.services.refunds import Refunds
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import Store, open_settings_store
@@ -77,6 +78,19 @@ async def _role(context: Context[AppContext, Any] | None) -> str:
     return caller.role if caller else ANONYMOUS
 
 
+def referral_rules(settings: Settings) -> ReferralRules:
+    """The referral amounts, durations and caps of these settings."""
+    return ReferralRules(
+        user_reward_cents=settings.referral_user_reward_cents,
+        commission_percent=settings.referral_commission_percent,
+        commission_months=settings.referral_commission_months,
+        daily_cap=settings.referral_daily_cap,
+        monthly_cap=settings.referral_monthly_cap,
+        same_ip_hours=settings.referral_same_ip_hours,
+        granted_credit_qualifies=settings.referral_granted_credit_qualifies,
+    )
+
+
 def build_app_context(
     settings: Settings, store: Store, telemetry: Telemetry, payments: PaymentProvider | None = None
 ) -> AppContext:
@@ -105,6 +119,10 @@ def build_app_context(
     )
     app.payments.install(app.pricing, app.earnings)  # packs/subscriptions pay peeks; Stripe pays payouts
     app.refunds = Refunds(store, ledger, peeks, app.payments)
+    app.referrals = Referrals(store, ledger, referral_rules(settings))
+    identity.registration_hooks.append(app.referrals.attach)
+    peeks.referrals = app.referrals
+    app.payments.referrals = app.referrals
     if settings.api_key is not None:
         app.session_keys[PROCESS_SESSION] = settings.api_key.get_secret_value()
     return app

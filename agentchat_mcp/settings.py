@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     payments: Literal["ledger", "stripe"] = "ledger"
     platform_fee_percent: int = Field(default=20, ge=0, le=100)
     rate_limit_storage: str = "memory://"
+    # --- referrals (services/referrals.py; docs/peeks-and-money.md) ---
+    referral_user_reward_cents: int = Field(default=500, ge=0, description="Credit for referring a user.")
+    referral_commission_percent: int = Field(
+        default=10, ge=0, le=100, description="Share of a referred agent's peek earnings, out of the platform fee."
+    )
+    referral_commission_months: int = Field(default=6, ge=0, le=120, description="Months a commission runs.")
+    referral_daily_cap: int = Field(default=5, ge=0, description="Rewarded referrals per referrer per day.")
+    referral_monthly_cap: int = Field(default=30, ge=0, description="Rewarded referrals per referrer per month.")
+    referral_same_ip_hours: int = Field(
+        default=72, ge=0, description="Referrer and referee registered from one IP within this: no reward."
+    )
+    referral_granted_credit_qualifies: bool = Field(
+        default=False, description="Whether peeks paid with admin-granted credit earn referral rewards."
+    )
     # --- guardrails and observability (ratelimit.py, telemetry.py, logs.py) ---
     rate_limits_enabled: bool = True
     rate_limit_principal: str = Field(default="100/minute", description="Tool calls per principal.")

@@ -43,6 +43,7 @@ CALLER = {
     "list_peek_requests": "user",
     "list_peekable_conversations": "user",
     "request_peek": "user",
+    "rate_agent": "user",
     "buy_credits": "user",
     "grant_credits": "admin",
     "create_invite": "admin",

@@ -246,6 +246,9 @@ async def test_get_agent_returns_a_public_profile_and_users_read_as_not_found(hu
             "verified",
             "tags",
             "created_at",
+            "rating",
+            "rating_count",
+            "performance",
         }
         assert profile["created_at"].endswith(("Z", "+00:00"))
         missing = error_text(await anonymous.call_tool("get_agent", {"agent_id": "agt_" + "0" * 20}))

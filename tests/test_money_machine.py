@@ -9,6 +9,11 @@ and for every peek the agents' earnings never exceed what its user paid for it, 
 platform ever pay into a peek out of its revenue (issue 10: a subscriber and an agent who raised its
 price could drain the platform). A refunded peek nets to zero on every account, a second refund
 writes nothing, and an agent left owing by a refund after payout is not paid out.
+
+Referrals (issue 12): `third` was referred by the agent `scout` and u1 by u0; admin grants qualify here
+(referral_granted_credit_qualifies) so rewards happen. Then also: platform:referrals only pays out (<= 0),
+and equals minus the user rewards still held; scout's commissions equal, to the cent, 10% of third's
+share of every captured, unrefunded peek (capped by that peek's fee) and its referral row says the same.
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ from agentchat_mcp.services.identity import Caller
 from agentchat_mcp.services.ledger import agent_available, user_held
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import open_store
-from agentchat_mcp.store.tables import entitlement_uses, entitlements, ledger_entries, ledger_lines, peeks
+from agentchat_mcp.store.tables import (
+    entitlement_uses,
+    entitlements,
+    ledger_entries,
+    ledger_lines,
+    peek_consents,
+    peeks,
+    referrals,
+)
 from agentchat_mcp.telemetry import Telemetry
 
 
@@ -48,7 +61,9 @@ class MoneyMachine(RuleBasedStateMachine):
         self._portal_cm = start_blocking_portal("asyncio")
         self.portal: BlockingPortal = self._portal_cm.__enter__()
         path = Path(self.tmp.name)
-        self.settings = Settings(db=path / "m.db", secret_file=path / "m.secret")
+        self.settings = Settings(
+            db=path / "m.db", secret_file=path / "m.secret", referral_granted_credit_qualifies=True
+        )
         self._store_cm = self.portal.wrap_async_context_manager(open_store(self.settings.db))
         self.store = self._store_cm.__enter__()
         self.app = build_app_context(self.settings, self.store, Telemetry())
@@ -65,13 +80,21 @@ class MoneyMachine(RuleBasedStateMachine):
     def setup(self) -> None:
         self.picky = self.run(self._caller, "agent", "picky", peek_price_cents=133, can_refuse=True)
         self.easy = self.run(self._caller, "agent", "easy", peek_price_cents=250, can_refuse=False)
-        self.third = self.run(self._caller, "agent", "third", peek_price_cents=99, can_refuse=False)
-        self.users = [self.run(self._caller, "user", f"u{i}") for i in range(2)]
+        self.scout = self.run(self._caller, "agent", "scout", peek_price_cents=100)
+        self.third = self.run(
+            self._caller, "agent", "third", peek_price_cents=99, can_refuse=False, referral_code=self._code(self.scout)
+        )
+        first = self.run(self._caller, "user", "u0")
+        self.users = [first, self.run(self._caller, "user", "u1", referral_code=self._code(first))]
         both, _ = self.run(self.app.conversations.start, self.picky, [self.easy.id], "consent needed", "hello")
         standing, _ = self.run(self.app.conversations.start, self.easy, [self.third.id], "standing", "hi")
         self.conversations = [both.id, standing.id]
         self.agents = [self.picky, self.easy, self.third]
         self.refunded: set[str] = set()
+
+    def _code(self, who: Caller) -> str:
+        assert self.app.referrals is not None
+        return str(self.run(self.app.referrals.code_for, who))
 
     def teardown(self) -> None:
         self._store_cm.__exit__(None, None, None)
@@ -179,6 +202,40 @@ class MoneyMachine(RuleBasedStateMachine):
         async with self.store.read() as conn:
             return await self.app.ledger.balance(conn, agent_available(agent_id))
 
+    async def _check_referrals(self, conn: Any, referral_cost: int) -> None:
+        rewards = dict((await conn.execute(select(referrals.c.referee_id, referrals.c.reward_cents))).all())
+        # the user reward: 5.00 or nothing, and what is still out is exactly what platform:referrals paid
+        assert rewards[self.users[1].id] in (0, 500)
+        assert referral_cost == -rewards[self.users[1].id]
+        # the agent commission: at most 10% of third's share (capped by its fee) of every peek captured within
+        # the commission period and not refunded; the per-peek check below shows it came out of platform revenue
+        earns_until = (
+            await conn.execute(select(referrals.c.earns_until).where(referrals.c.referee_id == self.third.id))
+        ).scalar_one()
+        expected = 0
+        rows = await conn.execute(
+            select(peek_consents.c.price_cents, peek_consents.c.fee_cents)
+            .join(peeks, peeks.c.id == peek_consents.c.peek_id)
+            .where(
+                and_(
+                    peek_consents.c.agent_id == self.third.id,
+                    peeks.c.status.in_(("active", "completed")),
+                    peeks.c.window_start.is_not(None),
+                    peeks.c.decided_at < earns_until,
+                )
+            )
+        )
+        for price, fee in rows.all():
+            expected += min((price - fee) * 10 // 100, fee)
+        commission = (
+            await conn.execute(
+                select(func.coalesce(func.sum(ledger_lines.c.amount_cents), 0)).where(
+                    ledger_lines.c.account.in_((f"agent:{self.scout.id}:pending", f"agent:{self.scout.id}:available"))
+                )
+            )
+        ).scalar_one()
+        assert 0 <= commission == rewards[self.third.id] <= expected
+
     @invariant()
     def ledger_is_sound(self) -> None:
         if not hasattr(self, "users"):
@@ -192,7 +249,9 @@ class MoneyMachine(RuleBasedStateMachine):
             users = await self.app.ledger.balances(conn, "user:")
             assert all(cents >= 0 for cents in users.values()), users
             platform = await self.app.ledger.balances(conn, "platform:")
+            referral_cost = platform.pop("platform:referrals", 0)
             assert all(cents >= 0 for cents in platform.values()), platform
+            await self._check_referrals(conn, referral_cost)
             for user in self.users:
                 waiting = and_(peeks.c.user_id == user.id, peeks.c.status == "awaiting_consent")
                 charged = (

@@ -52,6 +52,7 @@ UNTRUSTED_FIELDS = {
     "TopPeekerOut.name",
     "TransactionOut.memo",
     "SubscriptionInfo.agent_name",
+    "ReferralOut.referee_name",
 }
 # Strings the server writes (ids, times, USD amounts, its own sentences), or the caller's own words.
 SERVER_OR_OWN_FIELD_NAMES = frozenset(
@@ -64,6 +65,8 @@ SERVER_OR_OWN_FIELD_NAMES = frozenset(
     price platform_fee charged max_price agent_earns you_earn amount balance credit held pending available
     paid_out earned total monthly_price price_per_peek covers_agents_up_to available_after peek_price returned owes
     next_cursor next_step checkout_url api_key code account kind provider item plan paid_by
+    member_since last_active_at earned_this_month earned_lifetime pending_rewards referee_id reward rewarded_at
+    verified_by verified_at
     """.split()  # noqa: SIM905
 )
 SERVER_OR_OWN_FIELDS = {
@@ -76,6 +79,8 @@ SERVER_OR_OWN_FIELDS = {
     "PlanOffer.name",
     "MessageItem.error",  # the server's reason a message could not be opened
     "PayoutOut.error",  # the server's reason a payout failed
+    "ReferralOut.reason",  # the server's reason a referral was rejected
+    "ReferralCodeOut.rewards",  # the hub's referral terms
 }
 HOSTILE = "INJECTED"  # every hostile text below contains it (any case); nothing the server writes does
 

@@ -128,6 +128,16 @@ class Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Performance(Out):
+    conversations: int = Field(description="Conversations it took part in.")
+    messages: int = Field(description="Messages it sent.")
+    median_reply_seconds: int | None = Field(description="Median reply delay, upper bound of its bucket; null: none.")
+    peek_acceptance_rate: float | None = Field(description="Share of peek requests it accepted, 0-1; null: none yet.")
+    peeks_completed: int
+    member_since: str = Field(description="Registration time, UTC.")
+    last_active_at: str | None
+
+
 class AgentProfile(Out):
     id: str = Field(description="The agent id.")
     name: str = untrusted()
@@ -137,6 +147,11 @@ class AgentProfile(Out):
     verified: bool = Field(description="Checked by the platform's admins.")
     tags: list[str] = untrusted()
     created_at: str = Field(description="UTC, ISO 8601.")
+    rating: float | None = Field(
+        default=None, description="1-5, a Bayesian average (5 prior votes of 3.5); null until rated."
+    )
+    rating_count: int = Field(default=0, description="How many ratings.")
+    performance: Performance | None = Field(default=None, description="get_agent only; null in find_agents.")
 
 
 class Registered(Out):

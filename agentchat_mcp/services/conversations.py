@@ -17,6 +17,7 @@ from sqlalchemy import and_, bindparam, func, insert, select, update
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, MessageContext, new_id, signed_payload, verify_signature
 from agentchat_mcp.errors import DecryptionFailed, InvalidInput, NotFound
+from agentchat_mcp.services import ratings as performance
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, Identity, require_role
 from agentchat_mcp.store import DbConnection, Store
@@ -130,6 +131,9 @@ _OUTSIDE_HOLDERS = (
     )
 )
 _INSERT_MESSAGE = insert(messages)
+_PREVIOUS = select(messages.c.sender_id, messages.c.created_at).where(
+    and_(messages.c.conversation_id == bindparam("conversation"), messages.c.seq == bindparam("seq"))
+)
 _BUMP_CONVERSATION = (
     update(conversations)
     .where(conversations.c.id == bindparam("conversation"))
@@ -193,6 +197,7 @@ class Conversations:
                 [{"conversation_id": conversation_id, "principal_id": m, "joined_at": now} for m in members],
             )
             await self._new_epoch(conn, conversation_id, set(members))
+            await performance.bump_many(conn, members, conversations=1)
             sent = await self._send(conn, caller, conversation_id, first_message) if first_message else None
             conversation = await self._conversation(conn, caller, conversation_id)
         if sent:
@@ -258,6 +263,8 @@ class Conversations:
             },
         )
         await conn.run(_BUMP_CONVERSATION, {"conversation": conversation_id, "seq": seq, "now": now})
+        previous = (await conn.fetch(_PREVIOUS, {"conversation": conversation_id, "seq": seq - 1})) if seq > 1 else []
+        await performance.message_sent(conn, caller.id, now, previous[0] if previous else None)
         # Your own message is read by you.
         await conn.run(_READ_OWN, {"conversation": conversation_id, "caller": caller.id, "seq": seq})
         return SentMessage(conversation_id=conversation_id, seq=seq, sent_at=now), inserted.inserted_id or 0

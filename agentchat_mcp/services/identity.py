@@ -5,18 +5,19 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, KeyBundle, new_api_key, new_id
 from agentchat_mcp.errors import DecryptionFailed, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from agentchat_mcp.server_secret import Keyring, version_of
 from agentchat_mcp.store import DbConnection, Store
-from agentchat_mcp.store.tables import agent_tags, invites, principals
+from agentchat_mcp.store.tables import agent_stats, agent_tags, invites, principals
 
 Role = Literal["agent", "user", "admin"]
 ID_PREFIX: dict[str, str] = {"agent": "agt", "user": "usr", "admin": "adm"}
@@ -59,6 +60,9 @@ class Principal:
     verified: bool
     tags: tuple[str, ...]
     created_at: str
+    rating_count: int = 0  # filled where the directory reads agent_stats (find_agents)
+    rating_sum: int = 0
+    referral_code: str | None = None  # public: shown to its owner (get_referral_code, `agent create`)
 
 
 @dataclass
@@ -81,6 +85,29 @@ class Caller:
                 self._epoch_keys.clear()
             self._epoch_keys[(conversation_id, epoch)] = cached
         return cached
+
+
+@dataclass(frozen=True)
+class Verification:
+    """An agent's badge as an admin last set it."""
+
+    verified: bool
+    by: str | None
+    at: str | None
+
+
+@dataclass(frozen=True)
+class RegistrationFacts:
+    """What a registration hook (referrals) learns, inside the registration's transaction."""
+
+    principal_id: str
+    role: Role
+    created_at: str
+    referral_code: str | None
+    registered_from: str | None  # keyed hash of the client's IP address; None when not known (stdio)
+
+
+RegistrationHook = Callable[[DbConnection, RegistrationFacts], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -121,6 +148,9 @@ def _principal(row: object, tags: tuple[str, ...]) -> Principal:
         verified=bool(r["verified"]),
         tags=tags,
         created_at=r["created_at"],
+        rating_count=r.get("rating_count") or 0,
+        rating_sum=r.get("rating_sum") or 0,
+        referral_code=r.get("referral_code"),
     )
 
 
@@ -133,6 +163,8 @@ class Identity:
         # plain bytes is a one-version keyring.
         self._keyring = secret if isinstance(secret, Keyring) else Keyring.single(secret)
         self._cache: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        # Run in each registration's transaction (referral attribution); raising one registers nobody.
+        self.registration_hooks: list[RegistrationHook] = []
 
     def key_hash(self, api_key: str) -> str:
         """The stored form of an API key under the newest server secret."""
@@ -179,11 +211,15 @@ class Identity:
         can_refuse: bool | None = None,
         tags: list[str] | None = None,
         invite_code: str | None = None,
+        referral_code: str | None = None,
+        client_address: str | None = None,
     ) -> tuple[Principal, str]:
         """Create a principal; returns it and its API key (shown once, never stored).
 
         With `invite_code`, the registration takes one use of that invitation in the same
         transaction: a refused code leaves nothing behind, and the last use admits one registration.
+        `referral_code` is checked by the registration hooks in that transaction too; `client_address`
+        (HTTP) is kept only as a keyed hash, to spot self-referrals.
         """
         name = name.strip()
         if not name:
@@ -196,6 +232,7 @@ class Identity:
         now = clock.now_iso()
         principal_id = new_id(ID_PREFIX[role])
         clean_tags = _normalize_tags(tags)
+        registered_from = self.key_hash(f"ip:{client_address}") if client_address else None
         async with self._store.write() as conn:
             if invite_code is not None:
                 await self._redeem_invite(conn, invite_code, role, now)
@@ -213,8 +250,15 @@ class Identity:
                     wrapped_private=keys.wrap(api_key),
                     created_at=now,
                     updated_at=now,
+                    referral_code="ref_" + secrets.token_urlsafe(12),
+                    registered_from=registered_from,
                 )
             )
+            if role == "agent":  # its performance figures, kept current from now on (services/ratings.py)
+                await conn.execute(insert(agent_stats).values(agent_id=principal_id, updated_at=now))
+            facts = RegistrationFacts(principal_id, role, now, referral_code, registered_from)
+            for hook in self.registration_hooks:
+                await hook(conn, facts)
             if clean_tags:
                 await conn.execute(insert(agent_tags), [{"principal_id": principal_id, "tag": t} for t in clean_tags])
             principal = await self._get(conn, principal_id)
@@ -374,6 +418,21 @@ class Identity:
         self.forget(caller.id)
         return principal
 
+    async def set_verified(self, agent_id: str, verified: bool, *, by: str, note: str) -> Verification:
+        """Give (or take away) an agent's verified badge, recording which admin did it, when and why."""
+        if not note.strip():
+            raise InvalidInput("note must say what was checked; it must not be empty or only spaces.")
+        now = clock.now_iso()
+        async with self._store.write() as conn:
+            done = await conn.execute(
+                update(principals)
+                .where(and_(principals.c.id == agent_id, principals.c.role == "agent"))
+                .values(verified=verified, verified_by=by, verified_at=now, verified_note=note.strip(), updated_at=now)
+            )
+            if done.rowcount != 1:
+                raise NotFound(f"No agent {agent_id}. Use find_agents to look agents up.")
+        return Verification(verified, by, now)
+
     async def get(self, principal_id: str) -> Principal:
         """Any principal by id (NotFound if absent)."""
         async with self._store.read() as conn:
@@ -394,10 +453,28 @@ class Identity:
         return _principal(row, tuple(sorted(tags)))
 
     async def find_agents(
-        self, *, query: str | None, tag: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        query: str | None,
+        tag: str | None,
+        limit: int,
+        cursor: str | None,
+        verified_only: bool = False,
+        min_rating_x100: int | None = None,
+        sort: Literal["id", "rating", "price", "activity"] = "id",
     ) -> tuple[list[Principal], str | None]:
-        """Agents whose name or description contains `query` and that carry `tag`, by id."""
-        stmt = select(principals).where(principals.c.role == "agent")
+        """Agents whose name or description contains `query` and that carry `tag`, by id (pages follow
+        `cursor`), or the first `limit` by rating, price or recent activity (one page: no cursor)."""
+        stmt = (
+            select(principals, agent_stats.c.rating_count, agent_stats.c.rating_sum)
+            .select_from(principals)
+            .outerjoin(agent_stats, agent_stats.c.agent_id == principals.c.id)
+            .where(principals.c.role == "agent")
+        )
+        if verified_only:
+            stmt = stmt.where(principals.c.verified.is_(True))
+        if min_rating_x100 is not None:
+            stmt = stmt.where(agent_stats.c.rating_count > 0, agent_stats.c.rating_score >= min_rating_x100)
         if query:
             pattern = _contains(query)
             stmt = stmt.where(
@@ -410,9 +487,18 @@ class Identity:
             stmt = stmt.where(
                 principals.c.id.in_(select(agent_tags.c.principal_id).where(agent_tags.c.tag == tag.strip().lower()))
             )
-        if cursor:
-            stmt = stmt.where(principals.c.id > cursor)
-        stmt = stmt.order_by(principals.c.id).limit(limit + 1)
+        if sort != "id":
+            order = {
+                # unrated agents sort as the prior (services/ratings.py): 3.50
+                "rating": [case((agent_stats.c.rating_count > 0, agent_stats.c.rating_score), else_=350).desc()],
+                "price": [principals.c.peek_price_cents.asc()],
+                "activity": [func.coalesce(agent_stats.c.last_active_at, "").desc()],
+            }[sort]
+            stmt = stmt.order_by(*order, principals.c.id).limit(limit)
+        else:
+            if cursor:
+                stmt = stmt.where(principals.c.id > cursor)
+            stmt = stmt.order_by(principals.c.id).limit(limit + 1)
         async with self._store.read() as conn:
             rows = (await conn.execute(stmt)).all()
             ids = [r.id for r in rows[:limit]]

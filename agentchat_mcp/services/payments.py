@@ -20,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from sqlalchemy import and_, insert, select, update
@@ -188,6 +188,12 @@ class ConnectPayouts:
         return transfer.id
 
 
+class PaymentReversalHook(Protocol):
+    """Told, in the reversal's transaction, that a user's payment was refunded or disputed."""
+
+    async def on_payment_reversed(self, conn: DbConnection, user_id: str, payment_id: str) -> None: ...
+
+
 class Payments:
     """Purchases, subscriptions, webhook events and Stripe payouts, over one PaymentProvider."""
 
@@ -200,6 +206,7 @@ class Payments:
         self.provider = provider
         self._settings = settings
         self._earnings: EarningsService | None = None
+        self.referrals: PaymentReversalHook | None = None  # services/referrals.py, set by build_app_context
 
     def install(self, pricing: Pricing, earnings: EarningsService) -> None:
         """Plug packs and subscriptions into peek pricing (subscriptions first: they cost the user
@@ -589,6 +596,8 @@ class Payments:
         lines.append(Line(PLATFORM_CLAWBACK, taken - delta))  # +: kept beyond the refund; -: absorbed
         await self._ledger.post(conn, idempotency_key=key, kind="payment_reversal", lines=lines, memo=why, ref=row.id)
         await self._set(conn, row.id, reversed_cents=row.reversed_cents + delta)
+        if self.referrals is not None:  # a referral reward earned on this money is taken back
+            await self.referrals.on_payment_reversed(conn, row.user_id, row.id)
         return delta
 
     # --- webhook events ---------------------------------------------------------------------

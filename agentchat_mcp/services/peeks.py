@@ -31,7 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
@@ -40,6 +40,7 @@ from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
 from agentchat_mcp.errors import Conflict, Forbidden, InvalidInput, NotFound
 from agentchat_mcp.money import fmt
+from agentchat_mcp.services import ratings as performance
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, require_role
@@ -231,6 +232,16 @@ _KEYS_WAITING = (
 )
 
 
+class PeekMoneyHooks(Protocol):
+    """What else moves money with a peek (referral commissions and rewards), in the same transaction."""
+
+    async def on_capture(self, conn: DbConnection, peek: Any, consents: Any, now_dt: datetime) -> None: ...
+
+    async def on_complete(self, conn: DbConnection, peek_id: str, user_id: str, now: str) -> None: ...
+
+    async def on_peek_refunded(self, conn: DbConnection, peek_id: str, now: str) -> None: ...
+
+
 class Peeks:
     """The peek service; registers itself with Conversations as an access check and reader source."""
 
@@ -254,6 +265,8 @@ class Peeks:
         self.consent_timeout = consent_timeout
         # agent id -> (data_version, time bucket) when it last had no keys to release
         self._checked: dict[str, tuple[int, int]] = {}
+        # Referrals (services/referrals.py), called inside the money steps' transactions; None: none.
+        self.referrals: PeekMoneyHooks | None = None
         conversations_service.access_checks.append(self._may_read)
         conversations_service.extra_readers.append(self._readers)
         conversations_service.denial_reasons.append(self._why_not_readable)
@@ -385,6 +398,11 @@ class Peeks:
                 }
                 for line in quote.lines
             ],
+        )
+        # acceptance rate: asked of every agent; accepted by standing consent now, or by answering accept
+        await performance.bump_many(conn, [line.agent_id for line in quote.lines], peeks_asked=1)
+        await performance.bump_many(
+            conn, [line.agent_id for line in quote.lines if not line.can_refuse], peeks_accepted=1
         )
         hold = [Line(user_held(caller.id), quote.charged_cents), Line(user_credit(caller.id), -quote.charged_cents)]
         for line in quote.lines:
@@ -520,6 +538,7 @@ class Peeks:
         if decision == "refuse":
             await self._release(conn, peek_id, "refused", reason or "An agent refused.", now, counters)
         else:
+            await performance.bump_many(conn, [caller.id], peeks_accepted=1)
             consents = [replace(c, decision=wanted) if c.agent_id == caller.id else c for c in consents]
             if all(c.decision in ("accepted", "standing") for c in consents):
                 await self._capture(conn, peek_id, now_dt, counters, peek=peek, consents=consents, releaser=caller)
@@ -581,6 +600,8 @@ class Peeks:
         )
         await self._restore_covers(conn, peek_id)
         now = clock.now_iso()
+        if self.referrals is not None:  # its commissions were reversed above (tied to the peek); a reward it earned too
+            await self.referrals.on_peek_refunded(conn, peek_id, now)
         await conn.execute(
             update(peeks)
             .where(peeks.c.id == peek_id)
@@ -641,6 +662,8 @@ class Peeks:
             memo=f"peek at {peek.conversation_id}",
             ref=peek_id,
         )
+        if self.referrals is not None:
+            await self.referrals.on_capture(conn, peek, consents, now_dt)
         start = now_dt
         if peek.start_at and clock.parse(peek.start_at) > now_dt:
             start = clock.parse(peek.start_at)
@@ -747,6 +770,7 @@ class Peeks:
         if changed.rowcount != 1:
             return
         consents = (await conn.execute(select(peek_consents).where(peek_consents.c.peek_id == peek_id))).all()
+        await performance.bump_many(conn, [c.agent_id for c in consents], peeks_completed=1)
         lines: list[Line] = []
         for c in consents:
             earned = c.price_cents - c.fee_cents
@@ -760,6 +784,9 @@ class Peeks:
                 memo="peek window ended",
                 ref=peek_id,
             )
+        if self.referrals is not None:
+            user_id = (await conn.execute(select(peeks.c.user_id).where(peeks.c.id == peek_id))).scalar_one()
+            await self.referrals.on_complete(conn, peek_id, user_id, now)
         counters.completed += 1
 
     # --- time: expiry and completion ------------------------------------------------------------

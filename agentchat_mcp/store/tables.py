@@ -41,8 +41,16 @@ principals = Table(
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
     Column("connect_account_id", String(64), nullable=True),  # v1.1: Stripe Connect payouts
+    # v1.4 (storage/versions/0006): referrals, badges, ratings
+    Column("referral_code", String(32), nullable=True),  # public, unguessable; one per principal
+    Column("registered_from", String(64), nullable=True),  # keyed hash of the registering IP (HTTP only)
+    Column("verified_by", String(32), nullable=True),  # the admin who set `verified` last
+    Column("verified_at", String(32), nullable=True),
+    Column("verified_note", Text, nullable=True),
 )
 Index("ix_principals_role_name", principals.c.role, principals.c.name)
+Index("ix_principals_referral_code", principals.c.referral_code, unique=True)
+Index("ix_principals_registered_from", principals.c.registered_from, principals.c.created_at)
 
 agent_tags = Table(
     "agent_tags",
@@ -357,3 +365,63 @@ invites = Table(
     Column("created_at", String(32), nullable=False),
     Column("last_used_at", String(32), nullable=True),
 )
+
+# --- v1.4: referrals, ratings, agent performance (storage/versions/0006) ---------------------------
+
+# Who brought whom. One row per referee (a principal is referred once, at registration).
+# status: pending -> completed (qualified) -> rewarded, or rejected (reason says why).
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("referrer_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("referee_id", String(32), ForeignKey("principals.id"), nullable=False, unique=True),
+    Column("code", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),  # user (one-off credit) | agent (commission)
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("reward_cents", Integer, nullable=False, server_default="0"),  # paid so far, net of clawbacks
+    Column("qualifying_peek_id", String(32), nullable=True),
+    Column("earns_until", String(32), nullable=True),  # agent referrals: end of the commission period
+    Column("created_at", String(32), nullable=False),
+    Column("completed_at", String(32), nullable=True),
+    Column("rewarded_at", String(32), nullable=True),
+    Column("updated_at", String(32), nullable=False),
+)
+Index("ix_referrals_referrer", referrals.c.referrer_id, referrals.c.status, referrals.c.rewarded_at)
+
+# One rating per (rater, agent); changing it overwrites. Comments are third-party text.
+ratings = Table(
+    "ratings",
+    metadata,
+    Column("rater_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("agent_id", String(32), ForeignKey("principals.id"), nullable=False),
+    Column("stars", Integer, nullable=False),
+    Column("comment", Text, nullable=True),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    PrimaryKeyConstraint("rater_id", "agent_id"),
+)
+Index("ix_ratings_agent", ratings.c.agent_id)
+
+# Per-agent figures kept current as things happen (never by scanning messages per call).
+agent_stats = Table(
+    "agent_stats",
+    metadata,
+    Column("agent_id", String(32), ForeignKey("principals.id"), primary_key=True),
+    Column("conversations", Integer, nullable=False, server_default="0"),
+    Column("messages", Integer, nullable=False, server_default="0"),
+    Column("replies", Integer, nullable=False, server_default="0"),
+    # replies by delay bucket (JSON list of counts; bucket bounds in services/ratings.py): the median
+    # reply time is read from it without storing every delay
+    Column("reply_buckets", Text, nullable=False, server_default="[]"),
+    Column("peeks_asked", Integer, nullable=False, server_default="0"),
+    Column("peeks_accepted", Integer, nullable=False, server_default="0"),
+    Column("peeks_completed", Integer, nullable=False, server_default="0"),
+    Column("rating_count", Integer, nullable=False, server_default="0"),
+    Column("rating_sum", Integer, nullable=False, server_default="0"),
+    Column("rating_score", Integer, nullable=False, server_default="0"),  # Bayesian average x 100, for sorting
+    Column("last_active_at", String(32), nullable=True),
+    Column("updated_at", String(32), nullable=False),
+)
+Index("ix_agent_stats_score", agent_stats.c.rating_score)

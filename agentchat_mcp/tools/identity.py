@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -26,11 +27,16 @@ from agentchat_mcp.models import (
     Me,
     Name,
     PeekPrice,
+    Performance,
     Registered,
     Tags,
 )
+from agentchat_mcp.models.growth import MinRating, ReferralCode, SortAgents
 from agentchat_mcp.money import fmt, to_cents
+from agentchat_mcp.prompts import profile_from
 from agentchat_mcp.services.identity import MAX_INVITE_LIFETIME, MAX_INVITE_USES, Principal, require_role
+from agentchat_mcp.services.ratings import bayesian
+from agentchat_mcp.tools.growth import registering_address
 from agentchat_mcp.tools.registry import ADMIN, ANONYMOUS, EVERYONE, SIGNED_IN, ToolRegistry, app_of
 
 AppCtx = Context[AppContext, Any]
@@ -47,6 +53,8 @@ def profile_of(p: Principal) -> AgentProfile:
         verified=p.verified,
         tags=list(p.tags),
         created_at=p.created_at,
+        rating=bayesian(p.rating_count, p.rating_sum) if p.rating_count else None,
+        rating_count=p.rating_count,
     )
 
 
@@ -78,12 +86,17 @@ def _check_registration(app: AppContext, invite_code: str | None) -> str | None:
 
 async def register_agent(
     name: Name,
-    peek_price: PeekPrice,
     ctx: AppCtx,
+    peek_price: PeekPrice | None = None,
     description: Description = "",
     can_refuse: CanRefuse = True,
     tags: Tags | None = None,
     invite_code: InviteCode | None = None,
+    referral_code: ReferralCode | None = None,
+    template: Annotated[
+        Literal["customer-service-agent", "coding-assistant", "research-assistant", "creative-writing-partner"] | None,
+        Field(description="Fills description, tags, peek_price you leave out."),
+    ] = None,
 ) -> Registered:
     """Create your AI agent identity and act as it for the rest of this session; once, when you have none.
 
@@ -93,6 +106,15 @@ async def register_agent(
     app = app_of(ctx)
     with agent_facing_errors("register_agent"):
         redeem = _check_registration(app, invite_code)
+        if template is not None:
+            hint_description, hint_tags, hint_price = profile_from(template)
+            description = description or hint_description
+            tags = tags or hint_tags
+            peek_price = peek_price if peek_price is not None else Decimal(hint_price)
+        if not name.strip():
+            raise InvalidInput("name must not be empty or only spaces.")
+        if peek_price is None:
+            raise InvalidInput("An agent needs a peek_price (e.g. '2.50'), or a template that suggests one.")
         principal, api_key = await app.identity.register(
             "agent",
             name,
@@ -101,13 +123,20 @@ async def register_agent(
             can_refuse=can_refuse,
             tags=tags,
             invite_code=redeem,
+            referral_code=referral_code,
+            client_address=registering_address(ctx),
         )
         if app.bind_session(ctx.headers, api_key, "register_agent"):
             await tools_changed(ctx)
     return Registered(id=principal.id, role="agent", name=principal.name, api_key=api_key)
 
 
-async def register_user(display_name: Name, ctx: AppCtx, invite_code: InviteCode | None = None) -> Registered:
+async def register_user(
+    display_name: Name,
+    ctx: AppCtx,
+    invite_code: InviteCode | None = None,
+    referral_code: ReferralCode | None = None,
+) -> Registered:
     """Create a user account (a person who pays to peek at agent conversations) and act as it in this session.
 
     Returns your user id and an API key shown only now: keep it.
@@ -117,7 +146,13 @@ async def register_user(display_name: Name, ctx: AppCtx, invite_code: InviteCode
         redeem = _check_registration(app, invite_code)
         if not display_name.strip():  # the service says "name"; name the argument the model sent
             raise InvalidInput("display_name must not be empty or only spaces.")
-        principal, api_key = await app.identity.register("user", display_name, invite_code=redeem)
+        principal, api_key = await app.identity.register(
+            "user",
+            display_name,
+            invite_code=redeem,
+            referral_code=referral_code,
+            client_address=registering_address(ctx),
+        )
         if app.bind_session(ctx.headers, api_key, "register_user"):
             await tools_changed(ctx)
     return Registered(id=principal.id, role="user", name=principal.name, api_key=api_key)
@@ -194,6 +229,9 @@ async def find_agents(
     tag: Annotated[str | None, Field(max_length=40, description="Only agents with this tag.")] = None,
     limit: Limit = 20,
     cursor: AgentCursor = None,
+    verified_only: Annotated[bool, Field(description="Only verified agents.")] = False,
+    min_rating: MinRating | None = None,
+    sort: SortAgents = "id",
 ) -> AgentPage:
     """Search the public directory of agents by text and tag, a page at a time.
 
@@ -201,16 +239,42 @@ async def find_agents(
     """
     app = app_of(ctx)
     with agent_facing_errors("find_agents"):
-        found, next_cursor = await app.identity.find_agents(query=query, tag=tag, limit=limit, cursor=cursor)
+        found, next_cursor = await app.identity.find_agents(
+            query=query,
+            tag=tag,
+            limit=limit,
+            cursor=cursor,
+            verified_only=verified_only,
+            min_rating_x100=None if min_rating is None else round(min_rating * 100),
+            sort=sort,
+        )
     return AgentPage(agents=[profile_of(p) for p in found], next_cursor=next_cursor)
 
 
 async def get_agent(agent_id: AgentId, ctx: AppCtx) -> AgentProfile:
-    """Read one agent's public profile: name, description, peek price, consent setting, tags."""
+    """Read one agent's public profile, rating and performance (conversations, reply time, peeks accepted)."""
     app = app_of(ctx)
     with agent_facing_errors("get_agent"):
-        p = await app.identity.get_agent(agent_id)
-    return profile_of(p)
+        detail = await agent_detail(app, agent_id)
+    return detail
+
+
+async def agent_detail(app: AppContext, agent_id: str) -> AgentProfile:
+    """An agent's profile with its performance figures (get_agent and agentchat://agents/{agent_id})."""
+    p = await app.identity.get_agent(agent_id)
+    perf = await app.ratings.performance_of(agent_id)
+    performance = Performance(
+        conversations=perf.conversations,
+        messages=perf.messages,
+        median_reply_seconds=perf.median_reply_seconds,
+        peek_acceptance_rate=round(perf.peeks_accepted / perf.peeks_asked, 3) if perf.peeks_asked else None,
+        peeks_completed=perf.peeks_completed,
+        member_since=p.created_at,
+        last_active_at=perf.last_active_at,
+    )
+    return profile_of(p).model_copy(
+        update={"rating": perf.rating, "rating_count": perf.rating_count, "performance": performance}
+    )
 
 
 async def create_invite(
