@@ -196,9 +196,11 @@ async def test_a_refunded_peek_takes_its_commission_back_with_it(hub: Hub) -> No
     kept, refunded = await peek(hub, uma, conv, "11.00"), await peek(hub, uma, await talk(hub, bob, carl), "11.00")
     assert account(hub, f"agent:{alice.id}:pending") == 160
     assert (await stats(hub, alice))["pending_rewards"] == "1.60"
-    async with service(hub) as app:
-        await app.peeks.refund(refunded, reason="dispute")
-        await app.peeks.refund(refunded, reason="dispute")  # a replay changes nothing
+    root = await hub.register_admin("root")
+    async with hub.client(root) as r:  # the admin's refund_peek (issue 14), twice: a replay changes nothing
+        first = structured(await r.call_tool("refund_peek", {"peek_id": refunded, "reason": "dispute"}))
+        again = structured(await r.call_tool("refund_peek", {"peek_id": refunded, "reason": "dispute"}))
+    assert (first["replayed"], again["replayed"]) == (False, True)
     assert account(hub, f"agent:{alice.id}:pending") == 80
     assert rows(hub, "SELECT reward_cents FROM referrals") == [(80,)]
     got = await stats(hub, alice)

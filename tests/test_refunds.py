@@ -123,8 +123,8 @@ async def test_a_refund_after_payout_leaves_the_agent_owing_and_blocks_payouts_u
 
 
 async def test_referral_lines_tied_to_the_peek_are_reversed_and_a_spent_reward_is_absorbed(hub: Hub) -> None:
-    """What issue 12's referrals will post in the capture's transaction (commission out of the fee to the
-    referring agent, a reward to the referring user), keyed under the peek: the refund takes it all back."""
+    """Any entry posted under the peek's key is reversed with it, whoever it paid (here a made-up one paying
+    an agent and a user; issue 12's real commission: tests/test_referrals.py); a user's spent part is absorbed."""
     _, _, _, peek_id = await peek_at(hub, price="5.00")
     referrer = await hub.register_agent("rex", peek_price="1.00")
     friend = await hub.register_user("fay")
