@@ -340,6 +340,8 @@ class AgentChat(ToolMethods):
         await self._connected()
 
     async def _connected(self) -> Client:
+        if self._client is not None:  # the common case, without the cost of a cancel scope
+            return self._client
         if self._tasks is None:
             raise ClientClosed("the AgentChat is not open: use `async with AgentChat...(...) as chat:`")
         with anyio.move_on_after(self.connect_timeout):
