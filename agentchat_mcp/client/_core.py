@@ -8,7 +8,7 @@ import os
 import random
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -174,6 +174,7 @@ class AgentChat(ToolMethods):
         heartbeat_timeout: float = 10.0,
         connect_timeout: float = 30.0,
         on_state_change: Callable[[ConnectionState], None] | None = None,
+        reconnect_after_register: bool = True,
     ) -> None:
         """Prefer `AgentChat.connect(url)` or `AgentChat.local(db)`; `connector` opens one mcp Client per connection."""
         self._connector = connector
@@ -194,6 +195,8 @@ class AgentChat(ToolMethods):
         self._broken = anyio.Event()
         self._closing = False
         self._switching = False
+        # HTTP authenticates each request by its bearer key: after register it must reconnect with the new one.
+        self._reconnect_after_register = reconnect_after_register
         self._tasks: TaskGroup | None = None
         self._me_id: str | None = None
         self.reconnects = 0
@@ -224,6 +227,7 @@ class AgentChat(ToolMethods):
         `db` None: AGENTCHAT_DB, else the default per-user database. Several processes may share one file.
         """
         argv = command or [sys.executable, "-m", "agentchat_mcp"]
+        options.setdefault("reconnect_after_register", False)
         return cls(_stdio_connector(Path(db) if db else None, argv, env or {}), api_key=api_key, **options)
 
     # --- the connection -----------------------------------------------------------------------------
@@ -409,6 +413,8 @@ class AgentChat(ToolMethods):
             if isinstance(key, str) and key != self._api_key:
                 # Later connections (a reconnect, a stdio restart, HTTP) must act as the new identity.
                 self._api_key, self._me_id = key, getattr(parsed, "id", None)
+                if name != "rotate_api_key" and not self._reconnect_after_register:
+                    return parsed  # stdio: the session acts as whoever it registered; restarts use the key
                 if self._client is not None:
                     self._switching = True
                     self._drop(self._client)
@@ -434,11 +440,21 @@ class AgentChat(ToolMethods):
             invite_code=invite_code,
         )
 
+    async def prompt(self, template: str, *, name: str | None = None, focus: str | None = None) -> str:
+        """The text of an agent template (prompt), e.g. 'customer-service-agent', for `name` and `focus`."""
+        arguments = {k: v for k, v in (("name", name), ("focus", focus)) if v is not None}
+        client = await self._connected()
+        try:
+            got = await client.get_prompt(template, arguments)
+        except MCPError as exc:
+            raise ProtocolError(exc.code, exc.message) from exc
+        return "\n\n".join(getattr(m.content, "text", "") for m in got.messages)
+
     # --- the message stream -------------------------------------------------------------------------
 
     async def messages(
         self, conversation_id: str | None = None, *, wait_s: float = 25.0, page_size: int = 50
-    ) -> AsyncIterator[IncomingMessage]:
+    ) -> AsyncGenerator[IncomingMessage, None]:
         """New messages from others, in one conversation or all of yours, as they arrive; never ends by itself.
 
         Each message is yielded once, in seq order per conversation, and marked read once the loop
