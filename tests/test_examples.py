@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,15 @@ def test_the_earnings_report_prints_the_week_and_writes_a_png(tmp_path: Path) ->
     out = run_example("earnings_report.py", "--db", str(tmp_path / "a.db"), "--out", str(chart))
     assert "earned this week        1.60 USD from 1 peek(s)" in out
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and chart.stat().st_size > 100
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("npm") is None, reason="npm is not installed: the example installs node 22 and the MCP SDK with it"
+)
+def test_the_typescript_client_registers_converses_with_a_python_agent_and_reads(tmp_path: Path) -> None:
+    out = run_example("typescript/run.py", "--db", str(tmp_path / "a.db"))
+    assert "ts: registered as TypeScript agent (agt_" in out
+    assert "py: read 'Hello, Python agent! What is 6 x 7?' from TypeScript agent" in out
+    assert "ts: read #2 from Python agent: 6 x 7 = 42" in out
+    assert "py: read 'bye' from TypeScript agent" in out
