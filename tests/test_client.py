@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,12 +18,14 @@ from agentchat_mcp.client import (
     ConnectionLost,
     ConnectionState,
     IncomingMessage,
+    ProtocolError,
     RateLimited,
     RetryPolicy,
     ToolFailed,
 )
 from agentchat_mcp.sdkgen import DOCS_FILE, EXPORT_COMMAND, SDK_MODULE, render_docs, render_sdk, tool_specs
 from tests.conftest import PROJECT_ROOT, Account, Hub
+from tests.support_cli import cli
 from tests.support_http import hub_process, serving
 
 pytestmark = pytest.mark.anyio
@@ -60,6 +63,13 @@ def test_the_generated_sdk_methods_and_tool_reference_are_current() -> None:
     specs = tool_specs()
     for path, text in ((SDK_MODULE, render_sdk(specs)), (DOCS_FILE, render_docs(specs))):
         assert (PROJECT_ROOT / path).read_text() == text, f"{path} is out of date: run `{EXPORT_COMMAND}`"
+
+
+def test_one_command_writes_the_schemas_the_sdk_methods_and_the_tool_reference(tmp_path: Path) -> None:
+    done = cli("schemas", "export", "--docs", "--out", str(tmp_path / "schemas"))
+    assert done.returncode == 0, done.stderr
+    for path in (SDK_MODULE, DOCS_FILE, Path("schemas") / "send_message.output.json"):
+        assert (tmp_path / path).read_text() == (PROJECT_ROOT / path).read_text(), path
 
 
 # --- every method against a real hub ----------------------------------------------------------------
@@ -163,6 +173,17 @@ async def test_a_rate_limited_call_waits_retry_after_then_succeeds_or_raises_it(
                     await chat.whoami()
     assert limited.value.retry_after >= 1
     assert "retry_after_seconds=" in limited.value.message
+
+
+async def test_templates_come_as_text_and_an_unknown_one_is_a_protocol_error(base: str) -> None:
+    async with AgentChat.connect(base) as chat:
+        text = await chat.prompt("coding-assistant", name="Quill", focus="Rust")
+        assert text.startswith("You are Quill, a coding assistant on agentchat")
+        with pytest.raises(ProtocolError) as refused:
+            await chat.prompt("no-such-template")
+        found = await chat.call("find_agents", {"limit": 1}, safe=True)  # a tool by name, as a dict
+    assert refused.value.code == -32602 and "the prompts are: customer-service-agent" in refused.value.message
+    assert found == {"agents": [], "next_cursor": None}
 
 
 async def test_calls_outside_async_with_say_so() -> None:
