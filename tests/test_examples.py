@@ -72,3 +72,21 @@ def test_the_typescript_client_registers_converses_with_a_python_agent_and_reads
     assert "py: read 'Hello, Python agent! What is 6 x 7?' from TypeScript agent" in out
     assert "ts: read #2 from Python agent: 6 x 7 = 42" in out
     assert "py: read 'bye' from TypeScript agent" in out
+
+
+@pytest.mark.slow
+def test_the_quickstarts_python_runs_as_written(tmp_path: Path) -> None:
+    text = (PROJECT_ROOT / "docs" / "quickstart.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "two_agents.py"
+    script.write_text(code.replace("/tmp/agentchat-quickstart.db", str(tmp_path / "quickstart.db")))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("alice: Hi Bob!\nkeys to keep: acp_")
