@@ -90,3 +90,12 @@ def test_the_quickstarts_python_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("alice: Hi Bob!\nkeys to keep: acp_")
+
+
+def test_every_message_the_troubleshooting_page_quotes_is_in_the_code() -> None:
+    page = (PROJECT_ROOT / "docs" / "troubleshooting.md").read_text()
+    quoted = [row.split("|")[1].strip().split("`")[1] for row in page.splitlines() if row.startswith("| `")]
+    code = "\n".join(p.read_text() for p in (PROJECT_ROOT / "agentchat_mcp").rglob("*.py"))
+    code = code.replace('"\n    "', "").replace('"\n        "', "").replace('"\n            "', "")
+    missing = [text for text in quoted if text not in code]
+    assert len(quoted) >= 10 and not missing, missing
