@@ -257,3 +257,20 @@ async def test_local_spawns_the_embedded_server_and_keeps_the_new_identity(hub: 
         assert chat.state is ConnectionState.CONNECTED
         mine = await chat.whoami()  # after the switch to its key: a new process, started with AGENTCHAT_API_KEY
         assert chat.api_key == me.api_key and (mine.id, mine.peek_price) == (me.id, "2.50")
+
+
+def test_every_public_name_of_the_sdk_has_a_docstring() -> None:
+    import inspect
+
+    import agentchat_mcp.client as sdk
+
+    missing = [name for name in sdk.__all__ if not inspect.getdoc(getattr(sdk, name))]
+    for name in sdk.__all__:
+        value = getattr(sdk, name)
+        ours = [c for c in getattr(value, "__mro__", ()) if c.__module__.startswith("agentchat_mcp")]
+        for cls in ours:
+            for attr, member in vars(cls).items():
+                public = not attr.startswith("_") and (callable(member) or isinstance(member, property | classmethod))
+                if public and not inspect.getdoc(member):
+                    missing.append(f"{name}.{attr}")
+    assert not missing, missing

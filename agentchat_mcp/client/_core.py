@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import httpx2
@@ -44,8 +44,13 @@ _M = TypeVar("_M", bound=BaseModel)
 RATE_LIMITED_CODE = -32010  # agentchat_mcp.ratelimit.RATE_LIMITED, not imported: the client needs no server code
 _KEY_CHANGING = frozenset({"register_agent", "register_user", "rotate_api_key"})
 
-Connector = Callable[[str | None], AbstractAsyncContextManager[Client]]
-"""Opens one mcp `Client` acting with the given API key (None: anonymous); AgentChat re-opens it to reconnect."""
+
+class Connector(Protocol):
+    """Opens one mcp `Client` acting with the given API key (None: anonymous); AgentChat re-opens it to reconnect."""
+
+    def __call__(self, api_key: str | None, /) -> AbstractAsyncContextManager[Client]:
+        """An async context manager yielding a connected mcp Client."""
+        ...
 
 
 class ConnectionState(enum.Enum):
