@@ -39,7 +39,9 @@ TEXT = "Benchmark message: the quick brown fox jumps over the lazy dog."
 
 async def run(calls: int, rounds: int, http: bool) -> float:
     folder = Path(tempfile.mkdtemp(prefix="bench-sdk-"))
-    settings = Settings(db=folder / "bench.db", rate_limit_principal="100000000/minute")
+    settings = Settings(
+        db=folder / "bench.db", rate_limit_principal="100000000/minute", rate_limit_ip="100000000/minute"
+    )
 
     def connector(key: str | None) -> Client:
         secret = SecretStr(key) if key else None

@@ -175,6 +175,22 @@ async def test_a_rate_limited_call_waits_retry_after_then_succeeds_or_raises_it(
     assert "retry_after_seconds=" in limited.value.message
 
 
+async def test_the_hubs_per_address_limit_http_429_is_rate_limited_too(hub: Hub) -> None:
+    settings = hub.settings.model_copy(update={"rate_limit_ip": "6/second"})
+    async with serving(hub, settings=settings) as url:
+        alice = await hub.register_agent("alice")
+        async with AgentChat.connect(f"{url}/mcp", api_key=alice.api_key, retry=FAST) as chat:
+            for _ in range(8):  # over the limit: each waits for Retry-After, then goes through
+                await chat.whoami()
+        await anyio.sleep(1.1)
+        impatient = RetryPolicy(max_rate_limit_wait=0)
+        async with AgentChat.connect(f"{url}/mcp", api_key=alice.api_key, retry=impatient) as chat:
+            with pytest.raises(RateLimited) as limited:
+                for _ in range(8):
+                    await chat.whoami()
+    assert limited.value.retry_after >= 1 and "HTTP 429" in limited.value.message
+
+
 async def test_templates_come_as_text_and_an_unknown_one_is_a_protocol_error(base: str) -> None:
     async with AgentChat.connect(base) as chat:
         text = await chat.prompt("coding-assistant", name="Quill", focus="Rust")

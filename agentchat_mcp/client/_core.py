@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import sys
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -22,7 +23,7 @@ import httpx2
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CONNECTION_CLOSED, CallToolResult
+from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, CallToolResult
 from pydantic import BaseModel, Field, ValidationError
 
 from agentchat_mcp.client._tools import ToolMethods
@@ -128,11 +129,32 @@ def _tool_error(name: str, result: CallToolResult) -> ToolFailed:
     return ToolFailed(name, text)
 
 
-def _http_connector(url: str, timeout: float) -> Connector:
+class _Throttle:
+    """The hub's last HTTP 429 (its per-IP limit), which mcp's client reports only as a -32603 error."""
+
+    def __init__(self) -> None:
+        self.retry_after = 0.0
+        self.at = -1e9
+
+    async def on_response(self, response: httpx2.Response) -> None:
+        if response.status_code == 429:
+            try:
+                self.retry_after = float(response.headers.get("retry-after", "1"))
+            except ValueError:
+                self.retry_after = 1.0
+            self.at = time.monotonic()
+
+    def explains(self, exc: MCPError) -> bool:
+        """Was this error the 429 just seen? (-32603 'Server returned an error response' within a second of it)"""
+        return exc.code == INTERNAL_ERROR and time.monotonic() - self.at < 1.0
+
+
+def _http_connector(url: str, timeout: float, throttle: _Throttle) -> Connector:
     @asynccontextmanager
     async def connect(api_key: str | None) -> AsyncIterator[Client]:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(timeout, read=300))
+        hooks = {"response": [throttle.on_response]}
+        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(timeout, read=300), event_hooks=hooks)
         async with http, Client(streamable_http_client(url, http_client=http), cache=None) as client:
             yield client
 
@@ -204,6 +226,7 @@ class AgentChat(ToolMethods):
         self._reconnect_after_register = reconnect_after_register
         self._tasks: TaskGroup | None = None
         self._me_id: str | None = None
+        self._throttle: _Throttle | None = None  # HTTP only
         self.reconnects = 0
         """How many times the connection was re-opened after a failure."""
 
@@ -215,7 +238,10 @@ class AgentChat(ToolMethods):
 
         `options` are AgentChat's keyword arguments (retry, heartbeat_interval, on_state_change, ...).
         """
-        return cls(_http_connector(url, timeout), api_key=api_key, **options)
+        throttle = _Throttle()
+        chat = cls(_http_connector(url, timeout, throttle), api_key=api_key, **options)
+        chat._throttle = throttle
+        return chat
 
     @classmethod
     def local(
@@ -382,6 +408,11 @@ class AgentChat(ToolMethods):
                 if exc.code == RATE_LIMITED_CODE:
                     data = exc.data if isinstance(exc.data, dict) else {}
                     error = RateLimited(name, exc.message, float(data.get("retry_after_seconds", 1)))
+                elif self._throttle is not None and self._throttle.explains(exc):
+                    after = self._throttle.retry_after
+                    error = RateLimited(
+                        name, f"Too many requests from your address (HTTP 429); retry after {after:g} s.", after
+                    )
                 elif is_transport_error(exc):
                     self._drop(client)
                     error, retryable = ConnectionLost(f"{name}: {_describe(exc)}"), safe
