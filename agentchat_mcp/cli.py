@@ -478,6 +478,11 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
             f"could not write schemas to {out} ({_why_not(out, exc)}): give --out a folder you can write to"
         ) from None
     print(f"wrote {written} schema files to {out}")
+    if args.docs:  # the SDK's methods and docs/tools.md, beside the schemas folder (the project root)
+        from agentchat_mcp.sdkgen import export_generated
+
+        for path in export_generated(out.parent):
+            print(f"wrote {path}")
     return 0
 
 
@@ -663,6 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)
     export = schema_actions.add_parser("export", help="write schemas/*.json from the code")
     export.add_argument("--out", default="schemas", help="the folder to write them to (default: schemas)")
+    export.add_argument(
+        "--docs",
+        action="store_true",
+        help="also write docs/tools.md and the SDK's methods (agentchat_mcp/client/_tools.py) beside --out",
+    )
     export.set_defaults(handler=cmd_schemas)
     return parser
 

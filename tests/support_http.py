@@ -92,9 +92,11 @@ async def register_over_http(base: str, name: str) -> Account:
 
 
 @asynccontextmanager
-async def hub_process(hub: Hub, *args: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`agentchat-mcp serve --transport http` on this hub's database; stderr goes to a file."""
-    port = free_port()
+async def hub_process(
+    hub: Hub, *args: str, port: int | None = None
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`agentchat-mcp serve --transport http` on this hub's database (on `port`, else a free one); stderr to a file."""
+    port = port or free_port()
     env = {
         **os.environ,
         "AGENTCHAT_DB": str(hub.settings.db),
