@@ -121,8 +121,15 @@ class StdioPeer:
             raise ServerGone()
         self._next_id += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[self._next_id] = future
-        await self._send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+        request_id = self._next_id
+        self._pending[request_id] = future
+        try:
+            await self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        except ServerGone:
+            # Nobody will await this future: drop it, or the reader's ServerGone on it is "never retrieved".
+            self._pending.pop(request_id, None)
+            future.cancel()
+            raise
         message = await future
         if "error" in message:
             raise RuntimeError(f"{method}: {message['error']}")
