@@ -199,6 +199,7 @@ class Telemetry:
         tracer_provider: Any = None,
     ) -> None:
         self.prometheus_registry: CollectorRegistry | None = None
+        self.tool_usage = ToolUsageBuffer()  # drained into the database by services/analytics.py
         self.readers: list[MetricReader] = []  # the readers built here (none when a provider is passed in)
         if provider is None:
             self.prometheus_registry = CollectorRegistry(auto_describe=True)
@@ -394,6 +395,43 @@ class Telemetry:
         attributes = {"tool": tool, "outcome": outcome}
         self.tool_calls.add(1, attributes)
         self.tool_duration.record(seconds, attributes)
+        self.tool_usage.record(tool, outcome != "ok", seconds)
+
+
+# Upper bounds of the tool-latency buckets kept in the database (tool_usage_daily.bucket), in ms;
+# the last one catches everything slower.
+USAGE_BUCKETS_MS = (*(int(b * 1000) for b in LATENCY_BUCKETS), 1_000_000_000)
+
+
+class ToolUsageBuffer:
+    """Tool calls counted in memory, per UTC day, tool and latency bucket, until the analytics flush
+    (every few seconds, services/analytics.py) adds them to tool_usage_daily in one transaction: the
+    hot path pays a dict update, never a database write."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, int], list[int]] = {}
+
+    def record(self, tool: str, failed: bool, seconds: float) -> None:
+        ms = seconds * 1000
+        bucket = next((b for b in USAGE_BUCKETS_MS if ms <= b), USAGE_BUCKETS_MS[-1])
+        key = (clock.now().date().isoformat(), tool[:64], bucket)
+        found = self._counts.get(key)
+        if found is None:
+            found = self._counts[key] = [0, 0]
+        found[0] += 1
+        found[1] += failed
+
+    def drain(self) -> dict[tuple[str, str, int], list[int]]:
+        """Everything counted since the last drain: (day, tool, bucket) -> [calls, errors]."""
+        counts, self._counts = self._counts, {}
+        return counts
+
+    def restore(self, counts: dict[tuple[str, str, int], list[int]]) -> None:
+        """Put back counts a failed flush could not write."""
+        for key, (calls, errors) in counts.items():
+            found = self._counts.setdefault(key, [0, 0])
+            found[0] += calls
+            found[1] += errors
 
 
 def outcome_of(tool: str, result: Any) -> str:

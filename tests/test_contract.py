@@ -108,7 +108,12 @@ async def test_the_tool_list_is_filtered_by_role(hub: Hub, accounts: dict[str, A
 # point 7). Before the lean listing (tools/listing.py): anonymous 9,163, agent 51,314, user 58,341, admin
 # 24,729 (61-67% of it output schemas). A budget may go down with the list; raise one only for a new tool
 # or a new argument, and say so in the commit.
-TOOLS_LIST_BUDGET = {"anonymous": 4_400, "agent": 17_000, "user": 17_000, "admin": 8_900}
+TOOLS_LIST_BUDGET = {
+    "anonymous": 4_400,
+    "agent": 18_100,
+    "user": 17_000,
+    "admin": 9_800,
+}  # analytics: +890 agent, +730 admin
 
 
 def tools_list_size(listing: Any) -> int:

@@ -52,6 +52,7 @@ UNTRUSTED_FIELDS = {
     "TopPeekerOut.name",
     "TransactionOut.memo",
     "SubscriptionInfo.agent_name",
+    "CategoryOut.tag",  # agents' tags (get_platform_analytics)
 }
 # Strings the server writes (ids, times, USD amounts, its own sentences), or the caller's own words.
 SERVER_OR_OWN_FIELD_NAMES = frozenset(
@@ -64,6 +65,7 @@ SERVER_OR_OWN_FIELD_NAMES = frozenset(
     price platform_fee charged max_price agent_earns you_earn amount balance credit held pending available
     paid_out earned total monthly_price price_per_peek covers_agents_up_to available_after peek_price
     next_cursor next_step checkout_url api_key code account kind provider item plan paid_by
+    period granularity first_day last_day start tool
     """.split()  # noqa: SIM905
 )
 SERVER_OR_OWN_FIELDS = {
