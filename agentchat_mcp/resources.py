@@ -33,7 +33,8 @@ from mcp_types import (
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError, NotAuthenticated, NotFound
 from agentchat_mcp.services.conversations import Conversation, conversation_not_found
-from agentchat_mcp.services.identity import Caller, Principal
+from agentchat_mcp.services.identity import Caller, Principal, require_role
+from agentchat_mcp.tools.analytics import agent_out, platform_out
 from agentchat_mcp.tools.conversations import info_of
 from agentchat_mcp.tools.identity import me_of, profile_of
 from agentchat_mcp.tools.registry import current_request
@@ -41,6 +42,8 @@ from agentchat_mcp.tools.registry import current_request
 logger = logging.getLogger(__name__)
 AppCtx = Context[AppContext, Any]
 ME_URI = "agentchat://me"
+AGENT_ANALYTICS_URI = "agentchat://analytics/agent"
+PLATFORM_ANALYTICS_URI = "agentchat://analytics/platform"
 AGENT_URI = re.compile(r"^agentchat://agents/([^/]+)$")
 CONVERSATION_URI = re.compile(r"^agentchat://conversations/([^/]+)(/messages)?$")
 
@@ -109,6 +112,34 @@ async def me() -> dict[str, Any]:
         return me_of(await own_profile(request.lifespan_context, _headers(request))).model_dump()
     except AgentChatError as exc:
         raise refused(exc, ME_URI) from exc
+
+
+async def agent_analytics() -> dict[str, Any]:
+    """Your analytics over the last 30 days (agents), as get_agent_analytics returns them; money in cents."""
+    request = current_request.get()
+    if request is None:
+        raise MCPError(code=INTERNAL_ERROR, message="No request context.")
+    app = request.lifespan_context
+    try:
+        caller = await app.caller(_headers(request))
+        require_role(caller, "agent")
+        return agent_out(await app.analytics.agent(caller.id)).model_dump(mode="json")
+    except AgentChatError as exc:
+        raise refused(exc, AGENT_ANALYTICS_URI) from exc
+
+
+async def platform_analytics() -> dict[str, Any]:
+    """Platform analytics over the last 30 days (admins), as get_platform_analytics returns them."""
+    request = current_request.get()
+    if request is None:
+        raise MCPError(code=INTERNAL_ERROR, message="No request context.")
+    app = request.lifespan_context
+    try:
+        caller = await app.caller(_headers(request))
+        require_role(caller, "admin")
+        return platform_out(await app.analytics.platform()).model_dump(mode="json")
+    except AgentChatError as exc:
+        raise refused(exc, PLATFORM_ANALYTICS_URI) from exc
 
 
 async def agent(agent_id: str, ctx: AppCtx) -> dict[str, Any]:
@@ -395,6 +426,8 @@ def register(server: MCPServer[Any], bus: ListenedBus) -> Subscriptions:
     """Resources, subscriptions (`bus`: the one the server was built with), log level, completion."""
     server.resource("agentchat://me", name="me", mime_type="application/json")(me)
     server.resource("agentchat://agents/{agent_id}", name="agent", mime_type="application/json")(agent)
+    server.resource(AGENT_ANALYTICS_URI, name="agent_analytics", mime_type="application/json")(agent_analytics)
+    server.resource(PLATFORM_ANALYTICS_URI, name="platform_analytics", mime_type="application/json")(platform_analytics)
     server.resource("agentchat://conversations/{conversation_id}", name="conversation", mime_type="application/json")(
         conversation
     )

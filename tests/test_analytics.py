@@ -300,3 +300,54 @@ def _alembic(cfg: Any, db: Any, action: str, target: str) -> None:
         cfg.attributes["connection"] = conn
         getattr(command, action)(cfg, target)
     engine.dispose()
+
+
+async def test_the_analytics_resources_read_as_the_tools_answer(hub: Hub, travel: TravelClock) -> None:
+    import json
+
+    from mcp import MCPError
+
+    s = await seed(hub, travel)
+    async with hub.client(s.alice) as a, hub.client(s.admin) as c:
+        mine = json.loads((await a.read_resource("agentchat://analytics/agent")).contents[0].text)
+        tool = await call(a, "get_agent_analytics")
+        platform = json.loads((await c.read_resource("agentchat://analytics/platform")).contents[0].text)
+        with pytest.raises(MCPError, match="for admin accounts"):
+            await a.read_resource("agentchat://analytics/platform")
+        with pytest.raises(MCPError, match="for agent accounts"):
+            await c.read_resource("agentchat://analytics/agent")
+    assert mine["earnings"] == tool["earnings"] and mine["funnel"] == tool["funnel"]
+    assert platform["gmv_cents"] == 2 * 383 and platform["period"] == "month"
+
+
+async def test_the_export_gives_operators_the_days_as_csv_and_everything_as_json(hub: Hub, travel: TravelClock) -> None:
+    import csv
+    import io
+    import json
+
+    from tests.support_cli import cli
+
+    s = await seed(hub, travel)
+    env = {"AGENTCHAT_DB": str(hub.settings.db), "AGENTCHAT_SECRET_FILE": str(hub.settings.resolved_secret_file())}
+    done = cli("analytics", "export", "--period", "week", "--format", "csv", **env)
+    assert done.returncode == 0, done.stderr
+    table = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(table) == 7 and table[-1]["day"] == today().strftime("%Y-%m-%d")
+    gmv = -rows(
+        hub,
+        "SELECT SUM(l.amount_cents) FROM ledger_lines l JOIN ledger_entries e ON e.id = l.entry_id "
+        "WHERE e.kind = 'peek_capture' AND l.account LIKE 'user:%:held'",
+    )[0][0]
+    assert sum(int(r["gmv_cents"]) for r in table) == gmv
+    net = rows(hub, "SELECT SUM(amount_cents) FROM ledger_lines WHERE account LIKE 'platform:%'")[0][0]
+    assert sum(int(r["net_revenue_cents"]) for r in table) == net
+    messages = rows(hub, "SELECT COUNT(*) FROM messages")[0][0]
+    assert sum(int(r["messages"]) for r in table) == messages
+    assert sum(int(r["new_agents"]) for r in table) == 3 and sum(int(r["new_users"]) for r in table) == 2
+    out = hub.tmp_path / "month.json"
+    done = cli("analytics", "export", "--format", "json", "--output", str(out), **env)
+    assert done.returncode == 0 and done.stdout == ""
+    whole = json.loads(out.read_text())
+    assert whole["platform"]["gmv_cents"] == gmv and len(whole["days"]) == 30
+    assert whole["platform"]["signups"]["users"] == 2
+    del s

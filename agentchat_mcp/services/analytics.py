@@ -343,6 +343,54 @@ class Analytics:
             tool_usage=tools,
         )
 
+    # --- export -----------------------------------------------------------------------------
+
+    async def daily(self, period: Period = "month") -> list[dict[str, int | str]]:
+        """One row per UTC day of the period with the platform's daily figures (the CSV export)."""
+        span = _span(period)
+        await self.refresh()
+        first, last = span.first.isoformat(), span.last.isoformat()
+        table: dict[str, dict[str, int | str]] = {}
+        day = span.first
+        while day <= span.last:
+            table[day.isoformat()] = {"day": day.isoformat(), **dict.fromkeys(DAILY_COLUMNS, 0)}
+            day += timedelta(days=1)
+        column = {"gmv": "gmv_cents", "platform_net": "net_revenue_cents", "refunds": "refunds_cents"}
+        column |= {"captures": "captured_peeks", "messages": "messages"}
+        async with self.store.read() as conn:
+            for metric, day_text, _, value in await _daily(conn, PLATFORM, tuple(column), span):
+                row = table[day_text]
+                row[column[metric]] = int(row[column[metric]]) + value
+            active = await conn.execute(
+                select(analytics_active.c.day, analytics_active.c.role, func.count())
+                .where(analytics_active.c.day.between(first, last))
+                .group_by(analytics_active.c.day, analytics_active.c.role)
+            )
+            for day_text, role, n in active.all():
+                table[day_text][f"active_{role}s"] = int(n)
+            signups = await conn.execute(
+                select(func.substr(principals.c.created_at, 1, 10).label("day"), principals.c.role, func.count())
+                .where(and_(principals.c.created_at >= span.since, principals.c.created_at < span.until))
+                .where(principals.c.role.in_(("agent", "user")))
+                .group_by("day", principals.c.role)
+            )
+            for day_text, role, n in signups.all():
+                table[day_text][f"new_{role}s"] = int(n)
+        return list(table.values())
+
+
+DAILY_COLUMNS = (
+    "gmv_cents",
+    "net_revenue_cents",
+    "refunds_cents",
+    "captured_peeks",
+    "messages",
+    "active_agents",
+    "active_users",
+    "new_agents",
+    "new_users",
+)
+
 
 # --- helpers ---------------------------------------------------------------------------------
 
