@@ -596,8 +596,15 @@ def build_parser() -> argparse.ArgumentParser:
     export_analytics = analytics_actions.add_parser(
         "export", parents=[db], help="the platform's figures: CSV, one row per day, or JSON, every figure"
     )
-    export_analytics.add_argument("--period", choices=["week", "month", "quarter", "year"], default="month")
-    export_analytics.add_argument("--format", choices=["csv", "json"], default="csv")
+    export_analytics.add_argument(
+        "--period",
+        choices=["week", "month", "quarter", "year"],
+        default="month",
+        help="the last 7, 30, 90 or 365 UTC days (default: month)",
+    )
+    export_analytics.add_argument(
+        "--format", choices=["csv", "json"], default="csv", help="csv: one row per day; json: every figure"
+    )
     export_analytics.add_argument("--output", help="write to this file instead of stdout")
     export_analytics.set_defaults(handler=cmd_analytics)
 
