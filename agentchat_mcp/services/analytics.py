@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from sqlalchemy import and_, func, select, text
@@ -29,6 +29,8 @@ from agentchat_mcp.store import DbConnection, Store, rollups
 from agentchat_mcp.store.tables import (
     analytics_active,
     analytics_daily,
+    analytics_first_paid,
+    analytics_last_active,
     analytics_watermarks,
     ledger_entries,
     ledger_lines,
@@ -250,23 +252,18 @@ class Analytics:
         await self.refresh()
         today = clock.now().date()
         async with self.store.read() as conn:
-            daily = await _daily(conn, agent_id, ("earned", "earned_hour", "referral", "other_income"), None)
-            in_span = [r for r in daily if span.since[:10] <= r[1] <= span.last.isoformat()]
-            income = [r for r in in_span if r[0] != "earned_hour"]
+            daily = await _daily(conn, agent_id, ("earned", "referral", "other_income"), None)
+            income = [r for r in daily if span.first.isoformat() <= r[1] <= span.last.isoformat()]
             by_source = dict.fromkeys((*SOURCES, "referral", "other"), 0)
             for metric, _, dim, value in income:
                 by_source[dim if metric == "earned" else metric.removesuffix("_income")] += value
-            total = [r for r in daily if r[0] != "earned_hour"]
             month_start = today.replace(day=1).isoformat()
             week_start = (today - timedelta(days=today.weekday())).isoformat()
-            heat = [[0] * 24 for _ in range(7)]
-            for metric, day, dim, value in in_span:
-                if metric == "earned_hour":
-                    heat[date.fromisoformat(day).weekday()][int(dim)] += value
+            heat = _heat(await _by_dim(conn, agent_id, "earned_hour", span))
             earnings = AgentEarnings(
-                lifetime_cents=sum(r[3] for r in total),
-                this_month_cents=sum(r[3] for r in total if r[1] >= month_start),
-                this_week_cents=sum(r[3] for r in total if r[1] >= week_start),
+                lifetime_cents=sum(r[3] for r in daily),
+                this_month_cents=sum(r[3] for r in daily if r[1] >= month_start),
+                this_week_cents=sum(r[3] for r in daily if r[1] >= week_start),
                 period_cents=sum(r[3] for r in income),
                 by_source=by_source,
                 series=_series(span, granularity, [(r[1], r[3]) for r in income]),
@@ -300,22 +297,12 @@ class Analytics:
         _check_granularity(granularity)
         await self.refresh()
         async with self.store.read() as conn:
-            rows = await _daily(conn, PLATFORM, ("gmv", "captures", "platform_net", "refunds", "category"), span)
-            by_metric: dict[str, list[tuple[str, str, str, int]]] = defaultdict(list)
-            for r in rows:
-                by_metric[r[0]].append(r)
-            revenue_by_kind: dict[str, int] = defaultdict(int)
-            for _, _, kind, value in by_metric["platform_net"]:
-                revenue_by_kind[kind] += value
-            refunds = dict.fromkeys(("peek", "refund", "dispute", "dispute_won"), 0)
-            for _, _, dim, value in by_metric["refunds"]:
-                refunds[dim] = refunds.get(dim, 0) + value
-            categories: dict[str, int] = defaultdict(int)
-            for _, _, tag, value in by_metric["category"]:
-                categories[tag] += value
-            heatmap = [[0] * 24 for _ in range(7)]
-            for _, day, hour, value in by_metric["captures"]:
-                heatmap[date.fromisoformat(day).weekday()][int(hour)] += value
+            per_day = await _by_day(conn, PLATFORM, ("gmv", "platform_net"), span)
+            revenue_by_kind = await _by_dim(conn, PLATFORM, "platform_net", span)
+            refunds = {**dict.fromkeys(("peek", "refund", "dispute", "dispute_won"), 0)}
+            refunds.update(await _by_dim(conn, PLATFORM, "refunds", span))
+            categories = await _by_dim(conn, PLATFORM, "category", span)
+            heatmap = _heat(await _by_dim(conn, PLATFORM, "captures", span))
             active, active_series = await _active(conn, span)
             signups, conversion = await _signups(conn, span)
             churn = {role: await _churn(conn, role, span) for role in ("agent", "user")}
@@ -325,12 +312,12 @@ class Analytics:
             granularity=granularity,
             first_day=span.first.isoformat(),
             last_day=span.last.isoformat(),
-            gmv_cents=sum(r[3] for r in by_metric["gmv"]),
+            gmv_cents=sum(v for metric, _, v in per_day if metric == "gmv"),
             net_revenue_cents=sum(revenue_by_kind.values()),
             revenue_by_kind=dict(sorted(revenue_by_kind.items())),
             refunds=refunds,
-            gmv_series=_series(span, granularity, [(r[1], r[3]) for r in by_metric["gmv"]]),
-            revenue_series=_series(span, granularity, [(r[1], r[3]) for r in by_metric["platform_net"]]),
+            gmv_series=_series(span, granularity, [(d, v) for m, d, v in per_day if m == "gmv"]),
+            revenue_series=_series(span, granularity, [(d, v) for m, d, v in per_day if m == "platform_net"]),
             active=active,
             active_series=active_series,
             signups=signups,
@@ -436,6 +423,38 @@ async def _daily(
     if span is not None:
         stmt = stmt.where(analytics_daily.c.day.between(span.first.isoformat(), span.last.isoformat()))
     return [(r.metric, r.day, r.dim, int(r.value)) for r in (await conn.execute(stmt)).all()]
+
+
+def _between(span: Span) -> Any:
+    return analytics_daily.c.day.between(span.first.isoformat(), span.last.isoformat())
+
+
+async def _by_dim(conn: DbConnection, scope: str, metric: str, span: Span) -> dict[str, int]:
+    """One metric summed over the span per breakdown, in SQL (a year of hourly rows stays in SQLite)."""
+    rows = await conn.execute(
+        select(analytics_daily.c.dim, func.sum(analytics_daily.c.value))
+        .where(and_(analytics_daily.c.scope == scope, analytics_daily.c.metric == metric, _between(span)))
+        .group_by(analytics_daily.c.dim)
+    )
+    return {str(dim): int(total) for dim, total in rows.all()}
+
+
+async def _by_day(conn: DbConnection, scope: str, metrics: tuple[str, ...], span: Span) -> list[tuple[str, str, int]]:
+    """(metric, day, total over its breakdowns) for each day of the span with any."""
+    rows = await conn.execute(
+        select(analytics_daily.c.metric, analytics_daily.c.day, func.sum(analytics_daily.c.value))
+        .where(and_(analytics_daily.c.scope == scope, analytics_daily.c.metric.in_(metrics), _between(span)))
+        .group_by(analytics_daily.c.metric, analytics_daily.c.day)
+    )
+    return [(str(m), str(d), int(v)) for m, d, v in rows.all()]
+
+
+def _heat(by_weekday_hour: dict[str, int]) -> list[list[int]]:
+    """{'003': n, ...} (weekday, then UTC hour) -> 7 x 24."""
+    heat = [[0] * 24 for _ in range(7)]
+    for key, value in by_weekday_hour.items():
+        heat[int(key[0])][int(key[1:])] += value
+    return heat
 
 
 def _seconds(later: str, earlier: str) -> float:
@@ -563,29 +582,31 @@ async def _top_peekers(conn: DbConnection, agent_id: str, span: Span, top: int) 
 
 
 async def _distinct_active(conn: DbConnection, role: str, first: date, last: date) -> int:
-    stmt = select(func.count(func.distinct(analytics_active.c.principal_id))).where(
-        and_(analytics_active.c.role == role, analytics_active.c.day.between(first.isoformat(), last.isoformat()))
-    )
+    """Principals of `role` active on any day in [first, last]. A window that ends today (every period
+    does) is a range count on each principal's last active day; any other window counts the days' rows."""
+    if last >= clock.now().date():
+        stmt = select(func.count()).where(
+            and_(analytics_last_active.c.role == role, analytics_last_active.c.day >= first.isoformat())
+        )
+    else:
+        stmt = select(func.count(func.distinct(analytics_active.c.principal_id))).where(
+            and_(analytics_active.c.role == role, analytics_active.c.day.between(first.isoformat(), last.isoformat()))
+        )
     return int((await conn.execute(stmt)).scalar_one())
 
 
 async def _active(conn: DbConnection, span: Span) -> tuple[dict[str, dict[str, int]], dict[str, tuple[Point, ...]]]:
+    per_day = (
+        await conn.execute(
+            select(analytics_daily.c.dim, analytics_daily.c.day, analytics_daily.c.value).where(
+                and_(analytics_daily.c.scope == PLATFORM, analytics_daily.c.metric == "active", _between(span))
+            )
+        )
+    ).all()
     active: dict[str, dict[str, int]] = {}
     series: dict[str, tuple[Point, ...]] = {}
     for role, name in (("agent", "agents"), ("user", "users")):
-        per_day = (
-            await conn.execute(
-                select(analytics_active.c.day, func.count())
-                .where(
-                    and_(
-                        analytics_active.c.role == role,
-                        analytics_active.c.day.between(span.first.isoformat(), span.last.isoformat()),
-                    )
-                )
-                .group_by(analytics_active.c.day)
-            )
-        ).all()
-        counts = {day: int(n) for day, n in per_day}
+        counts = {str(day): int(n) for dim, day, n in per_day if dim == role}
         active[name] = {
             "daily": counts.get(span.last.isoformat(), 0),
             "weekly": await _distinct_active(conn, role, span.last - timedelta(days=6), span.last),
@@ -607,13 +628,12 @@ async def _signups(conn: DbConnection, span: Span) -> tuple[dict[str, int], floa
             )
         ).all()
     )
-    paid = (
-        select(peeks.c.id)
-        .where(and_(peeks.c.user_id == principals.c.id, peeks.c.status.in_(CAPTURED), peeks.c.price_cents > 0))
-        .exists()
-    )
     converted = (
-        await conn.execute(select(func.count()).where(and_(in_span, principals.c.role == "user", paid)))
+        await conn.execute(
+            select(func.count())
+            .select_from(principals.join(analytics_first_paid, analytics_first_paid.c.user_id == principals.c.id))
+            .where(and_(in_span, principals.c.role == "user"))
+        )
     ).scalar_one()
     users = int(counts.get("user", 0))
     signups = {"agents": int(counts.get("agent", 0)), "users": users, "users_with_paid_peek": int(converted)}
@@ -623,23 +643,27 @@ async def _signups(conn: DbConnection, span: Span) -> tuple[dict[str, int], floa
 async def _churn(conn: DbConnection, role: str, span: Span) -> Churn:
     """Active in the period before this one and not in this one (same length, back to back)."""
     before = span.previous()
-    prev_ids = select(analytics_active.c.principal_id).where(
-        and_(
-            analytics_active.c.role == role,
-            analytics_active.c.day.between(before.first.isoformat(), before.last.isoformat()),
-        )
-    )
-    now_ids = select(analytics_active.c.principal_id).where(
-        and_(
-            analytics_active.c.role == role,
-            analytics_active.c.day.between(span.first.isoformat(), span.last.isoformat()),
-        )
-    )
     previous = await _distinct_active(conn, role, before.first, before.last)
-    churned = (await conn.execute(select(func.count()).select_from(prev_ids.except_(now_ids).subquery()))).scalar_one()
-    return Churn(
-        previous_active=previous, churned=int(churned), rate=round(churned / previous, 4) if previous else None
-    )
+    if span.last >= clock.now().date():  # not active since: the last active day falls in the previous period
+        churned_stmt = select(func.count()).where(
+            and_(
+                analytics_last_active.c.role == role,
+                analytics_last_active.c.day.between(before.first.isoformat(), before.last.isoformat()),
+            )
+        )
+    else:
+        in_window = [
+            select(analytics_active.c.principal_id).where(
+                and_(
+                    analytics_active.c.role == role,
+                    analytics_active.c.day.between(window.first.isoformat(), window.last.isoformat()),
+                )
+            )
+            for window in (before, span)
+        ]
+        churned_stmt = select(func.count()).select_from(in_window[0].except_(in_window[1]).subquery())
+    churned = int((await conn.execute(churned_stmt)).scalar_one())
+    return Churn(previous_active=previous, churned=churned, rate=round(churned / previous, 4) if previous else None)
 
 
 async def _tool_usage(conn: DbConnection, span: Span) -> tuple[ToolUsage, ...]:

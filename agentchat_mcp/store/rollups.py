@@ -11,15 +11,19 @@ line below the watermark can never commit later; on PostgreSQL a sequence can, a
 would then have to stop short of ids still in flight (not needed on SQLite; noted in docs/analytics.md).
 
 What is rolled up (scope "platform" or an agent id; day = UTC date; dim "" unless said):
-  agent   earned (dim paid_by: credit|pack|subscription), earned_hour (dim hour), referral, other_income,
-          sent, received, quotes (from quote_peek, via services/analytics.py)
-  platform gmv (dim hour), captures (dim hour), platform_net (dim entry kind), refunds (dim peek|refund|
+  agent   earned (dim paid_by: credit|pack|subscription), earned_hour (dim weekday+hour, "003": Monday
+          03:00), referral, other_income, sent, received, quotes (from quote_peek, via services/analytics.py)
+  platform gmv, captures (dim weekday+hour), platform_net (dim entry kind), refunds (dim peek|refund|
           dispute|dispute_won), category (dim agent tag, or "untagged"), messages
+           active (dim role: how many were active that day; replaced, not added)
+plus analytics_active (who was active each day), analytics_last_active (each principal's last active day)
+and analytics_first_paid (each user's first paid peek).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import date
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection
@@ -75,6 +79,23 @@ _ACTIVE_USERS = text(
     """
 )
 
+_FIRST_PAID = text(
+    """
+    SELECT l.account AS account, MIN(substr(e.created_at, 1, 10)) AS day
+    FROM ledger_lines l JOIN ledger_entries e ON e.id = l.entry_id
+    WHERE l.id > :lo AND l.id <= :hi AND e.kind = 'peek_capture' AND l.account LIKE 'user:%\\:held'
+      AND l.amount_cents < 0
+    GROUP BY l.account
+    """
+)
+
+_FIRST_PAID_UPSERT = text(
+    """
+    INSERT INTO analytics_first_paid (user_id, day) VALUES (:user_id, :day)
+    ON CONFLICT (user_id) DO NOTHING
+    """
+)
+
 _SENT = text(
     """
     SELECT sender_id, substr(created_at, 1, 10) AS day, COUNT(*) AS n FROM messages
@@ -103,6 +124,28 @@ _ACTIVE = text(
     """
     INSERT INTO analytics_active (day, principal_id, role) VALUES (:day, :principal_id, :role)
     ON CONFLICT (day, principal_id) DO NOTHING
+    """
+)
+
+_LAST_ACTIVE = text(
+    """
+    INSERT INTO analytics_last_active (principal_id, role, day) VALUES (:principal_id, :role, :day)
+    ON CONFLICT (principal_id) DO UPDATE
+    SET day = CASE WHEN excluded.day > analytics_last_active.day THEN excluded.day ELSE analytics_last_active.day END
+    """
+)
+
+# How many were active each touched day, replaced (not added): analytics_daily metric "active", dim role.
+_ACTIVE_COUNTS = text(
+    """
+    SELECT day, role, COUNT(*) AS n FROM analytics_active WHERE day IN :days GROUP BY day, role
+    """
+).bindparams(bindparam("days", expanding=True))
+
+_SET = text(
+    """
+    INSERT INTO analytics_daily (scope, metric, day, dim, value) VALUES (:scope, :metric, :day, :dim, :value)
+    ON CONFLICT (scope, metric, day, dim) DO UPDATE SET value = excluded.value
     """
 )
 
@@ -154,6 +197,18 @@ def _write(conn: Connection, totals: dict[Key, int], active: set[tuple[str, str,
         conn.execute(_UPSERT, rows)
     if active:
         conn.execute(_ACTIVE, [{"day": d, "principal_id": p, "role": r} for d, p, r in sorted(active)])
+        last: dict[str, tuple[str, str]] = {}
+        for day, principal_id, role in active:
+            if principal_id not in last or last[principal_id][1] < day:
+                last[principal_id] = (role, day)
+        conn.execute(_LAST_ACTIVE, [{"principal_id": p, "role": r, "day": d} for p, (r, d) in sorted(last.items())])
+        days = sorted({d for d, _, _ in active})
+        for start in range(0, len(days), 500):
+            counts = conn.execute(_ACTIVE_COUNTS, {"days": days[start : start + 500]}).all()
+            conn.execute(
+                _SET,
+                [{"scope": PLATFORM, "metric": "active", "day": d, "dim": r, "value": int(n)} for d, r, n in counts],
+            )
 
 
 def _fold_ledger(conn: Connection, lo: int, hi: int, totals: dict[Key, int], active: set[tuple[str, str, str]]) -> None:
@@ -163,7 +218,7 @@ def _fold_ledger(conn: Connection, lo: int, hi: int, totals: dict[Key, int], act
         agent = r.account.split(":")[1]
         if r.paid_by is not None:
             totals[(agent, "earned", r.day, r.paid_by)] += r.cents
-            totals[(agent, "earned_hour", r.day, r.hour)] += r.cents
+            totals[(agent, "earned_hour", r.day, _weekday_hour(r.day, r.hour))] += r.cents
             earned_by_agent[(agent, r.day)] += r.cents
         elif r.referral:
             totals[(agent, "referral", r.day, "")] += r.cents
@@ -174,12 +229,20 @@ def _fold_ledger(conn: Connection, lo: int, hi: int, totals: dict[Key, int], act
         if r.cls == "platform":
             totals[(PLATFORM, "platform_net", r.day, r.kind)] += r.cents
         elif r.cls == "gmv":
-            totals[(PLATFORM, "gmv", r.day, r.hour)] -= r.cents  # what left the users' holds
-            totals[(PLATFORM, "captures", r.day, r.hour)] += r.entries
+            totals[(PLATFORM, "gmv", r.day, "")] -= r.cents  # what left the users' holds
+            totals[(PLATFORM, "captures", r.day, _weekday_hour(r.day, r.hour))] += r.entries
         else:  # peek_refund (to users), refund and dispute (out to the card), dispute_won (back in: < 0)
             totals[(PLATFORM, "refunds", r.day, "peek" if r.cls == "peek_refund" else r.cls)] += r.cents
     for r in conn.execute(_ACTIVE_USERS, params):
         active.add((r.day, r.account.split(":")[1], "user"))
+    first_paid = [{"user_id": r.account.split(":")[1], "day": r.day} for r in conn.execute(_FIRST_PAID, params)]
+    if first_paid:
+        conn.execute(_FIRST_PAID_UPSERT, first_paid)
+
+
+def _weekday_hour(day: str, hour: str) -> str:
+    """'2026-12-07', '03' -> '003' (Monday 03:00 UTC): heatmaps and hours of day sum over it in SQL."""
+    return f"{date.fromisoformat(day).weekday()}{hour}"
 
 
 def _fold_categories(conn: Connection, earned: dict[tuple[str, str], int], totals: dict[Key, int]) -> None:

@@ -383,7 +383,25 @@ analytics_active = Table(
     Column("role", String(8), nullable=False),
     PrimaryKeyConstraint("day", "principal_id"),
 )
-Index("ix_analytics_active_role_day", analytics_active.c.role, analytics_active.c.day)
+Index("ix_analytics_active_role_day", analytics_active.c.role, analytics_active.c.day, analytics_active.c.principal_id)
+
+# Each principal's last active day: "active in the N days ending today" and churn are range counts on it.
+analytics_last_active = Table(
+    "analytics_last_active",
+    metadata,
+    Column("principal_id", String(32), primary_key=True),
+    Column("role", String(8), nullable=False),
+    Column("day", String(10), nullable=False),
+)
+Index("ix_analytics_last_active_role_day", analytics_last_active.c.role, analytics_last_active.c.day)
+
+# Each user's first paid (captured, price above zero) peek: sign-up -> first paid peek conversion.
+analytics_first_paid = Table(
+    "analytics_first_paid",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("day", String(10), nullable=False),
+)
 
 # How far the rollups have folded in each source (the highest ledger_lines.id / messages.id applied).
 analytics_watermarks = Table(

@@ -36,7 +36,19 @@ def upgrade() -> None:
         sa.Column("role", sa.String(8), nullable=False),
         sa.PrimaryKeyConstraint("day", "principal_id"),
     )
-    op.create_index("ix_analytics_active_role_day", "analytics_active", ["role", "day"])
+    op.create_index("ix_analytics_active_role_day", "analytics_active", ["role", "day", "principal_id"])
+    op.create_table(
+        "analytics_last_active",
+        sa.Column("principal_id", sa.String(32), primary_key=True),
+        sa.Column("role", sa.String(8), nullable=False),
+        sa.Column("day", sa.String(10), nullable=False),
+    )
+    op.create_index("ix_analytics_last_active_role_day", "analytics_last_active", ["role", "day"])
+    op.create_table(
+        "analytics_first_paid",
+        sa.Column("user_id", sa.String(32), primary_key=True),
+        sa.Column("day", sa.String(10), nullable=False),
+    )
     op.create_table(
         "analytics_watermarks",
         sa.Column("source", sa.String(24), primary_key=True),
@@ -68,6 +80,9 @@ def downgrade() -> None:
     op.drop_index("ix_messages_sender_created", "messages")
     op.drop_table("tool_usage_daily")
     op.drop_table("analytics_watermarks")
+    op.drop_table("analytics_first_paid")
+    op.drop_index("ix_analytics_last_active_role_day", "analytics_last_active")
+    op.drop_table("analytics_last_active")
     op.drop_index("ix_analytics_active_role_day", "analytics_active")
     op.drop_table("analytics_active")
     op.drop_table("analytics_daily")
