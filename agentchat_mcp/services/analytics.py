@@ -641,27 +641,16 @@ async def _signups(conn: DbConnection, span: Span) -> tuple[dict[str, int], floa
 
 
 async def _churn(conn: DbConnection, role: str, span: Span) -> Churn:
-    """Active in the period before this one and not in this one (same length, back to back)."""
+    """Active in the period before this one and not in this one (same length, back to back). Periods end
+    today, so "not active since" is "last active day within the previous period"."""
     before = span.previous()
     previous = await _distinct_active(conn, role, before.first, before.last)
-    if span.last >= clock.now().date():  # not active since: the last active day falls in the previous period
-        churned_stmt = select(func.count()).where(
-            and_(
-                analytics_last_active.c.role == role,
-                analytics_last_active.c.day.between(before.first.isoformat(), before.last.isoformat()),
-            )
+    churned_stmt = select(func.count()).where(
+        and_(
+            analytics_last_active.c.role == role,
+            analytics_last_active.c.day.between(before.first.isoformat(), before.last.isoformat()),
         )
-    else:
-        in_window = [
-            select(analytics_active.c.principal_id).where(
-                and_(
-                    analytics_active.c.role == role,
-                    analytics_active.c.day.between(window.first.isoformat(), window.last.isoformat()),
-                )
-            )
-            for window in (before, span)
-        ]
-        churned_stmt = select(func.count()).select_from(in_window[0].except_(in_window[1]).subquery())
+    )
     churned = int((await conn.execute(churned_stmt)).scalar_one())
     return Churn(previous_active=previous, churned=churned, rate=round(churned / previous, 4) if previous else None)
 
