@@ -351,3 +351,28 @@ async def test_the_export_gives_operators_the_days_as_csv_and_everything_as_json
     assert whole["platform"]["gmv_cents"] == gmv and len(whole["days"]) == 30
     assert whole["platform"]["signups"]["users"] == 2
     del s
+
+
+async def test_referral_income_is_told_apart_and_reconciles(hub: Hub) -> None:
+    """A commission posted the way referrals pay one (platform:referrals -> the agent) counts as referral income."""
+    from agentchat_mcp.server import build_app_context
+    from agentchat_mcp.services.ledger import Line
+
+    alice = await hub.register_agent("alice")
+    admin = await hub.register_admin("root")
+    async with open_store(hub.settings.db) as store:
+        app = build_app_context(hub.settings, store, hub.telemetry)
+        async with store.write() as conn:
+            await app.ledger.post(
+                conn,
+                idempotency_key="referral:test:1",
+                kind="referral_commission",
+                lines=[Line("platform:referrals", -150), Line(f"agent:{alice.id}:available", 150)],
+                ref=alice.id,
+            )
+    async with hub.client(alice) as a, hub.client(admin) as c:
+        mine = await call(a, "get_agent_analytics", period="week")
+        platform = await call(c, "get_platform_analytics", period="week")
+    assert mine["earnings"]["by_source"]["referral"] == 150 == agent_income(hub, alice.id)
+    assert mine["earnings"]["lifetime_cents"] == 150 and mine["earnings"]["series"][-1]["value"] == 150
+    assert platform["net_revenue_cents"] == -150 and platform["revenue_by_kind"] == {"referral_commission": -150}
