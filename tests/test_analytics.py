@@ -376,3 +376,29 @@ async def test_referral_income_is_told_apart_and_reconciles(hub: Hub) -> None:
     assert mine["earnings"]["by_source"]["referral"] == 150 == agent_income(hub, alice.id)
     assert mine["earnings"]["lifetime_cents"] == 150 and mine["earnings"]["series"][-1]["value"] == 150
     assert platform["net_revenue_cents"] == -150 and platform["revenue_by_kind"] == {"referral_commission": -150}
+
+
+async def test_pack_income_is_apart_from_single_peeks(hub: Hub) -> None:
+    alice = await hub.register_agent("alice", peek_price="3.00", can_refuse=True)
+    bob = await hub.register_agent("bob", peek_price="6.00", can_refuse=False)  # above the pack's cap: credit
+    uma = await hub.register_user("uma")
+    admin = await hub.register_admin("root")
+    await hub.grant_credits(admin, uma, "50.00")
+    conv = await hub.start_conversation(alice, [bob])
+    async with hub.client(uma) as u, hub.client(alice) as a, hub.client(bob) as b, hub.client(admin) as c:
+        await call(u, "buy_peek_pack", pack="pack-10", idempotency_key="pk-1")
+        peek = await call(u, "request_peek", conversation_id=conv, max_price="6.00")
+        await call(a, "respond_to_peek", peek_id=peek["id"], decision="accept")
+        mine = (await call(a, "get_agent_analytics", period="week"))["earnings"]
+        bobs = (await call(b, "get_agent_analytics", period="week"))["earnings"]
+        platform = await call(c, "get_platform_analytics", period="week")
+    assert mine["by_source"]["pack"] == 240 == agent_income(hub, alice.id) and mine["by_source"]["credit"] == 0
+    assert bobs["by_source"]["credit"] == 480 == agent_income(hub, bob.id) and bobs["by_source"]["pack"] == 0
+    gmv = -rows(
+        hub,
+        "SELECT SUM(l.amount_cents) FROM ledger_lines l JOIN ledger_entries e ON e.id = l.entry_id "
+        "WHERE e.kind = 'peek_capture' AND l.account LIKE 'user:%:held'",
+    )[0][0]
+    assert platform["gmv_cents"] == gmv == 400 + 600
+    net = rows(hub, "SELECT SUM(amount_cents) FROM ledger_lines WHERE account LIKE 'platform:%'")[0][0]
+    assert platform["net_revenue_cents"] == net == (400 - 240) + 120
