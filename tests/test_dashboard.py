@@ -5,6 +5,7 @@ under its temporary folder and asserts on what the page shows."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -129,8 +130,11 @@ async def test_a_bad_key_or_a_user_key_is_refused(
     await context.close()
 
 
-async def test_the_dashboard_is_csp_locked_and_csrf_safe(site: tuple[str, Hub, Small]) -> None:
+async def test_the_dashboard_is_csp_locked_and_csrf_safe(
+    site: tuple[str, Hub, Small], caplog: pytest.LogCaptureFixture
+) -> None:
     base, _, s = site
+    caplog.set_level(logging.DEBUG)
     async with httpx2.AsyncClient(base_url=base) as http:
         page = await http.get("/dashboard")
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -152,6 +156,12 @@ async def test_the_dashboard_is_csp_locked_and_csrf_safe(site: tuple[str, Hub, S
         assert ok.status_code == 200
         got = await http.get("/dashboard/data", params={"period": "week"})
         assert got.json()["role"] == "agent" and got.json()["data"]["period"] == "week"
+        assert (await http.get("/dashboard/data", params={"period": "decade"})).status_code == 400
+        assert (
+            await http.delete("/dashboard/session", headers={"content-type": "application/json"})
+        ).status_code == 200
+        assert (await http.get("/dashboard/data")).status_code == 401  # signed out: the session is gone
+    assert s.alice.api_key not in caplog.text  # the key is never logged, at any level
 
 
 HOST_PAGE = """<!doctype html><html><body><iframe id="app" sandbox="allow-scripts" style="width:960px;height:1400px;border:0"></iframe>
