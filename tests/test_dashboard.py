@@ -235,3 +235,12 @@ async def test_the_readme_screenshot_comes_from_the_dashboard(
     if os.environ.get("AGENTCHAT_WRITE_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT_FOR_README)
     assert SCREENSHOT_FOR_README.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_behind_tls_the_session_cookie_is_secure(hub: Hub) -> None:
+    alice = await hub.register_agent("alice")
+    async with serving(hub, behind_tls=True) as base, httpx2.AsyncClient(base_url=base) as http:
+        signed = await http.post("/dashboard/session", json={"api_key": alice.api_key})
+    cookie = signed.headers["set-cookie"]
+    assert signed.status_code == 200 and alice.api_key not in cookie
+    assert all(part in cookie for part in ("HttpOnly", "Secure", "SameSite=strict", "Path=/dashboard"))
