@@ -13,6 +13,7 @@ reader is built here.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import secrets
@@ -20,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -401,20 +402,26 @@ class Telemetry:
 # Upper bounds of the tool-latency buckets kept in the database (tool_usage_daily.bucket), in ms;
 # the last one catches everything slower.
 USAGE_BUCKETS_MS = (*(int(b * 1000) for b in LATENCY_BUCKETS), 1_000_000_000)
+_USAGE_BOUNDS_S = LATENCY_BUCKETS  # bisect_left over these picks the index into USAGE_BUCKETS_MS
 
 
 class ToolUsageBuffer:
     """Tool calls counted in memory, per UTC day, tool and latency bucket, until the analytics flush
     (every few seconds, services/analytics.py) adds them to tool_usage_daily in one transaction: the
-    hot path pays a dict update, never a database write."""
+    hot path pays a dict update (~1 us), never a database write. Days are wall-clock UTC days."""
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str, int], list[int]] = {}
+        self._day_number = -1
+        self._day = ""
 
     def record(self, tool: str, failed: bool, seconds: float) -> None:
-        ms = seconds * 1000
-        bucket = next((b for b in USAGE_BUCKETS_MS if ms <= b), USAGE_BUCKETS_MS[-1])
-        key = (clock.now().date().isoformat(), tool[:64], bucket)
+        day_number = int(time.time() // 86400)
+        if day_number != self._day_number:
+            self._day_number = day_number
+            self._day = datetime.fromtimestamp(day_number * 86400, UTC).date().isoformat()
+        bucket = USAGE_BUCKETS_MS[bisect.bisect_left(_USAGE_BOUNDS_S, seconds)]
+        key = (self._day, tool[:64], bucket)
         found = self._counts.get(key)
         if found is None:
             found = self._counts[key] = [0, 0]
