@@ -91,7 +91,8 @@ _FIRST_PAID = text(
 
 _FIRST_PAID_UPSERT = text(
     """
-    INSERT INTO analytics_first_paid (user_id, day) VALUES (:user_id, :day)
+    INSERT INTO analytics_first_paid (user_id, day, signed_up_at)
+    SELECT :user_id, :day, created_at FROM principals WHERE id = :user_id
     ON CONFLICT (user_id) DO NOTHING
     """
 )

@@ -401,7 +401,9 @@ analytics_first_paid = Table(
     metadata,
     Column("user_id", String(32), primary_key=True),
     Column("day", String(10), nullable=False),
+    Column("signed_up_at", String(32), nullable=False),  # the user's created_at: conversion is a range count
 )
+Index("ix_analytics_first_paid_signed_up", analytics_first_paid.c.signed_up_at)
 
 # How far the rollups have folded in each source (the highest ledger_lines.id / messages.id applied).
 analytics_watermarks = Table(

@@ -48,7 +48,9 @@ def upgrade() -> None:
         "analytics_first_paid",
         sa.Column("user_id", sa.String(32), primary_key=True),
         sa.Column("day", sa.String(10), nullable=False),
+        sa.Column("signed_up_at", sa.String(32), nullable=False),
     )
+    op.create_index("ix_analytics_first_paid_signed_up", "analytics_first_paid", ["signed_up_at"])
     op.create_table(
         "analytics_watermarks",
         sa.Column("source", sa.String(24), primary_key=True),
@@ -80,6 +82,7 @@ def downgrade() -> None:
     op.drop_index("ix_messages_sender_created", "messages")
     op.drop_table("tool_usage_daily")
     op.drop_table("analytics_watermarks")
+    op.drop_index("ix_analytics_first_paid_signed_up", "analytics_first_paid")
     op.drop_table("analytics_first_paid")
     op.drop_index("ix_analytics_last_active_role_day", "analytics_last_active")
     op.drop_table("analytics_last_active")

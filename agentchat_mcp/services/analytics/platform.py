@@ -73,9 +73,11 @@ async def signup_figures(conn: DbConnection, span: Span) -> tuple[dict[str, int]
     )
     converted = (
         await conn.execute(
-            select(func.count())
-            .select_from(principals.join(analytics_first_paid, analytics_first_paid.c.user_id == principals.c.id))
-            .where(and_(in_span, principals.c.role == "user"))
+            select(func.count()).where(
+                and_(
+                    analytics_first_paid.c.signed_up_at >= span.since, analytics_first_paid.c.signed_up_at < span.until
+                )
+            )
         )
     ).scalar_one()
     users = int(counts.get("user", 0))
