@@ -355,6 +355,7 @@ async def run(args: argparse.Namespace) -> int:
         if kept is not None and kept.exists() and kept.with_suffix(".keys").exists():
             shutil.copyfile(kept, settings.db)
             shutil.copyfile(kept.with_suffix(".secret"), settings.resolved_secret_file())
+            settings.resolved_secret_file().chmod(0o600)
             keys = {
                 k: (v.split(" ")[0], v.split(" ")[1])
                 for k, v in (line.split("=", 1) for line in kept.with_suffix(".keys").read_text().splitlines())
