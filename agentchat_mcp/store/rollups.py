@@ -37,8 +37,12 @@ _AGENT_LINES = text(
     """
     SELECT l.account AS account, e.kind AS kind, substr(e.created_at, 1, 10) AS day,
            substr(e.created_at, 12, 2) AS hour, c.paid_by AS paid_by,
-           (e.kind LIKE '%referral%' OR EXISTS (SELECT 1 FROM ledger_lines r WHERE r.entry_id = e.id
-                   AND r.account = 'platform:referrals' AND r.amount_cents < 0)) AS referral,
+           (e.kind LIKE '%referral%' OR e.id IN (
+               -- entries funded by platform:referrals; an entry's lines have consecutive ids, so a margin
+               -- around the batch catches one that straddles its edge (uncorrelated: computed once a batch)
+               -- (account || '': not by the account index, which would walk every referral line ever)
+               SELECT r.entry_id FROM ledger_lines r WHERE r.id > :lo - 64 AND r.id <= :hi + 64
+               AND r.account || '' = 'platform:referrals' AND r.amount_cents < 0)) AS referral,
            SUM(l.amount_cents) AS cents
     FROM ledger_lines l
     JOIN ledger_entries e ON e.id = l.entry_id
