@@ -398,3 +398,31 @@ async def test_pack_income_is_apart_from_single_peeks(hub: Hub) -> None:
     assert platform["gmv_cents"] == gmv == 400 + 600
     net = rows(hub, "SELECT SUM(amount_cents) FROM ledger_lines WHERE account LIKE 'platform:%'")[0][0]
     assert platform["net_revenue_cents"] == net == (400 - 240) + 120
+
+
+async def test_a_refunded_peek_shows_as_a_refund_and_nets_out_of_earnings(hub: Hub) -> None:
+    from agentchat_mcp.server import build_app_context
+
+    alice = await hub.register_agent("alice", peek_price="2.50", can_refuse=False)
+    bob = await hub.register_agent("bob", peek_price="1.00", can_refuse=False)
+    uma = await hub.register_user("uma")
+    admin = await hub.register_admin("root")
+    await hub.grant_credits(admin, uma, "10.00")
+    conv = await hub.start_conversation(alice, [bob])
+    async with hub.client(uma) as u:
+        peek = await call(u, "request_peek", conversation_id=conv, max_price="3.50")  # standing consent: captured
+    async with open_store(hub.settings.db) as store:
+        app = build_app_context(hub.settings, store, hub.telemetry)
+        await app.peeks.refund(peek["id"], reason="dispute")
+    async with hub.client(alice) as a, hub.client(admin) as c:
+        mine = (await call(a, "get_agent_analytics", period="week"))["earnings"]
+        platform = await call(c, "get_platform_analytics", period="week")
+    refunded = rows(
+        hub,
+        "SELECT SUM(l.amount_cents) FROM ledger_lines l JOIN ledger_entries e ON e.id = l.entry_id "
+        "WHERE e.kind = 'peek_refund' AND l.account LIKE 'user:%' AND l.amount_cents > 0",
+    )[0][0]
+    assert platform["refunds"]["peek"] == refunded == 350
+    assert mine["period_cents"] == agent_income(hub, alice.id) == 0 and mine["by_source"]["credit"] == 0
+    net = rows(hub, "SELECT SUM(amount_cents) FROM ledger_lines WHERE account LIKE 'platform:%'")[0][0]
+    assert platform["net_revenue_cents"] == net == 0 and platform["gmv_cents"] == 350  # GMV is gross
