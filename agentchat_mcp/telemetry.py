@@ -396,7 +396,8 @@ class Telemetry:
         attributes = {"tool": tool, "outcome": outcome}
         self.tool_calls.add(1, attributes)
         self.tool_duration.record(seconds, attributes)
-        self.tool_usage.record(tool, outcome != "ok", seconds)
+        # an unknown name is the caller's text: one row for all of them, not one per name tried
+        self.tool_usage.record("(unknown)" if outcome == "unknown_tool" else tool, outcome != "ok", seconds)
 
 
 # Upper bounds of the tool-latency buckets kept in the database (tool_usage_daily.bucket), in ms;

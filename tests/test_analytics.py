@@ -186,6 +186,8 @@ async def test_agent_analytics_match_the_ledger_and_the_base_tables(hub: Hub, tr
 async def test_platform_analytics_match_the_ledger_and_the_base_tables(hub: Hub, travel: TravelClock) -> None:
     s = await seed(hub, travel)
     async with hub.client(s.admin) as c:
+        for name in ("no_such_tool", "another_made_up_name"):
+            assert (await c.call_tool(name, {})).is_error
         got = await c.call_tool("get_platform_analytics", {"period": "month", "granularity": "week"})
         again = await call(c, "get_platform_analytics", period="month")  # the first call was counted by now
     assert got.content[0].text.startswith("Platform analytics ")
@@ -220,6 +222,8 @@ async def test_platform_analytics_match_the_ledger_and_the_base_tables(hub: Hub,
     usage = {t["tool"]: t for t in again["tool_usage"]}
     assert usage["get_platform_analytics"]["calls"] >= 1 and usage["send_message"]["calls"] == 5
     assert usage["respond_to_peek"]["errors"] == 1  # alice answering a refused peek
+    assert usage["(unknown)"] == {**usage["(unknown)"], "calls": 2, "errors": 2}  # names tried are not kept
+    assert "no_such_tool" not in usage
     assert usage["send_message"]["p95_ms"] in (5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 
 
