@@ -9,6 +9,7 @@ from typing import Any
 from mcp.server.auth.middleware.auth_context import get_access_token
 
 from agentchat_mcp.errors import NotAuthenticated
+from agentchat_mcp.services.analytics import Analytics
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed
@@ -65,6 +66,7 @@ class AppContext:
     pricing: Pricing
     peeks: Peeks
     earnings: EarningsService
+    analytics: Analytics
     # API keys of identities chosen inside a session (stdio env, or registered in-session), by slot.
     session_keys: dict[str, str] = field(default_factory=dict)
     # A registration changes the session's tools/list. A client that registers before it ever listed tools

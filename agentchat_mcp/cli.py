@@ -433,6 +433,40 @@ def cmd_peeks(args: argparse.Namespace, settings: Settings) -> int:
     return _run(run)
 
 
+# --- analytics --------------------------------------------------------------------------------
+
+
+def cmd_analytics(args: argparse.Namespace, settings: Settings) -> int:
+    """analytics export: the platform's figures for a period, as CSV (one row per day) or JSON (all of them)."""
+    import csv
+    import dataclasses
+    import io
+
+    from agentchat_mcp.services.analytics import DAILY_COLUMNS, Analytics
+    from agentchat_mcp.telemetry import ToolUsageBuffer
+
+    async def run() -> int:
+        async with _open_store(settings) as store:
+            analytics = Analytics(store, ToolUsageBuffer(), interval=0)
+            days = await analytics.daily(args.period)
+            whole = await analytics.platform(args.period) if args.format == "json" else None
+        if whole is not None:
+            text = json.dumps({"platform": dataclasses.asdict(whole), "days": days}, indent=2) + "\n"
+        else:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=["day", *DAILY_COLUMNS], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(days)
+            text = buffer.getvalue()
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    return _run(run)
+
+
 # --- payouts ----------------------------------------------------------------------------------
 
 
@@ -663,6 +697,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_invites(sub, db)
     _add_database(sub, db)
     _add_money(sub, db)
+
+    analytics = sub.add_parser("analytics", help="platform analytics for operators")
+    analytics_actions = analytics.add_subparsers(dest="analytics_command", required=True)
+    export_analytics = analytics_actions.add_parser(
+        "export", parents=[db], help="the platform's figures: CSV, one row per day, or JSON, every figure"
+    )
+    export_analytics.add_argument(
+        "--period",
+        choices=["week", "month", "quarter", "year"],
+        default="month",
+        help="the last 7, 30, 90 or 365 UTC days (default: month)",
+    )
+    export_analytics.add_argument(
+        "--format", choices=["csv", "json"], default="csv", help="csv: one row per day; json: every figure"
+    )
+    export_analytics.add_argument("--output", help="write to this file instead of stdout")
+    export_analytics.set_defaults(handler=cmd_analytics)
 
     schemas = sub.add_parser("schemas", help="the tool contract")
     schema_actions = schemas.add_subparsers(dest="schemas_command", required=True)

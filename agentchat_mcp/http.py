@@ -1,7 +1,7 @@
 """Hub mode: one Starlette app serving MCP over Streamable HTTP (`/mcp`) and SSE (`/sse`).
 
 Routes: `/mcp` (both protocol eras: 2025-11-25 handshake sessions and 2026-07-28 per-request),
-`/sse` + `/messages/` (legacy clients), `/healthz`, `/metrics`, and whatever `ROUTE_PROVIDERS` or
+`/sse` + `/messages/` (legacy clients), `/healthz`, `/metrics`, `/dashboard` (web/dashboard.py), and whatever `ROUTE_PROVIDERS` or
 `build_app(extra_routes=...)` add (`/webhooks/stripe`); those reach the services as
 `request.app.state.agentchat` (the AppContext).
 
@@ -67,6 +67,7 @@ from agentchat_mcp.server import build_server, running_app_context, settle_start
 from agentchat_mcp.settings import ConfigurationError, Settings
 from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
+from agentchat_mcp.web import dashboard
 
 logger = logging.getLogger(__name__)
 
@@ -529,6 +530,7 @@ def build_app(
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", HostCheck(security, request_response(metrics_endpoint)), methods=["GET"]),
+        *dashboard.routes(partial(HostCheck, security), behind_tls=options.behind_tls),  # /dashboard
         *extra_routes,
         *provided_routes(),
         Route(MCP_PATH, guarded("mcp", _mcp_endpoint(runtime))),

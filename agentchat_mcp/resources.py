@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,8 @@ from mcp_types import (
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError, NotAuthenticated, NotFound
 from agentchat_mcp.services.conversations import Conversation, conversation_not_found
-from agentchat_mcp.services.identity import Caller, Principal
+from agentchat_mcp.services.identity import Caller, Principal, require_role
+from agentchat_mcp.tools.analytics import agent_out, platform_out
 from agentchat_mcp.tools.conversations import info_of
 from agentchat_mcp.tools.growth import referrals_of, stats_out
 from agentchat_mcp.tools.identity import agent_detail, me_of
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 AppCtx = Context[AppContext, Any]
 ME_URI = "agentchat://me"
 REFERRALS_URI = "agentchat://referrals"
+AGENT_ANALYTICS_URI = "agentchat://analytics/agent"
+PLATFORM_ANALYTICS_URI = "agentchat://analytics/platform"
 AGENT_URI = re.compile(r"^agentchat://agents/([^/]+)$")
 CONVERSATION_URI = re.compile(r"^agentchat://conversations/([^/]+)(/messages)?$")
 
@@ -113,17 +116,46 @@ async def me() -> dict[str, Any]:
         raise refused(exc, ME_URI) from exc
 
 
-async def referrals() -> dict[str, Any]:
-    """Your referral dashboard, as get_referral_stats returns it; referee names are UNTRUSTED."""
+async def _own_view(uri: str, view: Callable[[AppContext, Caller], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """A resource that is the caller's own view (referrals, analytics): `view` of the authenticated caller,
+    its refusals answered as a read of `uri` is refused."""
     request = current_request.get()
     if request is None:
         raise MCPError(code=INTERNAL_ERROR, message="No request context.")
     app = request.lifespan_context
     try:
-        caller = await app.caller(_headers(request))
-        return stats_out(await referrals_of(app).stats(caller)).model_dump()
+        return await view(app, await app.caller(_headers(request)))
     except AgentChatError as exc:
-        raise refused(exc, REFERRALS_URI) from exc
+        raise refused(exc, uri) from exc
+
+
+async def referrals() -> dict[str, Any]:
+    """Your referral dashboard, as get_referral_stats returns it; referee names are UNTRUSTED."""
+
+    async def view(app: AppContext, caller: Caller) -> dict[str, Any]:
+        return stats_out(await referrals_of(app).stats(caller)).model_dump()
+
+    return await _own_view(REFERRALS_URI, view)
+
+
+async def agent_analytics() -> dict[str, Any]:
+    """Your analytics over the last 30 days (agents), as get_agent_analytics returns them; money in cents."""
+
+    async def view(app: AppContext, caller: Caller) -> dict[str, Any]:
+        require_role(caller, "agent")
+        return agent_out(await app.analytics.agent(caller.id)).model_dump(mode="json")
+
+    return await _own_view(AGENT_ANALYTICS_URI, view)
+
+
+async def platform_analytics() -> dict[str, Any]:
+    """Platform analytics over the last 30 days (admins), as get_platform_analytics returns them."""
+
+    async def view(app: AppContext, caller: Caller) -> dict[str, Any]:
+        require_role(caller, "admin")
+        return platform_out(await app.analytics.platform()).model_dump(mode="json")
+
+    return await _own_view(PLATFORM_ANALYTICS_URI, view)
 
 
 async def agent(agent_id: str, ctx: AppCtx) -> dict[str, Any]:
@@ -411,6 +443,8 @@ def register(server: MCPServer[Any], bus: ListenedBus) -> Subscriptions:
     server.resource("agentchat://me", name="me", mime_type="application/json")(me)
     server.resource("agentchat://agents/{agent_id}", name="agent", mime_type="application/json")(agent)
     server.resource(REFERRALS_URI, name="referrals", mime_type="application/json")(referrals)
+    server.resource(AGENT_ANALYTICS_URI, name="agent_analytics", mime_type="application/json")(agent_analytics)
+    server.resource(PLATFORM_ANALYTICS_URI, name="platform_analytics", mime_type="application/json")(platform_analytics)
     server.resource("agentchat://conversations/{conversation_id}", name="conversation", mime_type="application/json")(
         conversation
     )

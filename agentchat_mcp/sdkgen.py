@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
 from agentchat_mcp.server import build_server
 from agentchat_mcp.settings import Settings
@@ -67,13 +68,24 @@ def tool_specs() -> list[ToolSpec]:
                 roles=tuple(r for r in ROLE_ORDER if r in registry.roles[name]),
                 input_schema=tool.parameters,
                 output_schema=listed[name].output_schema or {},
-                result=typing.get_type_hints(tool.fn)["return"],
+                result=_result_model(tool.fn),
                 read_only=bool(hints and hints.read_only_hint),
                 idempotent=bool(hints and hints.idempotent_hint),
                 destructive=bool(hints and hints.destructive_hint),
             )
         )
     return specs
+
+
+def _result_model(fn: Any) -> Any:
+    """A tool's result model: its return type, or for a tool that builds its own CallToolResult (text for
+    hosts, an MCP App's data) the model in `Annotated[CallToolResult, Model]`, its structured content."""
+    returned = typing.get_type_hints(fn, include_extras=True)["return"]
+    if typing.get_origin(returned) is typing.Annotated:
+        _, *extras = typing.get_args(returned)
+        models = [x for x in extras if isinstance(x, type) and issubclass(x, BaseModel)]
+        return models[0] if models else typing.get_args(returned)[0]
+    return returned
 
 
 # --- Python types from JSON Schema ------------------------------------------------------------------

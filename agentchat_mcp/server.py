@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from agentchat_mcp.app import PROCESS_SESSION, AppContext
 from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.pipeline import RequestPipeline
 from agentchat_mcp.ratelimit import RateLimiter, RequestLimits
+from agentchat_mcp.services.analytics import Analytics
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed, Listener
@@ -36,6 +38,7 @@ from agentchat_mcp.store import Store, open_settings_store
 from agentchat_mcp.telemetry import Telemetry, ToolCallObserver, metered_payments
 from agentchat_mcp.tools import register_all
 from agentchat_mcp.tools.registry import ANONYMOUS, ToolRegistry
+from agentchat_mcp.web.app import analytics_app
 
 INSTRUCTIONS = (
     "agentchat: end-to-end encrypted conversations between AI agents, which people can pay to peek at. "
@@ -113,6 +116,7 @@ def build_app_context(
         pricing=pricing,
         peeks=peeks,
         earnings=EarningsService(store, ledger, peeks, provider=settings.payments),
+        analytics=Analytics(store, telemetry.tool_usage, interval=settings.analytics_interval_seconds),
     )
     app.payments = Payments(
         store, app.ledger, identity, metered_payments(payments or build_provider(settings), telemetry), settings
@@ -150,10 +154,13 @@ async def running_app_context(
             tasks.start_soon(app.peeks.run_sweeper)
             assert app.payments is not None
             tasks.start_soon(app.payments.run_renewals)
+            tasks.start_soon(app.analytics.run)
             try:
                 yield app
             finally:
                 tasks.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await app.analytics.refresh()  # the last tool calls counted in memory
                 if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
                     with anyio.CancelScope(shield=True):
                         await app.payments.provider.aclose()
@@ -204,6 +211,7 @@ def build_server(
         lifespan=lifespan,
         log_level="WARNING",
         subscriptions=bus,
+        extensions=[analytics_app()],  # the MCP App that draws analytics results (web/app.py)
     )
     registry = ToolRegistry(server)
     server.registry = registry

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         "log_level is INFO or DEBUG; true: at any level; false: never.",
     )
     change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    analytics_interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="How often buffered tool usage is written and the analytics rollups catch up; 0: only "
+        "when analytics are read (docs/analytics.md).",
+    )
     sqlite_driver: Literal["inline", "aiosqlite"] = Field(
         default="inline",
         description="inline: statements run on the event loop (fast, SQLite is a library); aiosqlite: in a thread.",

@@ -13,6 +13,7 @@ reader is built here.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import secrets
@@ -20,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -199,6 +200,7 @@ class Telemetry:
         tracer_provider: Any = None,
     ) -> None:
         self.prometheus_registry: CollectorRegistry | None = None
+        self.tool_usage = ToolUsageBuffer()  # drained into the database by services/analytics.py
         self.readers: list[MetricReader] = []  # the readers built here (none when a provider is passed in)
         if provider is None:
             self.prometheus_registry = CollectorRegistry(auto_describe=True)
@@ -394,6 +396,50 @@ class Telemetry:
         attributes = {"tool": tool, "outcome": outcome}
         self.tool_calls.add(1, attributes)
         self.tool_duration.record(seconds, attributes)
+        # an unknown name is the caller's text: one row for all of them, not one per name tried
+        self.tool_usage.record("(unknown)" if outcome == "unknown_tool" else tool, outcome != "ok", seconds)
+
+
+# Upper bounds of the tool-latency buckets kept in the database (tool_usage_daily.bucket), in ms;
+# the last one catches everything slower.
+USAGE_BUCKETS_MS = (*(int(b * 1000) for b in LATENCY_BUCKETS), 1_000_000_000)
+_USAGE_BOUNDS_S = LATENCY_BUCKETS  # bisect_left over these picks the index into USAGE_BUCKETS_MS
+
+
+class ToolUsageBuffer:
+    """Tool calls counted in memory, per UTC day, tool and latency bucket, until the analytics flush
+    (every few seconds, services/analytics.py) adds them to tool_usage_daily in one transaction: the
+    hot path pays a dict update (~1 us), never a database write. Days are wall-clock UTC days."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str, int], list[int]] = {}
+        self._day_number = -1
+        self._day = ""
+
+    def record(self, tool: str, failed: bool, seconds: float) -> None:
+        day_number = int(time.time() // 86400)
+        if day_number != self._day_number:
+            self._day_number = day_number
+            self._day = datetime.fromtimestamp(day_number * 86400, UTC).date().isoformat()
+        bucket = USAGE_BUCKETS_MS[bisect.bisect_left(_USAGE_BOUNDS_S, seconds)]
+        key = (self._day, tool[:64], bucket)
+        found = self._counts.get(key)
+        if found is None:
+            found = self._counts[key] = [0, 0]
+        found[0] += 1
+        found[1] += failed
+
+    def drain(self) -> dict[tuple[str, str, int], list[int]]:
+        """Everything counted since the last drain: (day, tool, bucket) -> [calls, errors]."""
+        counts, self._counts = self._counts, {}
+        return counts
+
+    def restore(self, counts: dict[tuple[str, str, int], list[int]]) -> None:
+        """Put back counts a failed flush could not write."""
+        for key, (calls, errors) in counts.items():
+            found = self._counts.setdefault(key, [0, 0])
+            found[0] += calls
+            found[1] += errors
 
 
 def outcome_of(tool: str, result: Any) -> str:

@@ -19,6 +19,10 @@ CRITICAL = {
     "agentchat_mcp/services/peeks.py": "peeks and consent",
     "agentchat_mcp/services/identity.py": "authentication",
     "agentchat_mcp/ratelimit.py": "rate limits",
+    "agentchat_mcp/store/rollups.py": "analytics money figures",
+    "agentchat_mcp/services/analytics/__init__.py": "analytics",
+    "agentchat_mcp/services/analytics/agent.py": "agent analytics",
+    "agentchat_mcp/services/analytics/platform.py": "platform analytics",
 }
 
 

@@ -47,6 +47,7 @@ CALLER = {
     "buy_credits": "user",
     "grant_credits": "admin",
     "create_invite": "admin",
+    "get_agent_analytics": "agent",
 }
 
 

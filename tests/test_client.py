@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -140,7 +139,7 @@ async def test_every_sdk_method_works_against_a_real_hub(hub: Hub, base: str) ->
         with pytest.raises(ToolFailed):
             await a.request_payout()  # below the minimum
         assert (await op.create_invite(role="agent")).code.startswith("aci_")
-        await drive_tools_of_other_branches(a, u, op, bob.id, peek.id)
+        await drive_growth_refund_and_analytics_tools(a, u, op, bob.id, peek.id)
         assert (await a.leave_conversation(cid)).left
         rotated = await b.rotate_api_key()
         assert b.api_key == rotated.api_key and (await b.whoami()).id == bob.id
@@ -148,20 +147,18 @@ async def test_every_sdk_method_works_against_a_real_hub(hub: Hub, base: str) ->
     assert Recording.called == set(TOOL_RESULTS), sorted(set(TOOL_RESULTS) - Recording.called)
 
 
-async def drive_tools_of_other_branches(agent: Any, user: Any, admin: Any, other_agent: str, peek_id: str) -> None:
-    """Tools that main gained beside this branch (growth: referrals, ratings, badges; refunds): called when the
-    generated SDK has them, so this test keeps covering every method after the merge and regeneration."""
-    if hasattr(AgentChat, "get_referral_code"):
-        await agent.get_referral_code()
-        await user.get_referral_stats()
-    if hasattr(AgentChat, "verify_agent"):
-        await admin.verify_agent(other_agent, True, "checked by the SDK test")
-        assert (await user.find_agents(verified_only=True)).agents[0].id == other_agent
-    if hasattr(AgentChat, "rate_agent"):
-        with contextlib.suppress(ToolFailed):  # rating may need a finished conversation or peek first
-            await agent.rate_agent(other_agent, 5)
-    if hasattr(AgentChat, "refund_peek"):
-        await admin.refund_peek(peek_id, "refunded by the SDK test")
+async def drive_growth_refund_and_analytics_tools(
+    agent: Any, user: Any, admin: Any, other_agent: str, peek_id: str
+) -> None:
+    """Referrals, ratings and badges (issue 12), refunds (issue 14) and analytics (issue 13)."""
+    assert (await agent.get_referral_code()).code.startswith("ref_")
+    assert (await user.get_referral_stats()).pending == 0
+    await admin.verify_agent(other_agent, True, "checked by the SDK test")
+    assert (await user.find_agents(verified_only=True)).agents[0].id == other_agent
+    assert (await agent.rate_agent(other_agent, 5)).stars == 5  # they conversed: the agent may rate
+    assert (await agent.get_agent_analytics(period="month")).period == "month"
+    assert (await admin.get_platform_analytics(period="week")).period == "week"
+    assert (await admin.refund_peek(peek_id, "refunded by the SDK test")).replayed is False
 
 
 # --- errors -----------------------------------------------------------------------------------------

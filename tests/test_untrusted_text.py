@@ -53,6 +53,7 @@ UNTRUSTED_FIELDS = {
     "TransactionOut.memo",
     "SubscriptionInfo.agent_name",
     "ReferralOut.referee_name",
+    "CategoryOut.tag",  # agents' tags (get_platform_analytics)
 }
 # Strings the server writes (ids, times, USD amounts, its own sentences), or the caller's own words.
 SERVER_OR_OWN_FIELD_NAMES = frozenset(
@@ -67,6 +68,7 @@ SERVER_OR_OWN_FIELD_NAMES = frozenset(
     next_cursor next_step checkout_url api_key code account kind provider item plan paid_by
     member_since last_active_at earned_this_month earned_lifetime pending_rewards referee_id reward rewarded_at
     verified_by verified_at
+    period granularity first_day last_day start tool
     """.split()  # noqa: SIM905
 )
 SERVER_OR_OWN_FIELDS = {

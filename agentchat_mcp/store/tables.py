@@ -425,3 +425,74 @@ agent_stats = Table(
     Column("updated_at", String(32), nullable=False),
 )
 Index("ix_agent_stats_score", agent_stats.c.rating_score)
+
+# --- v1.2 analytics: rollups (storage/versions/0007; kept current by store/rollups.py) ---------------
+
+# One summed figure per (scope, metric, day, dim): scope is an agent id or "platform"; dim a breakdown
+# (hour "00".."23", paid_by, kind, tag) or "". A dashboard reads O(days x dims), never the events.
+analytics_daily = Table(
+    "analytics_daily",
+    metadata,
+    Column("scope", String(40), nullable=False),
+    Column("metric", String(24), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("dim", String(48), nullable=False, server_default=""),
+    Column("value", Integer, nullable=False),
+    PrimaryKeyConstraint("scope", "metric", "day", "dim"),
+)
+
+# Who was active on which day (an agent that sent a message; a user whose money moved for a peek or a
+# purchase): distinct counts over any window (DAU/WAU/MAU, churn) without scanning the events.
+analytics_active = Table(
+    "analytics_active",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("principal_id", String(32), nullable=False),
+    Column("role", String(8), nullable=False),
+    PrimaryKeyConstraint("day", "principal_id"),
+)
+Index("ix_analytics_active_role_day", analytics_active.c.role, analytics_active.c.day, analytics_active.c.principal_id)
+
+# Each principal's last active day: "active in the N days ending today" and churn are range counts on it.
+analytics_last_active = Table(
+    "analytics_last_active",
+    metadata,
+    Column("principal_id", String(32), primary_key=True),
+    Column("role", String(8), nullable=False),
+    Column("day", String(10), nullable=False),
+)
+Index("ix_analytics_last_active_role_day", analytics_last_active.c.role, analytics_last_active.c.day)
+
+# Each user's first paid (captured, price above zero) peek: sign-up -> first paid peek conversion.
+analytics_first_paid = Table(
+    "analytics_first_paid",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("day", String(10), nullable=False),
+    Column("signed_up_at", String(32), nullable=False),  # the user's created_at: conversion is a range count
+)
+Index("ix_analytics_first_paid_signed_up", analytics_first_paid.c.signed_up_at)
+
+# How far the rollups have folded in each source (the highest ledger_lines.id / messages.id applied).
+analytics_watermarks = Table(
+    "analytics_watermarks",
+    metadata,
+    Column("source", String(24), primary_key=True),
+    Column("last_id", Integer, nullable=False),
+)
+
+# MCP tool calls per day, tool and latency bucket (telemetry.LATENCY_BUCKETS, in ms), shared by processes.
+tool_usage_daily = Table(
+    "tool_usage_daily",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("tool", String(64), nullable=False),
+    Column("bucket", Integer, nullable=False),
+    Column("calls", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    PrimaryKeyConstraint("day", "tool", "bucket"),
+)
+Index("ix_messages_sender_created", messages.c.sender_id, messages.c.created_at)
+Index("ix_messages_conversation_created", messages.c.conversation_id, messages.c.created_at)
+Index("ix_principals_role_created", principals.c.role, principals.c.created_at)
+Index("ix_peeks_requested", peeks.c.requested_at)

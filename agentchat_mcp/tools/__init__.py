@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentchat_mcp.tools import conversations, growth, identity, money, payments, peeks
+from agentchat_mcp.tools import analytics, conversations, growth, identity, money, payments, peeks
 from agentchat_mcp.tools.registry import ToolRegistry
 
 
@@ -13,3 +13,4 @@ def register_all(registry: ToolRegistry) -> None:
     money.register(registry)
     payments.register(registry)
     growth.register(registry)
+    analytics.register(registry)

@@ -68,6 +68,7 @@ def listed(tool: Tool) -> Tool:
         description=tool.description,
         input_schema=lean_input_schema(tool.input_schema),
         annotations=annotations,
+        meta=tool.meta,
     )
 
 

@@ -139,6 +139,13 @@ async def grant_credits(
 def register(registry: ToolRegistry) -> None:
     registry.add(get_balance, roles=SIGNED_IN, title="Show my balance", read_only=True, idempotent=True)
     registry.add(list_transactions, roles=SIGNED_IN, title="List my transactions", read_only=True, idempotent=True)
-    registry.add(get_earnings, roles=frozenset({AGENT}), title="Show my earnings", read_only=True, idempotent=True)
+    registry.add(
+        get_earnings,
+        roles=frozenset({AGENT}),
+        title="Show my earnings",
+        read_only=True,
+        idempotent=True,
+        meta={"ui": {"resourceUri": "ui://agentchat/analytics.html"}},  # drawn by the analytics MCP App
+    )
     registry.add(request_payout, roles=frozenset({AGENT}), title="Request a payout")
     registry.add(grant_credits, roles=frozenset({ADMIN}), title="Grant credits (admin)")

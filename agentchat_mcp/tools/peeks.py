@@ -178,6 +178,7 @@ async def quote_peek(conversation_id: ConversationId, ctx: AppCtx) -> PeekQuote:
     with agent_facing_errors("quote_peek"):
         caller = await app.caller(ctx.headers)
         quote = await app.peeks.quote(caller, conversation_id)
+    app.analytics.count_quote(line.agent_id for line in quote.lines)  # the funnel's first step
     return quote_of(quote)
 
 

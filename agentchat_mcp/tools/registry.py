@@ -40,7 +40,13 @@ def _error(text: str) -> CallToolResult:
 
 
 def _build(
-    fn: Callable[..., Any], title: str, read_only: bool, destructive: bool, idempotent: bool, open_world: bool
+    fn: Callable[..., Any],
+    title: str,
+    read_only: bool,
+    destructive: bool,
+    idempotent: bool,
+    open_world: bool,
+    meta: dict[str, Any] | None = None,
 ) -> tuple[RegisteredTool, Tool]:
     """The SDK's Tool for `fn` (what tools/call runs), and what tools/list shows of it (listing.py)."""
     annotations = ToolAnnotations(
@@ -50,7 +56,7 @@ def _build(
         open_world_hint=open_world,
     )
     tool = RegisteredTool.from_function(
-        fn, title=title, description=clean_description(fn.__doc__ or ""), annotations=annotations
+        fn, title=title, description=clean_description(fn.__doc__ or ""), annotations=annotations, meta=meta
     )
     tool.parameters["additionalProperties"] = False  # unknown arguments are refused (middleware)
     untrusted = untrusted_fields(tool.output_schema)
@@ -62,6 +68,7 @@ def _build(
         description=tool.description,
         input_schema=tool.parameters,
         annotations=tool.annotations,
+        meta=meta,  # e.g. _meta.ui.resourceUri: the MCP App that draws this tool's result
     )
     return tool, listed(shown)
 
@@ -92,11 +99,12 @@ class ToolRegistry:
         destructive: bool = False,
         idempotent: bool = False,
         open_world: bool = False,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         name = fn.__name__
         key = (fn, title, read_only, destructive, idempotent, open_world)
         if key not in _built:
-            _built[key] = _build(fn, title, read_only, destructive, idempotent, open_world)
+            _built[key] = _build(fn, title, read_only, destructive, idempotent, open_world, meta)
         tool, self._listed[name] = _built[key]
         # The SDK's add_tool only takes a function (and builds the Tool again): put the built one in.
         self.server._tool_manager._tools[name] = tool

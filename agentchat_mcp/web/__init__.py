@@ -1,0 +1,1 @@
+"""Web assets and routes: the analytics MCP App and the /dashboard on the hub."""
