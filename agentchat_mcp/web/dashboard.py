@@ -143,9 +143,10 @@ def routes(guard: Callable[[ASGIApp], ASGIApp], *, behind_tls: bool = False) -> 
             return _error(413, "too large")
         try:
             payload: Any = json.loads(body)
-            api_key = payload["api_key"]
-            assert isinstance(api_key, str) and api_key
-        except Exception:
+            api_key = payload["api_key"] if isinstance(payload, dict) else None
+        except ValueError:
+            api_key = None
+        if not isinstance(api_key, str) or not api_key:
             return _error(400, 'send {"api_key": "acp_..."}')
         try:
             caller = await app.identity.authenticate(api_key)
