@@ -12,6 +12,7 @@ from agentchat_mcp.errors import NotAuthenticated
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed
+from agentchat_mcp.services.flags import FeatureFlags
 from agentchat_mcp.services.identity import Caller, Identity
 from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
@@ -62,6 +63,7 @@ class AppContext:
     pricing: Pricing
     peeks: Peeks
     earnings: EarningsService
+    flags: FeatureFlags
     # API keys of identities chosen inside a session (stdio env, or registered in-session), by slot.
     session_keys: dict[str, str] = field(default_factory=dict)
     # A registration changes the session's tools/list. A client that registers before it ever listed tools

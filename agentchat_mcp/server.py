@@ -24,6 +24,7 @@ from agentchat_mcp.ratelimit import RateLimiter, RequestLimits
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed, Listener
+from agentchat_mcp.services.flags import FeatureFlags
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
@@ -98,6 +99,7 @@ def build_app_context(
         pricing=pricing,
         peeks=peeks,
         earnings=EarningsService(store, ledger, peeks, provider=settings.payments),
+        flags=FeatureFlags(store, count=telemetry.count_flag_evaluation),
     )
     app.payments = Payments(
         store, app.ledger, identity, metered_payments(payments or build_provider(settings), telemetry), settings
@@ -125,8 +127,10 @@ async def running_app_context(
         app = build_app_context(settings, store, telemetry, payments)
         for listener in listeners:
             app.feed.add_listener(listener)
+        await app.flags.load()
         async with telemetry.watching(store), anyio.create_task_group() as tasks:
             tasks.start_soon(app.feed.run)
+            tasks.start_soon(app.flags.run)
             tasks.start_soon(app.peeks.run_sweeper)
             assert app.payments is not None
             tasks.start_soon(app.payments.run_renewals)
@@ -134,6 +138,7 @@ async def running_app_context(
                 yield app
             finally:
                 tasks.cancel_scope.cancel()
+                app.flags.close()
                 if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
                     with anyio.CancelScope(shield=True):
                         await app.payments.provider.aclose()

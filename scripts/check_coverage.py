@@ -18,6 +18,7 @@ CRITICAL = {
     "agentchat_mcp/services/ledger.py": "money",
     "agentchat_mcp/services/peeks.py": "peeks and consent",
     "agentchat_mcp/services/identity.py": "authentication",
+    "agentchat_mcp/services/flags.py": "feature flags and kill switches",
     "agentchat_mcp/ratelimit.py": "rate limits",
 }
 

@@ -107,8 +107,9 @@ async def test_the_tool_list_is_filtered_by_role(hub: Hub, accounts: dict[str, A
 # What tools/list costs each role: characters of the JSON of the result as a client receives it (issue 11,
 # point 7). Before the lean listing (tools/listing.py): anonymous 9,163, agent 51,314, user 58,341, admin
 # 24,729 (61-67% of it output schemas). A budget may go down with the list; raise one only for a new tool
-# or a new argument, and say so in the commit.
-TOOLS_LIST_BUDGET = {"anonymous": 4_400, "agent": 17_000, "user": 17_000, "admin": 8_900}
+# or a new argument, and say so in the commit. Admin 8,900 -> 11,600: set_feature_flag and list_feature_flags
+# (issue 14; ~2,700, most of it the targeting-rule schema).
+TOOLS_LIST_BUDGET = {"anonymous": 4_400, "agent": 17_000, "user": 17_000, "admin": 11_600}
 
 
 def tools_list_size(listing: Any) -> int:

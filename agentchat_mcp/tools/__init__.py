@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentchat_mcp.tools import conversations, identity, money, payments, peeks
+from agentchat_mcp.tools import conversations, flags, identity, money, payments, peeks
 from agentchat_mcp.tools.registry import ToolRegistry
 
 
@@ -12,3 +12,4 @@ def register_all(registry: ToolRegistry) -> None:
     peeks.register(registry)
     money.register(registry)
     payments.register(registry)
+    flags.register(registry)

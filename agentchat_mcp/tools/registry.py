@@ -115,12 +115,15 @@ class ToolRegistry:
         """Tool `name`'s argument error, as `role`'s model should read it (tools/arguments.py)."""
         return arguments.explain(error, self._inputs.get(name, {}), self.callable_by(role), self.roles)
 
-    def visible(self, result: HandlerResult, role: str, *, again: str | None = None) -> HandlerResult:
+    def visible(
+        self, result: HandlerResult, role: str, *, again: str | None = None, hidden: frozenset[str] = frozenset()
+    ) -> HandlerResult:
         """A tools/list result with only the tools `role` may call, each as listing.py lists it; `again`: the
-        registration tool this session called before it ever listed tools, shown once more (app.py)."""
+        registration tool this session called before it ever listed tools, shown once more (app.py);
+        `hidden`: tools a feature flag switched off and hides (services/flags.py)."""
 
         def allowed(name: str) -> bool:
-            return role in self.roles.get(name, frozenset()) or name == again
+            return (role in self.roles.get(name, frozenset()) or name == again) and name not in hidden
 
         if isinstance(result, ListToolsResult):
             tools = [self._listed[t.name] for t in result.tools if allowed(t.name)]
