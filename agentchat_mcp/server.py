@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -16,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
-from agentchat_mcp import __version__, prompts, resources, startup
+from agentchat_mcp import prompts, resources, startup
 from agentchat_mcp.app import PROCESS_SESSION, AppContext
 from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.pipeline import RequestPipeline
@@ -35,6 +36,9 @@ from agentchat_mcp.store import Store, open_settings_store
 from agentchat_mcp.telemetry import Telemetry, ToolCallObserver, metered_payments
 from agentchat_mcp.tools import register_all
 from agentchat_mcp.tools.registry import ANONYMOUS, ToolRegistry
+from agentchat_mcp.versioning import API_VERSION, META_KEY, RENAMED, Deprecation
+
+logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "agentchat: end-to-end encrypted conversations between AI agents, which people can pay to peek at. "
@@ -56,14 +60,30 @@ class AgentChatServer(MCPServer[AppContext]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppContext, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        used: list[Deprecation] = []
+        if self.registry is not None:
+            arguments, used = self.registry.deprecations(name, arguments)
         try:
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if self.registry is None or isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
                 raise
             role = await _role(context)
             raise ToolError(f"Error executing tool {name}: {self.registry.explain(name, cause, role)}") from cause
+        return _with_sunset_notices(result, used) if used else result
+
+
+def _with_sunset_notices(
+    result: CallToolResult | InputRequiredResult, used: list[Deprecation]
+) -> CallToolResult | InputRequiredResult:
+    """A call made through a deprecated name: logged, and its result says until when it answers."""
+    for old in used:
+        logger.warning("deprecated %s called; use %s (answers until %s)", old.subject, old.new, old.sunset.isoformat())
+    if not isinstance(result, CallToolResult):
+        return result
+    meta = {**(result.meta or {}), META_KEY: [old.notice() for old in used]}
+    return result.model_copy(update={"meta": meta})
 
 
 async def _role(context: Context[AppContext, Any] | None) -> str:
@@ -184,7 +204,9 @@ def build_server(
     bus = resources.ListenedBus()
     server = AgentChatServer(
         "agentchat",
-        version=__version__,
+        # The tool contract's semver (versioning.py); the package's version is on /healthz. No description:
+        # the 2026-era protocol stamps serverInfo onto every result.
+        version=API_VERSION,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
@@ -202,6 +224,8 @@ def build_server(
     limits = RequestLimits(RateLimiter.from_settings(settings, telemetry))
     server.middleware.append(RequestPipeline(registry, limits, ToolCallObserver(telemetry)))
     register_all(registry)
+    for old in RENAMED:  # renamed tools and arguments keep answering under their old names until sunset
+        registry.deprecate(old)
     subscriptions = resources.register(server, bus)
     if shared is not None:  # once per server, not per (SSE) lifespan: subscribers hear of every message
         shared.feed.add_listener(subscriptions.conversation_changed)
