@@ -52,6 +52,7 @@ UNTRUSTED_FIELDS = {
     "TopPeekerOut.name",
     "TransactionOut.memo",
     "SubscriptionInfo.agent_name",
+    "FlagChangeOut.reason",  # another admin's (or the operator's) words
 }
 # Strings the server writes (ids, times, USD amounts, its own sentences), or the caller's own words.
 SERVER_OR_OWN_FIELD_NAMES = frozenset(
@@ -76,6 +77,14 @@ SERVER_OR_OWN_FIELDS = {
     "PlanOffer.name",
     "MessageItem.error",  # the server's reason a message could not be opened
     "PayoutOut.error",  # the server's reason a payout failed
+    "FeatureFlagOut.key",  # feature flags: the operator's configuration, and ids and times
+    "FeatureFlagOut.value",
+    "FeatureFlagOut.description",
+    "FeatureFlagOut.updated_by",
+    "FeatureFlagOut.updated_at",
+    "FlagChangeOut.subject",
+    "FlagChangeOut.actor",
+    "FlagChangeOut.changed_at",
 }
 HOSTILE = "INJECTED"  # every hostile text below contains it (any case); nothing the server writes does
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentchat_mcp.models import Out
+from agentchat_mcp.models import Out, untrusted
 
 FlagKey = Annotated[
     str,
@@ -68,7 +68,7 @@ class FlagChangeOut(Out):
     changed_at: str
     old: Any = Field(description="Before (null: did not exist).")
     new: Any = Field(description="After (null: removed).")
-    reason: str
+    reason: str = untrusted("Why, as the one who changed it wrote it.")
 
 
 class FeatureFlagList(Out):
