@@ -469,18 +469,21 @@ class FeatureFlags:
     async def run(self) -> None:
         """Reload whenever another process (or this one) changed the flags; until cancelled."""
         seen = self._store.data_version()
+        await self.refresh()  # a change between load() at start-up and the line above
         while True:
             await anyio.sleep(POLL_SECONDS)
+            current = self._store.data_version()  # read before the version: a write after it moves it again
+            if current == seen:
+                continue
             try:
-                await self.refresh(seen)
+                await self.refresh()
             except Exception:  # a busy or failing database: keep serving the flags we have, try again
                 logger.warning("could not check the feature flags' version", exc_info=True)
-            seen = self._store.data_version()
+                continue
+            seen = current
 
-    async def refresh(self, seen_data_version: int | None = None) -> bool:
-        """Reload if the flags' version moved; True if it did. Costs no query while nothing was written."""
-        if seen_data_version is not None and self._store.data_version() == seen_data_version:
-            return False
+    async def refresh(self) -> bool:
+        """Reload if the flags' version moved (one indexed read); True if it did."""
         newest = self._store.quick_first(_VERSION, {})
         if int((newest[0] if newest else 0) or 0) == self.version:
             return False
