@@ -25,7 +25,7 @@ from agentchat_mcp.ratelimit import RateLimiter, RequestLimits
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed, Listener
-from agentchat_mcp.services.flags import FeatureFlags
+from agentchat_mcp.services.flags import FeatureFlags, provider_from
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
@@ -119,7 +119,11 @@ def build_app_context(
         pricing=pricing,
         peeks=peeks,
         earnings=EarningsService(store, ledger, peeks, provider=settings.payments),
-        flags=FeatureFlags(store, count=telemetry.count_flag_evaluation),
+        flags=FeatureFlags(
+            store,
+            count=telemetry.count_flag_evaluation,
+            provider=provider_from(settings.flags_provider) if settings.flags_provider else None,
+        ),
     )
     app.payments = Payments(
         store, app.ledger, identity, metered_payments(payments or build_provider(settings), telemetry), settings

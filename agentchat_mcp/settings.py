@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "log_level is INFO or DEBUG; true: at any level; false: never.",
     )
     change_poll_seconds: float = Field(default=0.1, gt=0, le=5)
+    flags_provider: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function returning an OpenFeature provider to serve the feature flags instead of the "
+        "database (flagd, LaunchDarkly, Unleash ...).",
+    )
     sqlite_driver: Literal["inline", "aiosqlite"] = Field(
         default="inline",
         description="inline: statements run on the event loop (fast, SQLite is a library); aiosqlite: in a thread.",

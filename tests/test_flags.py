@@ -16,8 +16,11 @@ from openfeature.exception import ErrorCode
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
 from agentchat_mcp.errors import InvalidInput, NotFound
+from agentchat_mcp.server import build_app_context
 from agentchat_mcp.services.flags import FeatureFlags, bucket
+from agentchat_mcp.settings import ConfigurationError
 from agentchat_mcp.store import migrations, open_store
+from agentchat_mcp.telemetry import Telemetry
 from tests.conftest import Account, Hub, error_text, rows, structured
 from tests.support_cli import cli
 from tests.test_peeks import scene
@@ -272,3 +275,21 @@ async def test_the_provider_answers_any_openfeature_client_and_another_provider_
         assert "New peek requests are paused" in (theirs.paused("request_peek", "usr_a", "user") or "")
         assert theirs.paused("quote_peek", "usr_a", "user") is None
         theirs.close()
+
+
+def peeks_off_provider() -> InMemoryProvider:
+    """An operator's own OpenFeature provider (AGENTCHAT_FLAGS_PROVIDER=tests.test_flags:peeks_off_provider)."""
+    return InMemoryProvider({"peeks": InMemoryFlag("off", {"on": True, "off": False})})
+
+
+async def test_an_operator_serves_the_flags_from_another_openfeature_provider_by_configuration(hub: Hub) -> None:
+    s = await scene(hub)
+    hub.settings = hub.settings.model_copy(update={"flags_provider": "tests.test_flags:peeks_off_provider"})
+    async with hub.client(s.user) as u:
+        refused = error_text(
+            await u.call_tool("request_peek", {"conversation_id": s.conversation_id, "max_price": "3.83"})
+        )
+    assert "New peek requests are paused" in refused
+    broken = hub.settings.model_copy(update={"flags_provider": "tests.test_flags:no_such_factory"})
+    with pytest.raises(ConfigurationError, match="did not give an OpenFeature provider"):
+        build_app_context(broken, None, Telemetry())  # type: ignore[arg-type]

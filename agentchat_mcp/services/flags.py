@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import importlib
 import itertools
 import json
 import logging
@@ -41,6 +42,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import InvalidInput, NotFound
+from agentchat_mcp.settings import ConfigurationError
 from agentchat_mcp.store import Store
 from agentchat_mcp.store.tables import feature_flag_changes, feature_flag_groups, feature_flags
 
@@ -346,6 +348,19 @@ class Change:
 _domains = itertools.count(1)
 _RETIRED = NoOpProvider()  # what a closed FeatureFlags' OpenFeature domain points at
 _VERSION = select(func.max(feature_flag_changes.c.id))
+
+
+def provider_from(spec: str) -> FeatureProvider:
+    """The OpenFeature provider `spec` ("module:function", AGENTCHAT_FLAGS_PROVIDER) builds."""
+    module_name, _, function = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+        return factory()  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise ConfigurationError(
+            f"AGENTCHAT_FLAGS_PROVIDER {spec} did not give an OpenFeature provider ({type(exc).__name__}: {exc}): "
+            "name a module:function that returns one, or unset it to serve the flags from the database"
+        ) from None
 
 
 def cli_actor() -> str:
