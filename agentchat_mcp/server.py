@@ -63,6 +63,10 @@ class AgentChatServer(MCPServer[AppContext]):
         used: list[Deprecation] = []
         if self.registry is not None:
             arguments, used = self.registry.deprecations(name, arguments)
+        for old in used:  # logged whatever the call's outcome; a result also carries the notice (below)
+            logger.warning(
+                "deprecated %s called; use %s (answers until %s)", old.subject, old.new, old.sunset.isoformat()
+            )
         try:
             result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -77,9 +81,7 @@ class AgentChatServer(MCPServer[AppContext]):
 def _with_sunset_notices(
     result: CallToolResult | InputRequiredResult, used: list[Deprecation]
 ) -> CallToolResult | InputRequiredResult:
-    """A call made through a deprecated name: logged, and its result says until when it answers."""
-    for old in used:
-        logger.warning("deprecated %s called; use %s (answers until %s)", old.subject, old.new, old.sunset.isoformat())
+    """The result of a call made through a deprecated name says until when that name answers."""
     if not isinstance(result, CallToolResult):
         return result
     meta = {**(result.meta or {}), META_KEY: [old.notice() for old in used]}

@@ -69,7 +69,9 @@ async def test_a_renamed_tool_still_answers_under_its_old_name_and_says_until_wh
     assert any("deprecated tool who_am_i called; use whoami" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_renamed_argument_still_works_and_is_described_as_deprecated(hub: Hub) -> None:
+async def test_a_renamed_argument_still_works_and_is_described_as_deprecated(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
     alice = await hub.register_agent("alice", tags=["python"])
     renamed = Deprecation("text", "query", date(2026, 12, 7), "Pass query instead.", tool="find_agents")
     async with renaming_server(hub, alice, renamed) as c:
@@ -78,7 +80,11 @@ async def test_a_renamed_argument_still_works_and_is_described_as_deprecated(hub
         assert tool.input_schema["properties"]["text"]["description"].startswith("Deprecated: use query")
         old = await c.call_tool("find_agents", {"text": "alice"})
         new = await c.call_tool("find_agents", {"query": "alice"})
+        with caplog.at_level(logging.WARNING, logger="agentchat_mcp"):
+            refused = await c.call_tool("find_agents", {"text": "alice", "limit": 0})
     assert structured(old) == structured(new)
+    assert refused.is_error  # a call that fails is logged as a deprecated call too
+    assert any("deprecated argument text of find_agents called" in r.getMessage() for r in caplog.records)
     assert old.meta[META_KEY][0]["deprecated"] == "argument text of find_agents"
 
 
