@@ -19,6 +19,7 @@ CRITICAL = {
     "agentchat_mcp/services/peeks.py": "peeks and consent",
     "agentchat_mcp/services/identity.py": "authentication",
     "agentchat_mcp/services/flags.py": "feature flags and kill switches",
+    "agentchat_mcp/services/flag_rules.py": "feature flag targeting",
     "agentchat_mcp/ratelimit.py": "rate limits",
 }
 

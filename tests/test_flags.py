@@ -17,7 +17,8 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 
 from agentchat_mcp.errors import InvalidInput, NotFound
 from agentchat_mcp.server import build_app_context
-from agentchat_mcp.services.flags import FeatureFlags, bucket
+from agentchat_mcp.services.flag_rules import bucket
+from agentchat_mcp.services.flags import FeatureFlags
 from agentchat_mcp.settings import ConfigurationError
 from agentchat_mcp.store import migrations, open_store
 from agentchat_mcp.telemetry import Telemetry
