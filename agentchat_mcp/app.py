@@ -13,6 +13,7 @@ from agentchat_mcp.services.analytics import Analytics
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed
+from agentchat_mcp.services.flags import FeatureFlags
 from agentchat_mcp.services.identity import Caller, Identity
 from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
@@ -67,6 +68,7 @@ class AppContext:
     peeks: Peeks
     earnings: EarningsService
     analytics: Analytics
+    flags: FeatureFlags
     # API keys of identities chosen inside a session (stdio env, or registered in-session), by slot.
     session_keys: dict[str, str] = field(default_factory=dict)
     # A registration changes the session's tools/list. A client that registers before it ever listed tools

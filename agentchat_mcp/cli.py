@@ -481,6 +481,13 @@ def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
         async with _open_store(settings) as store:
             app = build_app_context(settings, store, Telemetry())
             assert app.payments is not None
+            await app.flags.load()
+            if not app.flags.enabled("payouts", None, "admin"):  # the kill switch stops money leaving too
+                print(
+                    "error: payouts are paused (feature flag 'payouts' is off): flags set payouts on", file=sys.stderr
+                )
+                await app.payments.provider.aclose()
+                return 2
             try:
                 batch = await app.payments.run_payout_batch(args.batch, min_age_seconds=args.min_age)
             except AgentChatError as exc:
@@ -496,6 +503,82 @@ def cmd_payouts(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if batch.status == "paid" else 1
 
     return _run(run)
+
+
+# --- feature flags ----------------------------------------------------------------------------
+
+
+def flag_value(text: str) -> bool | float | str:
+    """VALUE of `flags set`: on/off/true/false are switches, a number is a number, anything else a string."""
+    switches = {"on": True, "true": True, "off": False, "false": False}
+    if text.lower() in switches:
+        return switches[text.lower()]
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if number == number and abs(number) != float("inf") else text
+
+
+def cmd_flags(args: argparse.Namespace, settings: Settings) -> int:
+    """flags set|list|history|group: kill switches and rollouts, applied by every server within a second."""
+    from agentchat_mcp.errors import AgentChatError
+    from agentchat_mcp.services.flags import FeatureFlags, cli_actor
+
+    rules: list[Any] | None = None
+    if getattr(args, "rules", None) is not None:
+        try:
+            rules = json.loads(args.rules)
+        except json.JSONDecodeError as exc:
+            print(
+                f'error: --rules is not JSON ({exc.msg}); e.g. \'[{{"value": true, "groups": ["beta"]}}]\'',
+                file=sys.stderr,
+            )
+            return 2
+        if not isinstance(rules, list):
+            print(
+                'error: --rules is a JSON list of rules, e.g. \'[{"value": true, "percentage": 30}]\'', file=sys.stderr
+            )
+            return 2
+
+    async def run() -> int:
+        async with _open_store(settings) as store:
+            flags = FeatureFlags(store)
+            try:
+                await flags.load()
+                return await _flags_command(args, flags, rules, cli_actor())
+            except AgentChatError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            finally:
+                flags.close()
+
+    return _run(run)
+
+
+async def _flags_command(args: argparse.Namespace, flags: Any, rules: list[Any] | None, actor: str) -> int:
+    if args.flags_command == "set":
+        hide = {"hide": True, "show": False}.get(args.when_off or "")
+        flag = await flags.set_flag(
+            args.key, flag_value(args.value), actor=actor, rules=rules, hide_when_off=hide, reason=args.reason
+        )
+        print(json.dumps(flags.view(args.key, flag)))
+        print(f"set {args.key} (version {flags.version}); running servers apply it within a second", file=sys.stderr)
+    elif args.flags_command == "list":
+        for key, _, _ in flags.flags():
+            print(json.dumps(flags.view(key)))
+        for name, members in flags.groups().items():
+            print(json.dumps({"group": name, "members": members}))
+    elif args.flags_command == "history":
+        for change in await flags.history(args.key, limit=args.limit):
+            print(json.dumps(change.as_json()))
+    else:
+        member = args.flags_command == "group-add"
+        changed = await flags.group(args.name, args.principal, member=member, actor=actor, reason=args.reason)
+        state = "in" if member else "not in"
+        print(json.dumps({"group": args.name, "principal": args.principal, "member": member, "changed": changed}))
+        print(f"{args.principal} is {state} group {args.name}", file=sys.stderr)
+    return 0
 
 
 # --- schemas and demo -------------------------------------------------------------------------
@@ -681,6 +764,41 @@ def _add_money(sub: Any, db: argparse.ArgumentParser) -> None:
     run_batch.set_defaults(handler=cmd_payouts)
 
 
+def _add_flags(sub: Any, db: argparse.ArgumentParser) -> None:
+    group = sub.add_parser("flags", help="feature flags: kill switches, per-tool switches, rollouts")
+    actions = group.add_subparsers(dest="flags_command", required=True)
+    set_flag = actions.add_parser(
+        "set", parents=[db], help="set a flag, e.g. flags set peeks off; servers apply it within a second"
+    )
+    set_flag.add_argument(
+        "key", help="the flag: peeks, payouts, registration, referrals, advanced_analytics, tool.NAME"
+    )
+    set_flag.add_argument("value", help="on/off (true/false), a number, or a string")
+    set_flag.add_argument(
+        "--rules",
+        help='targeting rules as JSON, first match wins, e.g. \'[{"value": true, "groups": ["beta"]}, '
+        '{"value": true, "percentage": 30}]\'; [] drops them (default: keep)',
+    )
+    set_flag.add_argument(
+        "--when-off", choices=["hide", "show"], help="hide: tools it switches off leave tools/list (default: keep)"
+    )
+    set_flag.add_argument("--reason", default="", help="why, for the audit log")
+    set_flag.set_defaults(handler=cmd_flags)
+    actions.add_parser("list", parents=[db], help="every flag (JSON lines), then the groups").set_defaults(
+        handler=cmd_flags
+    )
+    history = actions.add_parser("history", parents=[db], help="audited changes, newest first: who, when, old -> new")
+    history.add_argument("key", nargs="?", help="one flag only (or group:NAME)")
+    history.add_argument("--limit", type=list_limit, default=50, help="print at most this many (default 50)")
+    history.set_defaults(handler=cmd_flags)
+    for name, text in (("group-add", "put a principal in a group"), ("group-remove", "take one out of a group")):
+        change = actions.add_parser(name, parents=[db], help=f"{text} (named groups, e.g. beta, that rules target)")
+        change.add_argument("name", help="the group, e.g. beta")
+        change.add_argument("principal", help="the principal id (agt_..., usr_..., adm_...)")
+        change.add_argument("--reason", default="", help="why, for the audit log")
+        change.set_defaults(handler=cmd_flags)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentchat-mcp", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"agentchat-mcp {__version__}")
@@ -697,6 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_invites(sub, db)
     _add_database(sub, db)
     _add_money(sub, db)
+    _add_flags(sub, db)
 
     analytics = sub.add_parser("analytics", help="platform analytics for operators")
     analytics_actions = analytics.add_subparsers(dest="analytics_command", required=True)

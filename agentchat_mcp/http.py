@@ -67,6 +67,7 @@ from agentchat_mcp.server import build_server, running_app_context, settle_start
 from agentchat_mcp.settings import ConfigurationError, Settings
 from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint
+from agentchat_mcp.versioning import API_VERSION
 from agentchat_mcp.web import dashboard
 
 logger = logging.getLogger(__name__)
@@ -440,7 +441,10 @@ async def healthz(request: Request) -> JSONResponse:
         revision = await migrations.current_revision(app_ctx.store)
     except Exception:
         logger.exception("health check: database unreachable")
-        return JSONResponse({"status": "error", "db": "unreachable", "version": __version__}, status_code=503)
+        return JSONResponse(
+            {"status": "error", "db": "unreachable", "version": __version__, "api_version": API_VERSION},
+            status_code=503,
+        )
     ok = revision == head
     body = {
         "status": "ok" if ok else "error",
@@ -448,6 +452,7 @@ async def healthz(request: Request) -> JSONResponse:
         "schema_revision": revision,
         "schema_head": head,
         "version": __version__,
+        "api_version": API_VERSION,
     }
     return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -2,7 +2,8 @@
 
 For a tools/call, in this order: who is calling (once per request: app.py), then the observation
 around everything else (span, metrics, access line: telemetry.py), the rate limit (ratelimit.py) and
-the role and argument check (tools/registry.py); only then the tool. Every other request counts
+the role and argument check (tools/registry.py), then the feature flags that may pause the tool
+(services/flags.py); only then the tool. Every other request counts
 against the same per-principal limit (resources/read, subscriptions, completions ...; not the
 connection's bookkeeping, ratelimit.UNCOUNTED); tools/list is filtered by role and prompts/get
 checked (prompts.py).
@@ -23,7 +24,7 @@ from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR
+from mcp_types import INTERNAL_ERROR, CallToolResult, TextContent
 from pydantic import ValidationError
 
 from agentchat_mcp import prompts
@@ -70,11 +71,14 @@ class RequestPipeline:
         if method == "tools/list":
             result = await call_next(ctx)
             try:
-                role = await self._role(ctx)
+                caller = await _caller(ctx)
             except AgentChatError:
-                role = ANONYMOUS
-            again = ctx.lifespan_context.listing(getattr(ctx.request, "headers", None), anonymous=role == ANONYMOUS)
-            return self.registry.visible(result, role, again=again)
+                caller = None
+            role = caller.role if caller else ANONYMOUS
+            app = ctx.lifespan_context
+            again = app.listing(getattr(ctx.request, "headers", None), anonymous=role == ANONYMOUS)
+            hidden = app.flags.hidden_tools(self.registry.callable_by(role), caller.id if caller else None, role)
+            return self.registry.visible(result, role, again=again, hidden=hidden)
         if method == "prompts/get" and ctx.params is not None:
             prompts.check_prompt_request(ctx.params)
         return await call_next(ctx)
@@ -88,10 +92,6 @@ class RequestPipeline:
         except AgentChatError:  # a bad key: counted as anonymous, as tool calls are
             caller = None
         await self.limits.check(caller.id if caller else None, ctx.request)
-
-    async def _role(self, ctx: ServerRequestContext[AppContext, Any]) -> str:
-        caller = await _caller(ctx)
-        return caller.role if caller else ANONYMOUS
 
     async def _tool_call(self, ctx: ServerRequestContext[AppContext, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
@@ -113,12 +113,31 @@ class RequestPipeline:
                 raise failure
             refusal = None
             if isinstance(name, str):
-                refusal = await self.limits.refusal(name, principal_id, ctx.request) or self.registry.refusal(
-                    name, params.get("arguments") or {}, role
+                refusal = (
+                    await self.limits.refusal(name, principal_id, ctx.request)
+                    or self.registry.refusal(name, params.get("arguments") or {}, role)
+                    or self._paused(ctx, name, principal_id, role)
                 )
             result = refusal if refusal is not None else await call_next(ctx)
             seen.result = result
             return result
+
+    def _paused(
+        self,
+        ctx: ServerRequestContext[AppContext, Any],
+        name: str,
+        principal_id: str | None,
+        role: str | AgentChatError,
+    ) -> CallToolResult | None:
+        """A tool error if a feature flag (kill switch, per-tool switch) has `name` off for this caller."""
+        if name not in self.registry.roles or not isinstance(role, str):
+            return None
+        why = ctx.lifespan_context.flags.paused(name, principal_id, role)
+        if why is None:
+            return None
+        return CallToolResult(
+            content=[TextContent(type="text", text=f"Error executing tool {name}: {why}")], is_error=True
+        )
 
 
 async def _caller(ctx: ServerRequestContext[AppContext, Any]) -> Caller | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -17,7 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import ValidationError
 
-from agentchat_mcp import __version__, prompts, resources, startup
+from agentchat_mcp import prompts, resources, startup
 from agentchat_mcp.app import PROCESS_SESSION, AppContext
 from agentchat_mcp.payments import PaymentProvider, build_provider
 from agentchat_mcp.pipeline import RequestPipeline
@@ -26,6 +27,7 @@ from agentchat_mcp.services.analytics import Analytics
 from agentchat_mcp.services.conversations import Conversations
 from agentchat_mcp.services.earnings import EarningsService
 from agentchat_mcp.services.feed import ChangeFeed, Listener
+from agentchat_mcp.services.flags import FeatureFlags, provider_from
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.services.ledger import Ledger
 from agentchat_mcp.services.payments import Payments
@@ -38,7 +40,10 @@ from agentchat_mcp.store import Store, open_settings_store
 from agentchat_mcp.telemetry import Telemetry, ToolCallObserver, metered_payments
 from agentchat_mcp.tools import register_all
 from agentchat_mcp.tools.registry import ANONYMOUS, ToolRegistry
+from agentchat_mcp.versioning import API_VERSION, META_KEY, RENAMED, Deprecation
 from agentchat_mcp.web.app import analytics_app
+
+logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "agentchat: end-to-end encrypted conversations between AI agents, which people can pay to peek at. "
@@ -60,14 +65,32 @@ class AgentChatServer(MCPServer[AppContext]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[AppContext, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        used: list[Deprecation] = []
+        if self.registry is not None:
+            arguments, used = self.registry.deprecations(name, arguments)
+        for old in used:  # logged whatever the call's outcome; a result also carries the notice (below)
+            logger.warning(
+                "deprecated %s called; use %s (answers until %s)", old.subject, old.new, old.sunset.isoformat()
+            )
         try:
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if self.registry is None or isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
                 raise
             role = await _role(context)
             raise ToolError(f"Error executing tool {name}: {self.registry.explain(name, cause, role)}") from cause
+        return _with_sunset_notices(result, used) if used else result
+
+
+def _with_sunset_notices(
+    result: CallToolResult | InputRequiredResult, used: list[Deprecation]
+) -> CallToolResult | InputRequiredResult:
+    """The result of a call made through a deprecated name says until when that name answers."""
+    if not isinstance(result, CallToolResult):
+        return result
+    meta = {**(result.meta or {}), META_KEY: [old.notice() for old in used]}
+    return result.model_copy(update={"meta": meta})
 
 
 async def _role(context: Context[AppContext, Any] | None) -> str:
@@ -117,6 +140,11 @@ def build_app_context(
         peeks=peeks,
         earnings=EarningsService(store, ledger, peeks, provider=settings.payments),
         analytics=Analytics(store, telemetry.tool_usage, interval=settings.analytics_interval_seconds),
+        flags=FeatureFlags(
+            store,
+            count=telemetry.count_flag_evaluation,
+            provider=provider_from(settings.flags_provider) if settings.flags_provider else None,
+        ),
     )
     app.payments = Payments(
         store, app.ledger, identity, metered_payments(payments or build_provider(settings), telemetry), settings
@@ -149,8 +177,10 @@ async def running_app_context(
         app = build_app_context(settings, store, telemetry, payments)
         for listener in listeners:
             app.feed.add_listener(listener)
+        await app.flags.load()
         async with telemetry.watching(store), anyio.create_task_group() as tasks:
             tasks.start_soon(app.feed.run)
+            tasks.start_soon(app.flags.run)
             tasks.start_soon(app.peeks.run_sweeper)
             assert app.payments is not None
             tasks.start_soon(app.payments.run_renewals)
@@ -161,6 +191,7 @@ async def running_app_context(
                 tasks.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await app.analytics.refresh()  # the last tool calls counted in memory
+                app.flags.close()
                 if payments is None:  # ours: close its HTTP client (shielded: we are being cancelled)
                     with anyio.CancelScope(shield=True):
                         await app.payments.provider.aclose()
@@ -206,7 +237,9 @@ def build_server(
     bus = resources.ListenedBus()
     server = AgentChatServer(
         "agentchat",
-        version=__version__,
+        # The tool contract's semver (versioning.py); the package's version is on /healthz. No description:
+        # the 2026-era protocol stamps serverInfo onto every result.
+        version=API_VERSION,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level="WARNING",
@@ -225,6 +258,8 @@ def build_server(
     limits = RequestLimits(RateLimiter.from_settings(settings, telemetry))
     server.middleware.append(RequestPipeline(registry, limits, ToolCallObserver(telemetry)))
     register_all(registry)
+    for old in RENAMED:  # renamed tools and arguments keep answering under their old names until sunset
+        registry.deprecate(old)
     subscriptions = resources.register(server, bus)
     if shared is not None:  # once per server, not per (SSE) lifespan: subscribers hear of every message
         shared.feed.add_listener(subscriptions.conversation_changed)

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="How often buffered tool usage is written and the analytics rollups catch up; 0: only "
         "when analytics are read (docs/analytics.md).",
     )
+    flags_provider: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="module:function returning an OpenFeature provider to serve the feature flags instead of the "
+        "database (flagd, LaunchDarkly, Unleash ...).",
+    )
     sqlite_driver: Literal["inline", "aiosqlite"] = Field(
         default="inline",
         description="inline: statements run on the event loop (fast, SQLite is a library); aiosqlite: in a thread.",

@@ -224,6 +224,9 @@ class Telemetry:
             "encryption_failures", description="Stored messages or keys that failed to open or verify."
         )
         self.messages_sent = Tally(meter, "messages_sent_total", description="Messages stored.")
+        self.flag_evaluations = Tally(
+            meter, "feature_flag_evaluations_total", description="Feature flag evaluations, by flag and variant."
+        )
         # peeks and money (recorded by the peek and ledger services)
         self.peek_initiated = meter.create_counter("peek_initiated_total", description="Peek requests accepted.")
         self.peek_completed = meter.create_counter("peek_completed_total", description="Peek windows that ended.")
@@ -297,6 +300,10 @@ class Telemetry:
             )
 
     # sessions -----------------------------------------------------------------------------------
+
+    def count_flag_evaluation(self, attributes: dict[str, str]) -> None:
+        """One feature flag evaluation (services/flags.py), by flag and variant."""
+        self.flag_evaluations.add(1, attributes)
 
     def add_session_probe(self, probe: Callable[[], int]) -> None:
         """Count sessions someone else holds (e.g. the Streamable HTTP session manager's table)."""

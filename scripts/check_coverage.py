@@ -18,6 +18,8 @@ CRITICAL = {
     "agentchat_mcp/services/ledger.py": "money",
     "agentchat_mcp/services/peeks.py": "peeks and consent",
     "agentchat_mcp/services/identity.py": "authentication",
+    "agentchat_mcp/services/flags.py": "feature flags and kill switches",
+    "agentchat_mcp/services/flag_rules.py": "feature flag targeting",
     "agentchat_mcp/ratelimit.py": "rate limits",
     "agentchat_mcp/store/rollups.py": "analytics money figures",
     "agentchat_mcp/services/analytics/__init__.py": "analytics",

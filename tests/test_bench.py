@@ -29,3 +29,19 @@ def test_bench_send_prints_every_row_and_ratio_in_memory_and_over_http() -> None
         assert re.search(rf"http {era} ratio send/echo: \d\.\d\d .*by server CPU per call: \d\.\d\d", out), out
         assert re.search(rf"http {era} ceiling ratio: \d\.\d\d", out), out
         assert re.search(rf"http {era} echo via agentchat / echo: \d\.\d\d", out), out
+
+
+def test_bench_flags_prints_every_row_and_the_overhead_a_tool_call_pays() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/flags.py", "--n", "2000"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for label in ("pipeline check per tool call", "per evaluation, memoised", "OpenFeature client alone"):
+        assert re.search(rf"{re.escape(label)}.*\s\d+\.\d\d us", out), out
+    assert re.search(r"feature flags add to a tool call: \d+\.\d\d us \(target < 5 us: (met|NOT met)\)", out), out

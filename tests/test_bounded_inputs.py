@@ -48,6 +48,7 @@ CALLER = {
     "grant_credits": "admin",
     "create_invite": "admin",
     "get_agent_analytics": "agent",
+    "set_feature_flag": "admin",
 }
 
 
@@ -101,6 +102,7 @@ async def world(hub: Hub) -> tuple[dict[str, Account | None], dict[str, Any]]:
         "peek_price": "1.00",
         "max_price": "5.00",
         "amount": "10.00",
+        "flag": "peeks",  # a switch: only true or false fit its value
     }
     return {"anonymous": None, "agent": alice, "user": uma, "admin": root}, known
 

@@ -150,7 +150,7 @@ async def test_every_sdk_method_works_against_a_real_hub(hub: Hub, base: str) ->
 async def drive_growth_refund_and_analytics_tools(
     agent: Any, user: Any, admin: Any, other_agent: str, peek_id: str
 ) -> None:
-    """Referrals, ratings and badges (issue 12), refunds (issue 14) and analytics (issue 13)."""
+    """Referrals, ratings and badges (issue 12), refunds and feature flags (issue 14), analytics (issue 13)."""
     assert (await agent.get_referral_code()).code.startswith("ref_")
     assert (await user.get_referral_stats()).pending == 0
     await admin.verify_agent(other_agent, True, "checked by the SDK test")
@@ -159,6 +159,8 @@ async def drive_growth_refund_and_analytics_tools(
     assert (await agent.get_agent_analytics(period="month")).period == "month"
     assert (await admin.get_platform_analytics(period="week")).period == "week"
     assert (await admin.refund_peek(peek_id, "refunded by the SDK test")).replayed is False
+    await admin.set_feature_flag("tool.rate_agent", False, reason="paused by the SDK test")
+    assert "tool.rate_agent" in [f.key for f in (await admin.list_feature_flags()).flags]
 
 
 # --- errors -----------------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ async def test_the_tool_list_is_filtered_by_role(hub: Hub, accounts: dict[str, A
 # (referral_code x2; find_agents verified_only, min_rating, sort), then register_agent's template (5,212);
 # refund_peek (issue 14) raised admin 8,900 -> 9,700 before that merge.
 # Issue 13 (analytics): get_agent_analytics and get_platform_analytics, +890 agent, +730 admin, and its MCP App _meta (agent 20,103, admin 12,577).
-TOOLS_LIST_BUDGET = {"anonymous": 5_300, "agent": 20_200, "user": 19_100, "admin": 12_700}
+# Issue 14 (flags): set_feature_flag and list_feature_flags, admin 12,577 -> 15,373 (most of it the targeting-rule schema).
+TOOLS_LIST_BUDGET = {"anonymous": 5_300, "agent": 20_200, "user": 19_100, "admin": 15_500}
 
 
 def tools_list_size(listing: Any) -> int:

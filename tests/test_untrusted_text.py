@@ -54,6 +54,7 @@ UNTRUSTED_FIELDS = {
     "SubscriptionInfo.agent_name",
     "ReferralOut.referee_name",
     "CategoryOut.tag",  # agents' tags (get_platform_analytics)
+    "FlagChangeOut.reason",  # another admin's (or the operator's) words
 }
 # Strings the server writes (ids, times, USD amounts, its own sentences), or the caller's own words.
 SERVER_OR_OWN_FIELD_NAMES = frozenset(
@@ -83,6 +84,14 @@ SERVER_OR_OWN_FIELDS = {
     "PayoutOut.error",  # the server's reason a payout failed
     "ReferralOut.reason",  # the server's reason a referral was rejected
     "ReferralCodeOut.rewards",  # the hub's referral terms
+    "FeatureFlagOut.key",  # feature flags: the operator's configuration, and ids and times
+    "FeatureFlagOut.value",
+    "FeatureFlagOut.description",
+    "FeatureFlagOut.updated_by",
+    "FeatureFlagOut.updated_at",
+    "FlagChangeOut.subject",
+    "FlagChangeOut.actor",
+    "FlagChangeOut.changed_at",
 }
 HOSTILE = "INJECTED"  # every hostile text below contains it (any case); nothing the server writes does
 

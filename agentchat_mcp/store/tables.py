@@ -496,3 +496,43 @@ Index("ix_messages_sender_created", messages.c.sender_id, messages.c.created_at)
 Index("ix_messages_conversation_created", messages.c.conversation_id, messages.c.created_at)
 Index("ix_principals_role_created", principals.c.role, principals.c.created_at)
 Index("ix_peeks_requested", peeks.c.requested_at)
+
+# --- v1.4: feature flags (storage/versions/0008) --------------------------------------------------
+
+# A flag the operator set: its value (JSON) for everyone the rules (JSON list, first match wins) do not
+# pick out. A flag never set answers its built-in default (services/flags.py CATALOGUE).
+feature_flags = Table(
+    "feature_flags",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),  # boolean | string | number
+    Column("value", Text, nullable=False),
+    Column("rules", Text, nullable=False, server_default="[]"),
+    Column("hide_when_off", Boolean, nullable=False, server_default="0"),
+    Column("updated_by", String(64), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+)
+
+# Named groups (e.g. beta) that targeting rules name.
+feature_flag_groups = Table(
+    "feature_flag_groups",
+    metadata,
+    Column("name", String(40), nullable=False),
+    Column("principal_id", String(32), nullable=False),
+    Column("added_at", String(32), nullable=False),
+    PrimaryKeyConstraint("name", "principal_id"),
+)
+
+# The audit of flag and group changes (who, when, old -> new). The newest id is the flags' version.
+feature_flag_changes = Table(
+    "feature_flag_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(80), nullable=False),  # flag:KEY | group:NAME
+    Column("actor", String(64), nullable=False),  # cli:USER | an admin principal id
+    Column("changed_at", String(32), nullable=False),
+    Column("old", Text, nullable=True),  # JSON, None: did not exist
+    Column("new", Text, nullable=True),
+    Column("reason", String(200), nullable=False, server_default=""),
+)
+Index("ix_feature_flag_changes_subject", feature_flag_changes.c.subject, feature_flag_changes.c.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentchat_mcp.tools import analytics, conversations, growth, identity, money, payments, peeks
+from agentchat_mcp.tools import analytics, conversations, flags, growth, identity, money, payments, peeks
 from agentchat_mcp.tools.registry import ToolRegistry
 
 
@@ -14,3 +14,4 @@ def register_all(registry: ToolRegistry) -> None:
     payments.register(registry)
     growth.register(registry)
     analytics.register(registry)
+    flags.register(registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -18,6 +19,7 @@ from agentchat_mcp.app import AppContext
 from agentchat_mcp.errors import AgentChatError
 from agentchat_mcp.tools import arguments
 from agentchat_mcp.tools.listing import clean_description, listed, untrusted_fields, untrusted_note
+from agentchat_mcp.versioning import Deprecation
 
 logger = logging.getLogger(__name__)
 # The request being served, for handlers the SDK gives no Context (static resources).
@@ -88,6 +90,8 @@ class ToolRegistry:
         self._accepted: dict[str, frozenset[str]] = {}
         self._listed: dict[str, Tool] = {}  # what tools/list shows of each tool (listing.py)
         self._inputs: dict[str, dict[str, Any]] = {}  # each tool's full input schema
+        self._old_tools: dict[str, Deprecation] = {}  # an old tool name -> its deprecation (versioning.py)
+        self._old_arguments: dict[str, list[Deprecation]] = {}  # a tool -> its renamed arguments
 
     def add(
         self,
@@ -112,6 +116,51 @@ class ToolRegistry:
         self._accepted[name] = frozenset(tool.parameters.get("properties", {}))
         self._inputs[name] = tool.parameters
 
+    def deprecate(self, old: Deprecation) -> None:
+        """Keep an old tool name, or an old argument name, answering until its sunset (versioning.py):
+        listed, described as deprecated, and noticed on every call (deprecations, server.py)."""
+        tools = self.server._tool_manager._tools
+        target = old.tool or old.new
+        current = tools[target]
+        if old.tool is None:  # a renamed tool: the same tool under its old name
+            description = f"{old.description_line()}\n{current.description}"
+            tools[old.old] = current.model_copy(update={"name": old.old, "description": description})
+            self._listed[old.old] = self._listed[target].model_copy(
+                update={"name": old.old, "description": description}
+            )
+            self.roles[old.old] = self.roles[target]
+            self._accepted[old.old] = self._accepted[target]
+            self._inputs[old.old] = self._inputs[target]
+            self._old_tools[old.old] = old
+            return
+        # A renamed argument: accepted (and listed) under its old name too; renamed before the tool runs.
+        description = f"{current.description}\n{old.description_line()}"
+        note = {"description": f"Deprecated: use {old.new} (answers until {old.sunset.isoformat()})."}
+        parameters = copy.deepcopy(current.parameters)
+        parameters["properties"][old.old] = {**parameters["properties"][old.new], **note}
+        tools[target] = current.model_copy(update={"description": description, "parameters": parameters})
+        shown = self._listed[target]
+        schema = copy.deepcopy(shown.input_schema)
+        schema["properties"][old.old] = {**schema["properties"][old.new], **note}
+        self._listed[target] = shown.model_copy(update={"description": description, "input_schema": schema})
+        self._accepted[target] = self._accepted[target] | {old.old}
+        self._inputs[target] = parameters
+        self._old_arguments.setdefault(target, []).append(old)
+
+    def deprecations(self, name: str, arguments: dict[str, Any]) -> tuple[dict[str, Any], list[Deprecation]]:
+        """A call's arguments with renamed ones under their new names, and the deprecations the call used."""
+        used: list[Deprecation] = []
+        renamed_tool = self._old_tools.get(name)
+        if renamed_tool is not None:
+            used.append(renamed_tool)
+        for old in self._old_arguments.get(renamed_tool.new if renamed_tool else name, ()):
+            if old.old in arguments:
+                arguments = dict(arguments)
+                value = arguments.pop(old.old)
+                arguments.setdefault(old.new, value)  # given both, the new name wins
+                used.append(old)
+        return arguments, used
+
     def accepted_arguments(self, name: str) -> frozenset[str]:
         return self._accepted.get(name, frozenset())
 
@@ -123,12 +172,15 @@ class ToolRegistry:
         """Tool `name`'s argument error, as `role`'s model should read it (tools/arguments.py)."""
         return arguments.explain(error, self._inputs.get(name, {}), self.callable_by(role), self.roles)
 
-    def visible(self, result: HandlerResult, role: str, *, again: str | None = None) -> HandlerResult:
+    def visible(
+        self, result: HandlerResult, role: str, *, again: str | None = None, hidden: frozenset[str] = frozenset()
+    ) -> HandlerResult:
         """A tools/list result with only the tools `role` may call, each as listing.py lists it; `again`: the
-        registration tool this session called before it ever listed tools, shown once more (app.py)."""
+        registration tool this session called before it ever listed tools, shown once more (app.py);
+        `hidden`: tools a feature flag switched off and hides (services/flags.py)."""
 
         def allowed(name: str) -> bool:
-            return role in self.roles.get(name, frozenset()) or name == again
+            return (role in self.roles.get(name, frozenset()) or name == again) and name not in hidden
 
         if isinstance(result, ListToolsResult):
             tools = [self._listed[t.name] for t in result.tools if allowed(t.name)]
