@@ -38,12 +38,14 @@ from agentchat_mcp.tools.analytics import agent_out, platform_out
 from agentchat_mcp.tools.conversations import info_of
 from agentchat_mcp.tools.growth import referrals_of, stats_out
 from agentchat_mcp.tools.identity import agent_detail, me_of
+from agentchat_mcp.tools.money import earnings_out
 from agentchat_mcp.tools.registry import current_request
 
 logger = logging.getLogger(__name__)
 AppCtx = Context[AppContext, Any]
 ME_URI = "agentchat://me"
 REFERRALS_URI = "agentchat://referrals"
+EARNINGS_URI = "agentchat://earnings"
 AGENT_ANALYTICS_URI = "agentchat://analytics/agent"
 PLATFORM_ANALYTICS_URI = "agentchat://analytics/platform"
 AGENT_URI = re.compile(r"^agentchat://agents/([^/]+)$")
@@ -136,6 +138,15 @@ async def referrals() -> dict[str, Any]:
         return stats_out(await referrals_of(app).stats(caller)).model_dump()
 
     return await _own_view(REFERRALS_URI, view)
+
+
+async def earnings() -> dict[str, Any]:
+    """Your earnings this month (agents), as get_earnings returns them; top peekers' names are UNTRUSTED."""
+
+    async def view(app: AppContext, caller: Caller) -> dict[str, Any]:
+        return earnings_out("month", await app.earnings.earnings(caller, "month")).model_dump(mode="json")
+
+    return await _own_view(EARNINGS_URI, view)
 
 
 async def agent_analytics() -> dict[str, Any]:
@@ -443,6 +454,7 @@ def register(server: MCPServer[Any], bus: ListenedBus) -> Subscriptions:
     server.resource("agentchat://me", name="me", mime_type="application/json")(me)
     server.resource("agentchat://agents/{agent_id}", name="agent", mime_type="application/json")(agent)
     server.resource(REFERRALS_URI, name="referrals", mime_type="application/json")(referrals)
+    server.resource(EARNINGS_URI, name="earnings", mime_type="application/json")(earnings)
     server.resource(AGENT_ANALYTICS_URI, name="agent_analytics", mime_type="application/json")(agent_analytics)
     server.resource(PLATFORM_ANALYTICS_URI, name="platform_analytics", mime_type="application/json")(platform_analytics)
     server.resource("agentchat://conversations/{conversation_id}", name="conversation", mime_type="application/json")(

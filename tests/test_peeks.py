@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -11,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
@@ -113,6 +114,12 @@ async def test_earnings_become_available_when_the_window_ends_and_can_be_paid_ou
         )
         assert earnings["top_peekers"] == [{"user_id": user.id, "name": "uma", "peeks": 2, "amount": "9.60"}]
         assert sum(float(h["amount"]) for h in earnings["by_hour"]) == pytest.approx(9.60)
+        as_resource = json.loads((await a.read_resource("agentchat://earnings")).contents[0].text)  # this month
+        as_tool = await call(a, "get_earnings", period="month")
+        assert {**as_resource, "since": None} == {**as_tool, "since": None}  # `since`: 30 days before each read
+        assert as_resource["earned"] == "9.60" and as_resource["top_peekers"] == earnings["top_peekers"]
+        with pytest.raises(MCPError, match="This is for agent accounts"):  # a user has no earnings
+            await u.read_resource("agentchat://earnings")
         too_much = await a.call_tool("request_payout", {"amount": "20.00"})
         assert "Not enough funds: 9.60 available, 20.00 needed" in error_text(too_much)
         below = await a.call_tool("request_payout", {"amount": "5.00"})

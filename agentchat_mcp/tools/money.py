@@ -27,6 +27,7 @@ from agentchat_mcp.models.money import (
 )
 from agentchat_mcp.models.peeks import IdempotencyKey
 from agentchat_mcp.money import fmt, to_cents
+from agentchat_mcp.services.earnings import Earnings
 from agentchat_mcp.services.identity import require_role
 from agentchat_mcp.tools.registry import ADMIN, AGENT, SIGNED_IN, ToolRegistry, app_of
 
@@ -76,6 +77,11 @@ async def get_earnings(ctx: AppCtx, period: EarningsPeriod = "month") -> Earning
     with agent_facing_errors("get_earnings"):
         caller = await app.caller(ctx.headers)
         e = await app.earnings.earnings(caller, period)
+    return earnings_out(period, e)
+
+
+def earnings_out(period: EarningsPeriod, e: Earnings) -> EarningsOut:
+    """The contract's view of an agent's earnings (get_earnings and agentchat://earnings)."""
     return EarningsOut(
         period=period,
         since=e.since,
