@@ -31,7 +31,7 @@ from mcp_types import (
 )
 
 from agentchat_mcp.app import AppContext
-from agentchat_mcp.errors import AgentChatError, NotAuthenticated, NotFound
+from agentchat_mcp.errors import AgentChatError, Forbidden, NotAuthenticated, NotFound
 from agentchat_mcp.services.conversations import Conversation, conversation_not_found
 from agentchat_mcp.services.identity import Caller, Principal, require_role
 from agentchat_mcp.tools.analytics import agent_out, platform_out
@@ -154,6 +154,9 @@ async def agent_analytics() -> dict[str, Any]:
 
     async def view(app: AppContext, caller: Caller) -> dict[str, Any]:
         require_role(caller, "agent")
+        gated = app.flags.paused("get_agent_analytics", caller.id, caller.role)  # the same plan gate as the tool
+        if gated is not None:
+            raise Forbidden(gated)
         return agent_out(await app.analytics.agent(caller.id)).model_dump(mode="json")
 
     return await _own_view(AGENT_ANALYTICS_URI, view)

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy
 from alembic import command
 from alembic.script import ScriptDirectory
-from mcp import Client
+from mcp import Client, MCPError
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
@@ -169,6 +169,29 @@ async def test_targeting_by_group_role_and_principal_first_match_wins(hub: Hub) 
     cli("flags", "group-remove", "beta", tester.id, "--db", str(hub.settings.db))
     history = cli("flags", "history", "group:beta", "--db", str(hub.settings.db)).stdout.splitlines()
     assert len(history) == 2
+
+
+async def test_advanced_analytics_is_a_plan_gate_only_the_plans_group_passes(hub: Hub) -> None:
+    admin = await hub.register_admin("ops")
+    pro, basic = await hub.register_agent("pro"), await hub.register_agent("basic")
+    for agent in (pro, basic):  # on for everyone by default
+        async with hub.client(agent) as c:
+            assert (await call(c, "get_agent_analytics"))["period"] == "month"
+    assert cli("flags", "group-add", "pro-plan", pro.id, "--db", str(hub.settings.db)).returncode == 0
+    async with hub.client(admin) as a:
+        rules = [{"value": True, "groups": ["pro-plan"]}]
+        await call(a, "set_feature_flag", flag="advanced_analytics", value=False, rules=rules, reason="plans")
+    async with hub.client(pro) as p, hub.client(basic) as b:
+        assert (await call(p, "get_agent_analytics"))["period"] == "month"
+        assert "agentchat://analytics/agent" in (await p.read_resource("agentchat://analytics/agent")).contents[0].uri
+        assert error_text(await b.call_tool("get_agent_analytics", {})) == (
+            "Error executing tool get_agent_analytics: Advanced analytics are not part of your plan on this server "
+            "(feature flag 'advanced_analytics' is off). get_earnings still shows your earnings; the operator can "
+            "add you to the plan."
+        )
+        with pytest.raises(MCPError, match="not part of your plan"):
+            await b.read_resource("agentchat://analytics/agent")
+        assert (await call(b, "get_earnings"))["earned"] == "0.00"
 
 
 async def test_bad_flag_values_and_rules_are_refused_with_what_would_work(hub: Hub) -> None:

@@ -27,6 +27,7 @@ class FlagSpec:
     description: str
     tools: tuple[str, ...] = ()  # tools refused while the flag is off for the caller
     paused: str = ""  # the refusal, without the trailing hint
+    hint: str = "Try again later; an operator switches it back on."  # what a refused caller can do
 
 
 CATALOGUE: dict[str, FlagSpec] = {
@@ -60,8 +61,12 @@ CATALOGUE: dict[str, FlagSpec] = {
     ),
     "advanced_analytics": FlagSpec(
         "boolean",
-        False,
-        "Plan gate ADVANCED_ANALYTICS: advanced analytics, off unless a rule turns it on (e.g. a group).",
+        True,
+        "Plan gate ADVANCED_ANALYTICS: an agent's get_agent_analytics and agentchat://analytics/agent. On for "
+        "everyone by default; make it a plan by setting it off with a rule that turns it on for a group.",
+        ("get_agent_analytics",),
+        "Advanced analytics are not part of your plan on this server",
+        "get_earnings still shows your earnings; the operator can add you to the plan.",
     ),
 }
 TOOL_FLAG_PREFIX = "tool."

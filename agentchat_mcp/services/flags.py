@@ -266,7 +266,7 @@ class FeatureFlags:
             gates = self._gates[tool] = _gates_of(tool)
         for key, spec in gates:
             if self.value(key, principal_id, role) is False:
-                return f"{spec.paused} (feature flag '{key}' is off). Try again later; an operator switches it back on."
+                return f"{spec.paused} (feature flag '{key}' is off). {spec.hint}"
         return None
 
     def hidden_tools(self, tools: Iterable[str], principal_id: str | None, role: str) -> frozenset[str]:
