@@ -154,6 +154,7 @@ def build_app_context(
     app.referrals = Referrals(store, ledger, referral_rules(settings))
     identity.registration_hooks.append(app.referrals.attach)
     peeks.referrals = app.referrals
+    app.referrals.switched_on = partial(app.flags.enabled, "referrals")
     app.payments.referrals = app.referrals
     if settings.api_key is not None:
         app.session_keys[PROCESS_SESSION] = settings.api_key.get_secret_value()

@@ -22,7 +22,7 @@ from agentchat_mcp import clock
 from agentchat_mcp.app import AppContext
 from agentchat_mcp.server import build_app_context
 from agentchat_mcp.services.identity import RegistrationFacts
-from agentchat_mcp.services.referrals import add_months
+from agentchat_mcp.services.referrals import PAUSED, add_months
 from agentchat_mcp.store import migrations, open_store
 from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, structured
 from tests.payments_support import event, pay_hub
@@ -206,6 +206,55 @@ async def test_a_refunded_peek_takes_its_commission_back_with_it(hub: Hub) -> No
     got = await stats(hub, alice)
     assert (got["earned_lifetime"], got["earned_this_month"]) == ("0.80", "0.80")
     assert kept != refunded
+    accounts_in_range(hub)
+
+
+async def switch_referrals(hub: Hub, on: bool) -> None:
+    root = await hub.register_admin("root-on" if on else "root-off")
+    async with hub.client(root) as r:
+        structured(await r.call_tool("set_feature_flag", {"flag": "referrals", "value": on, "reason": "test"}))
+
+
+async def settle_as_a_server_does(hub: Hub) -> None:
+    """settle() with the feature flags loaded, as a running server's sweeper has them."""
+    async with service(hub) as app:
+        await app.flags.load()
+        await app.peeks.settle_due()
+        app.flags.close()
+
+
+async def test_while_the_referrals_switch_is_off_nobody_is_attributed_and_nothing_is_paid(
+    hub: Hub, travel: TravelClock
+) -> None:
+    configure(hub, referral_granted_credit_qualifies=True)
+    alice, ann = await hub.register_agent("alice"), await hub.register_user("ann")
+    bob = await register(hub, "agent", "bob", await code_of(hub, alice), peek_price="10.00")
+    uma = await register(hub, "user", "uma", await code_of(hub, ann))
+    carl = await hub.register_agent("carl", peek_price="1.00", can_refuse=False)
+    await grant(hub, uma, "100.00")
+    conv = await talk(hub, bob, carl)
+    code = await code_of(hub, alice)
+
+    await switch_referrals(hub, False)
+    before = rows(hub, "SELECT COUNT(*) FROM principals")
+    async with hub.client() as c:
+        args = {"name": "dan", "peek_price": "1.00", "referral_code": code}
+        refused = error_text(await c.call_tool("register_agent", args))
+    assert refused == f"Error executing tool register_agent: {PAUSED}"
+    assert rows(hub, "SELECT COUNT(*) FROM principals") == before
+    await peek(hub, uma, conv, "11.00")  # captured and ended while paused: no commission, no reward
+    travel.advance(minutes=10)
+    await settle_as_a_server_does(hub)
+    assert account(hub, f"agent:{alice.id}:available") == 0
+    assert account(hub, f"user:{ann.id}:credit") == 0
+    assert rows(hub, "SELECT kind, status FROM referrals ORDER BY kind") == [("agent", "pending"), ("user", "pending")]
+
+    await switch_referrals(hub, True)
+    await peek(hub, uma, conv, "11.00")
+    travel.advance(minutes=10)
+    await settle_as_a_server_does(hub)
+    assert account(hub, f"agent:{alice.id}:available") == 80  # 10% of bob's 8.00, this peek only
+    assert account(hub, f"user:{ann.id}:credit") == 500  # the next qualifying peek paid the reward
     accounts_in_range(hub)
 
 

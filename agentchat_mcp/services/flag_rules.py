@@ -55,7 +55,8 @@ CATALOGUE: dict[str, FlagSpec] = {
     "referrals": FlagSpec(
         "boolean",
         True,
-        "Kill switch: the referral programme (get_referral_code, get_referral_stats).",
+        "Kill switch: the referral programme (get_referral_code, get_referral_stats; while off, registrations "
+        "with a referral code are refused and no commission or reward is paid).",
         ("get_referral_code", "get_referral_stats"),
         "The referral programme is paused on this server",
     ),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from sqlalchemy import and_, func, insert, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
-from agentchat_mcp.errors import InvalidInput
+from agentchat_mcp.errors import Forbidden, InvalidInput
 from agentchat_mcp.services.identity import Caller, RegistrationFacts
 from agentchat_mcp.services.ledger import (
     PLATFORM_REFERRALS,
@@ -52,6 +53,10 @@ CODE_PATTERN = r"^ref_[A-Za-z0-9_-]{16}$"
 COMMISSION_KIND = "referral_commission"
 REWARD_KIND = "referral_reward"
 CLAWBACK_KIND = "referral_clawback"
+PAUSED = (
+    "The referral programme is paused on this server (feature flag 'referrals' is off); nobody was registered. "
+    "Register without referral_code, or try again later."
+)
 BAD_CODE = (
     "This referral code is not valid on this hub (check it with whoever gave it to you); nobody was "
     "registered. Register again with the right referral_code, or without one."
@@ -125,6 +130,9 @@ class Referrals:
         self._store = store
         self._ledger = ledger
         self.rules = rules or ReferralRules()
+        # Whether the programme is on for a referrer (principal id, role): the `referrals` feature flag,
+        # wired by build_app_context. While off: no new attributions, commissions or rewards.
+        self.switched_on: Callable[[str, str], bool] = lambda _principal, _role: True
 
     # --- attribution (Identity.register's transaction) -------------------------------------------
 
@@ -137,6 +145,8 @@ class Referrals:
         ).first()
         if referrer is None:
             raise InvalidInput(BAD_CODE)
+        if not self.switched_on(referrer.id, referrer.role):
+            raise Forbidden(PAUSED)
         now = clock.parse(facts.created_at)
         reason = await self._refusal(conn, referrer, facts, now)
         earns_until = None
@@ -226,8 +236,8 @@ class Referrals:
                     )
                 )
             ).first()
-            if row is None:
-                continue
+            if row is None or not self.switched_on(row.referrer_id, row.kind):
+                continue  # not referred, or the programme is paused for its referrer: no commission on this one
             share = consent.price_cents - consent.fee_cents
             commission = min(share * self.rules.commission_percent // 100, consent.fee_cents, revenue)
             if commission <= 0:
@@ -283,6 +293,13 @@ class Referrals:
         ).first()
         if row is None or (row.status == "completed" and row.qualifying_peek_id != peek_id):
             return  # not referred, or another peek qualified it and its window is still open
+        if not self.switched_on(row.referrer_id, row.kind):  # paused: the referee's next peek may qualify it
+            await conn.execute(
+                update(referrals)
+                .where(referrals.c.id == row.id)
+                .values(status="pending", completed_at=None, qualifying_peek_id=None, updated_at=now)
+            )
+            return
         if row.status == "pending":  # qualified before this schema, or by a setting changed since
             capture = await self._entry_lines(conn, f"peek:{peek_id}:capture")
             paid = -sum(x.amount_cents for x in capture if x.account == user_held(user_id))
