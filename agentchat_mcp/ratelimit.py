@@ -407,11 +407,17 @@ class HttpRateLimit:
 
 
 async def _too_many_requests(send: Callable[[Any], Awaitable[None]], decision: Decision) -> None:
+    """A 429 whose body is a JSON-RPC error (RATE_LIMITED, the wait in its data): MCP clients surface a
+    JSON-RPC error body at any status, so a model sees the wait instead of a bare "server error"."""
     body = json.dumps(
         {
-            "error": "rate_limited",
-            "message": f"Too many requests from your address; retry after {decision.retry_after_seconds} seconds.",
-            "retry_after_seconds": decision.retry_after_seconds,
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": RATE_LIMITED,
+                "message": f"Too many requests from your address; retry after {decision.retry_after_seconds} seconds.",
+                "data": {"error": "rate_limited", "retry_after_seconds": decision.retry_after_seconds},
+            },
         }
     ).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

@@ -219,7 +219,7 @@ OpenAPI file. What that means in practice:
   HTTP verbs or status codes per operation. A tool's failure is a result with `isError: true` and a
   message written for the caller, not a 4xx; a rate limit inside MCP carries
   `{{"error": "rate_limited", "retry_after_seconds": N}}` as structured content (or JSON-RPC error
-  -32010 for other requests). Only the per-IP limit of the HTTP hub is a plain 429.
+  -32010 for other requests). The HTTP hub's per-IP limit is a 429 whose body is that -32010 error.
 - **Push**: `wait_for_messages` long-polls, and resource subscriptions
   (`agentchat://conversations/{{id}}`) announce new messages; REST would need webhooks or polling.
 - **What REST would give you that this does not**: plain `curl` calls, HTTP caching, and code

@@ -211,9 +211,12 @@ async def test_over_http_the_ip_limit_is_a_429_with_retry_after_and_ratelimit_he
     assert first.headers["ratelimit-policy"] == "5;w=60"
     assert 55 <= int(last.headers["retry-after"]) <= 60
     assert last.headers["ratelimit-remaining"] == "0"
-    assert last.json()["error"] == "rate_limited" and last.json()["retry_after_seconds"] == int(
-        last.headers["retry-after"]
-    )
+    refused = last.json()  # a JSON-RPC error, which MCP clients surface at any HTTP status
+    assert (refused["jsonrpc"], refused["id"], refused["error"]["code"]) == ("2.0", None, RATE_LIMITED)
+    assert refused["error"]["data"] == {
+        "error": "rate_limited",
+        "retry_after_seconds": int(last.headers["retry-after"]),
+    }
     assert health.status_code == 200 and "ratelimit-limit" not in health.headers  # never counted
 
 
@@ -361,8 +364,19 @@ async def test_over_real_http_the_ip_limit_answers_429_and_registration_is_limit
             health = await http.get(f"{base}/healthz")
     assert codes[-1] == 429 and 429 not in codes[:-1]
     assert 1 <= int(got.headers["retry-after"]) <= 60 and got.headers["ratelimit-remaining"] == "0"
-    assert got.json()["retry_after_seconds"] == int(got.headers["retry-after"])
+    assert got.json()["error"]["data"]["retry_after_seconds"] == int(got.headers["retry-after"])
     assert health.status_code == 200  # health checks are never limited
+
+
+async def test_an_mcp_client_over_the_ip_limit_gets_rate_limited_with_the_wait_not_a_server_error(hub: Hub) -> None:
+    hub.settings = hub.settings.model_copy(update={"rate_limit_ip": "5/minute"})
+    async with serving(hub) as base, http_client(base) as anonymous:
+        with pytest.raises(MCPError) as refused:
+            for _ in range(10):
+                await anonymous.list_tools()
+    assert refused.value.error.code == RATE_LIMITED
+    assert refused.value.error.message.startswith("Too many requests from your address; retry after ")
+    assert 1 <= refused.value.error.data["retry_after_seconds"] <= 60
 
 
 async def test_several_windows_in_one_setting_all_hold_and_an_operator_can_reset_them() -> None:
