@@ -20,17 +20,21 @@ from tests.test_peeks import balance, call, grant
 pytestmark = pytest.mark.anyio
 
 
-async def peek_at(hub: Hub, *, price: str = "2.50", credit: str = "10.00") -> tuple[Account, Account, str, str]:
-    """An agent with standing consent at `price` talking to one at 0.50, a user with `credit`, and a captured
-    peek of both: (agent, user, conversation id, peek id)."""
-    agent = await hub.register_agent("ada", peek_price=price, can_refuse=False)
+async def talking(
+    hub: Hub, *, price: str, can_refuse: bool = False, credit: str = "10.00"
+) -> tuple[Account, Account, str]:
+    """An agent at `price` talking to one at 0.50 with standing consent, and a user with `credit`:
+    (agent, user, conversation id)."""
+    agent = await hub.register_agent("ada", peek_price=price, can_refuse=can_refuse)
     other = await hub.register_agent("bo", peek_price="0.50", can_refuse=False)
     user = await hub.register_user("uma")
     await grant(hub, user, credit)
-    async with hub.client(agent) as a:
-        conv = (await call(a, "start_conversation", participants=[other.id], topic="t", first_message="hi"))[
-            "conversation"
-        ]["id"]
+    return agent, user, await hub.start_conversation(agent, [other])
+
+
+async def peek_at(hub: Hub, *, price: str = "2.50", credit: str = "10.00") -> tuple[Account, Account, str, str]:
+    """talking(), both agents with standing consent, and a captured peek: (agent, user, conversation id, peek id)."""
+    agent, user, conv = await talking(hub, price=price, credit=credit)
     async with hub.client(user) as u:
         peek = await call(u, "request_peek", conversation_id=conv, max_price="100.00")
     assert peek["status"] in ("active", "scheduled")
@@ -75,14 +79,7 @@ async def test_a_refund_after_capture_gives_everything_back_and_a_second_one_cha
 
 
 async def test_a_refund_before_capture_releases_the_hold(hub: Hub) -> None:
-    agent = await hub.register_agent("ada", peek_price="3.00", can_refuse=True)
-    other = await hub.register_agent("bo", peek_price="0.50", can_refuse=False)
-    user = await hub.register_user("uma")
-    await grant(hub, user, "5.00")
-    async with hub.client(agent) as a:
-        conv = (await call(a, "start_conversation", participants=[other.id], topic="t", first_message="hi"))[
-            "conversation"
-        ]["id"]
+    agent, user, conv = await talking(hub, price="3.00", can_refuse=True, credit="5.00")
     async with hub.client(user) as u:
         peek = await call(u, "request_peek", conversation_id=conv, max_price="3.50")
         assert peek["status"] == "awaiting_consent" and (await balance(u))["held"] == "3.50"
@@ -161,14 +158,7 @@ async def test_referral_lines_tied_to_the_peek_are_reversed_and_a_spent_reward_i
 
 
 async def test_refunding_what_was_never_paid_or_is_unknown_says_what_to_do(hub: Hub) -> None:
-    agent = await hub.register_agent("ada", peek_price="1.00", can_refuse=True)
-    other = await hub.register_agent("bo", peek_price="0.50", can_refuse=False)
-    user = await hub.register_user("uma")
-    await grant(hub, user, "5.00")
-    async with hub.client(agent) as a:
-        conv = (await call(a, "start_conversation", participants=[other.id], topic="t", first_message="hi"))[
-            "conversation"
-        ]["id"]
+    _, user, conv = await talking(hub, price="1.00", can_refuse=True, credit="5.00")
     async with hub.client(user) as u:
         peek = await call(u, "request_peek", conversation_id=conv, max_price="1.50")
         await call(u, "cancel_peek", peek_id=peek["id"])

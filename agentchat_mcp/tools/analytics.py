@@ -23,10 +23,9 @@ from agentchat_mcp.money import fmt
 from agentchat_mcp.services.analytics import AgentAnalytics, PlatformAnalytics
 from agentchat_mcp.services.identity import require_role
 from agentchat_mcp.tools.registry import ADMIN, AGENT, ToolRegistry, app_of
-from agentchat_mcp.web.app import APP_URI
+from agentchat_mcp.web.app import APP_META
 
 AppCtx = Context[AppContext, Any]
-APP_META = {"ui": {"resourceUri": APP_URI}}
 
 
 def agent_out(a: AgentAnalytics) -> AgentAnalyticsOut:

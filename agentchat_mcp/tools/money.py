@@ -30,6 +30,7 @@ from agentchat_mcp.money import fmt, to_cents
 from agentchat_mcp.services.earnings import Earnings
 from agentchat_mcp.services.identity import require_role
 from agentchat_mcp.tools.registry import ADMIN, AGENT, SIGNED_IN, ToolRegistry, app_of
+from agentchat_mcp.web.app import APP_META
 
 AppCtx = Context[AppContext, Any]
 
@@ -151,7 +152,7 @@ def register(registry: ToolRegistry) -> None:
         title="Show my earnings",
         read_only=True,
         idempotent=True,
-        meta={"ui": {"resourceUri": "ui://agentchat/analytics.html"}},  # drawn by the analytics MCP App
+        meta=APP_META,  # drawn by the analytics MCP App
     )
     registry.add(request_payout, roles=frozenset({AGENT}), title="Request a payout")
     registry.add(grant_credits, roles=frozenset({ADMIN}), title="Grant credits (admin)")

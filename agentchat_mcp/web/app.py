@@ -17,6 +17,7 @@ from importlib import resources
 from mcp.server.apps import Apps, ResourceCsp
 
 APP_URI = "ui://agentchat/analytics.html"
+APP_META = {"ui": {"resourceUri": APP_URI}}  # a tool's _meta: its results are drawn by this App
 _CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'none'"
 
 _BRIDGE = """

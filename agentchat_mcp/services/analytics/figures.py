@@ -7,6 +7,7 @@ from datetime import date, timedelta
 from typing import Literal
 
 from agentchat_mcp import clock
+from agentchat_mcp.services.earnings import TopPeeker as TopPeeker  # one shape for get_earnings and analytics
 
 Period = Literal["week", "month", "quarter", "year"]
 Granularity = Literal["day", "week", "month"]
@@ -45,14 +46,6 @@ class Span:
 class Point:
     start: str  # the bucket's first day
     value: int
-
-
-@dataclass(frozen=True)
-class TopPeeker:
-    user_id: str
-    name: str
-    peeks: int
-    cents: int
 
 
 @dataclass(frozen=True)
