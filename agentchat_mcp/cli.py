@@ -246,6 +246,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         from agentchat_mcp import backups
 
+        if args.db_command == "copy":
+            return await _copy_database(args, settings)
         if args.db_command in ("verify", "restore"):
             source = Path(args.path).expanduser().resolve()
             if args.db_command == "verify":
@@ -276,6 +278,22 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
             return 0
 
     return _run(run)
+
+
+async def _copy_database(args: argparse.Namespace, settings: Settings) -> int:
+    """db copy --to URL: the (migrated) SQLite store into an empty PostgreSQL database, checked."""
+    from agentchat_mcp.store.copy import copy_to_postgresql
+
+    async with _open_store(settings) as store:  # migrate the source to head first, as every command does
+        source = store.path
+    copied = await copy_to_postgresql(source, args.to)
+    print(json.dumps(copied.summary()))
+    print(
+        f"copied. Serve from it with AGENTCHAT_DB=<that URL> and AGENTCHAT_SECRET_FILE={settings.resolved_secret_file()} "
+        "(the same server secret: every API key keeps working)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _why_not(folder: Path, exc: BaseException) -> str:
@@ -720,6 +738,13 @@ def _add_database(sub: Any, db: argparse.ArgumentParser) -> None:
     restore.add_argument("path", help="the backup file to restore")
     restore.add_argument("--force", action="store_true", help="overwrite an existing database (stop its servers)")
     restore.set_defaults(handler=cmd_db)
+    copy = db_actions.add_parser(
+        "copy", parents=[db], help="copy this SQLite database into an empty PostgreSQL database, then check it"
+    )
+    copy.add_argument(
+        "--to", required=True, metavar="URL", help="the empty target, e.g. postgresql://user@host/agentchat"
+    )
+    copy.set_defaults(handler=cmd_db)
 
     secrets = sub.add_parser("secrets", help="the server secret that keys API-key hashes")
     secret_actions = secrets.add_subparsers(dest="secrets_command", required=True)

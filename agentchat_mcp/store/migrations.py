@@ -80,3 +80,8 @@ async def upgrade(store: Store) -> None:
 async def current_revision(store: Store) -> str | None:
     async with store.read() as conn:
         return await conn.run_sync(_current)
+
+
+def upgrade_connection(conn: Connection) -> None:
+    """Bring the database behind `conn` to head inside the transaction it is in (db copy's target)."""
+    _upgrade(conn)
