@@ -338,7 +338,8 @@ class Telemetry:
     async def watching(self, store: Store) -> AsyncIterator[None]:
         """While a store is open: its write-lock waits and file sizes; with OTLP, fresh business gauges."""
         store.write_wait_observers.append(self.db_write_wait.record)
-        self._db_files.append(store.path)
+        files = [store.path] if store.path is not None else []  # PostgreSQL: sizes are its own to report
+        self._db_files.extend(files)
         try:
             if otlp_configured():
                 async with anyio.create_task_group() as tasks:
@@ -351,7 +352,8 @@ class Telemetry:
                 yield
         finally:
             store.write_wait_observers.remove(self.db_write_wait.record)
-            self._db_files.remove(store.path)
+            for path in files:
+                self._db_files.remove(path)
 
     def _observe_db(self, *, suffix: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
