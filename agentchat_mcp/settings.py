@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         description="inline: statements run on the event loop (fast, SQLite is a library); aiosqlite: in a thread.",
     )
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    pg_pool_size: int = Field(
+        default=10, ge=1, le=500, description="PostgreSQL: connections each process keeps open (reads run on them)."
+    )
+    pg_pool_overflow: int = Field(default=10, ge=0, le=500, description="PostgreSQL: more connections at peaks.")
     # --- payments (agentchat_mcp/payments): Stripe's own variable names, without the prefix ---
     stripe_api_key: SecretStr | None = Field(
         default=None,

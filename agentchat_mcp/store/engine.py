@@ -492,7 +492,11 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
 def open_settings_store(settings: Settings, *, upgrade: bool = True) -> AbstractAsyncContextManager[Store]:
     """The database of `settings`, opened the way the server and every command open it."""
     return open_store(
-        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
+        settings.db,
+        busy_timeout=settings.busy_timeout_seconds,
+        driver=settings.sqlite_driver,
+        upgrade=upgrade,
+        pool=(settings.pg_pool_size, settings.pg_pool_overflow),
     )
 
 
@@ -550,18 +554,23 @@ def _unusable(path: Path, exc: BaseException) -> DatabaseUnavailable:
 
 
 def open_store(
-    path: Path | PostgresUrl, *, busy_timeout: float = 30.0, upgrade: bool = True, driver: str = "inline"
+    path: Path | PostgresUrl,
+    *,
+    busy_timeout: float = 30.0,
+    upgrade: bool = True,
+    driver: str = "inline",
+    pool: tuple[int, int] = (10, 10),
 ) -> AbstractAsyncContextManager[Store]:
     """Open the database at `path` (an SQLite file, created if needed, or a PostgreSQL URL),
     migrated to the newest schema.
 
     A database that cannot be used raises DatabaseUnavailable (one line for the operator), before
-    anything is created there.
+    anything is created there. `pool`: PostgreSQL's connections kept open, and more at peaks.
     """
     if isinstance(path, PostgresUrl):
         from agentchat_mcp.store.postgres import open_postgres_store  # asyncpg: imported only when used
 
-        return open_postgres_store(path, upgrade=upgrade)
+        return open_postgres_store(path, upgrade=upgrade, pool=pool)
     return _open_sqlite(path, busy_timeout=busy_timeout, upgrade=upgrade, driver=driver)
 
 

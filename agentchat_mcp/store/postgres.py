@@ -42,8 +42,6 @@ CHANNEL = "agentchat_changes"
 WRITE_LOCK = 0x61676E74_63686174 >> 1  # 'agntchat', one key for the whole database (fits a bigint)
 # One round trip at BEGIN: queue behind every other writer, then say "changed" (sent only on commit).
 _BEGIN_WRITE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_notify('{CHANNEL}', '')"
-POOL_SIZE = 10
-POOL_OVERFLOW = 20
 PG_DUMP = "use pg_dump / pg_restore (or your provider's snapshots) for PostgreSQL"
 
 
@@ -59,12 +57,12 @@ def engine_url(url: PostgresUrl) -> URL:
 class PostgresStore(Store):
     """Transactions on one PostgreSQL database (SQLAlchemy's async engine on asyncpg, pooled)."""
 
-    def __init__(self, url: PostgresUrl) -> None:
+    def __init__(self, url: PostgresUrl, *, pool: tuple[int, int] = (10, 10)) -> None:
         super().__init__()
         self.url = url
         sa_url = engine_url(url)
         self._dsn = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.engine = create_async_engine(sa_url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        self.engine = create_async_engine(sa_url, pool_size=pool[0], max_overflow=pool[1])
         self._reads = self.engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # Our own writers queue here first, so a queue of them holds one pooled connection, not one each.
@@ -166,11 +164,13 @@ class PostgresStore(Store):
 
 
 @asynccontextmanager
-async def open_postgres_store(url: PostgresUrl, *, upgrade: bool = True) -> AsyncIterator[Store]:
+async def open_postgres_store(
+    url: PostgresUrl, *, upgrade: bool = True, pool: tuple[int, int] = (10, 10)
+) -> AsyncIterator[Store]:
     """Connect, LISTEN, and migrate to the newest schema (one replica at a time: the write lock)."""
     from agentchat_mcp.store import migrations
 
-    store = PostgresStore(url)
+    store = PostgresStore(url, pool=pool)
     try:
         try:
             async with store.read() as conn:
