@@ -241,6 +241,13 @@ def query(db: Path | PostgresUrl, sql: str, *args: Any) -> list[tuple[Any, ...]]
     return run_async(run)
 
 
+def table_names(db: Path | PostgresUrl) -> list[str]:
+    """The tables of the database (SQLite's own, such as sqlite_sequence, included there)."""
+    if isinstance(db, PostgresUrl):
+        return [r[0] for r in query(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    return [r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")]
+
+
 def drop_leftovers() -> list[str]:
     """Drop every database named with PREFIX (what crashed runs left); returns their names."""
     import asyncpg

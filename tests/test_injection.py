@@ -7,11 +7,11 @@ quotes, NUL, escapes, bidi overrides, LIKE wildcards, must come back byte for by
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
 
+from tests import support_db
 from tests.conftest import Hub, structured
 
 pytestmark = pytest.mark.anyio
@@ -36,8 +36,7 @@ WRAPPED = [f"<{p}>" for p in PAYLOADS]
 
 
 def tables(hub: Hub) -> set[str]:
-    with sqlite3.connect(hub.settings.db) as db:
-        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return set(support_db.table_names(hub.settings.db))
 
 
 async def test_profile_fields_are_stored_and_returned_verbatim(hub: Hub) -> None:
@@ -92,10 +91,10 @@ async def test_topics_and_messages_are_stored_and_returned_verbatim(hub: Hub) ->
             assert listed[conversation_id] == payload[:200]
             page = structured(await b.call_tool("read_messages", {"conversation_id": conversation_id}))
             assert [m["text"] for m in page["messages"]] == [payload, payload * 3]
-    with sqlite3.connect(hub.settings.db) as db:
-        assert db.execute("SELECT COUNT(*) FROM principals").fetchone()[0] == 2
-        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 2 * len(WRAPPED)
-        assert db.execute("SELECT COUNT(*) FROM principals WHERE role = 'admin'").fetchone()[0] == 0
+    db = hub.settings.db
+    assert support_db.query(db, "SELECT COUNT(*) FROM principals") == [(2,)]
+    assert support_db.query(db, "SELECT COUNT(*) FROM messages") == [(2 * len(WRAPPED),)]
+    assert support_db.query(db, "SELECT COUNT(*) FROM principals WHERE role = 'admin'") == [(0,)]
 
 
 async def all_conversations(client: Any) -> dict[str, str]:
