@@ -194,7 +194,8 @@ def _json_types(value: Any) -> set[str]:
 
 
 def row_counts(db: Path | PostgresUrl) -> dict[str, int]:
-    tables = support_db.table_names(db)
+    # tool_usage_daily: the per-tool call counters (refused calls count too), flushed every few seconds
+    tables = [t for t in support_db.table_names(db) if t != "tool_usage_daily"]
     counts = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM \"{t}\"" for t in tables)  # noqa: S608 (table names)
     return {t: int(n) for t, n in support_db.query(db, counts)}
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agentchat_mcp.errors import InvalidInput
 from agentchat_mcp.settings import PostgresUrl
 from agentchat_mcp.store.engine import DatabaseUnavailable, DbConnection, NotOnPostgres, PooledConnection, Store
 
@@ -43,6 +44,8 @@ WRITE_LOCK = 0x61676E74_63686174 >> 1  # 'agntchat', one key for the whole datab
 # One round trip at BEGIN: queue behind every other writer, then say "changed" (sent only on commit).
 _BEGIN_WRITE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_notify('{CHANNEL}', '')"
 PG_DUMP = "use pg_dump / pg_restore (or your provider's snapshots) for PostgreSQL"
+# PostgreSQL text cannot hold U+0000 (SQLite's can): such a value is refused, as a bad argument.
+NUL_REFUSED = "Text must not contain the NUL character (U+0000); remove it and send again."
 
 
 def engine_url(url: PostgresUrl) -> URL:
@@ -80,14 +83,14 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def read(self) -> AsyncIterator[DbConnection]:
         """One snapshot for the whole block (REPEATABLE READ, READ ONLY)."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), _refusing_nul():
             async with self._reads.connect() as conn, conn.begin():
                 yield PooledConnection(conn)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[DbConnection]:
         """One writer at a time across every replica (the advisory lock); commits or rolls back whole."""
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), _refusing_nul():
             asked = time.perf_counter()
             assert self.engine is not None
             async with self._write_lock, self.engine.connect() as conn, conn.begin():
@@ -161,6 +164,17 @@ class PostgresStore(Store):
             await listener.close(timeout=5)
         assert self.engine is not None
         await self.engine.dispose()
+
+
+@contextmanager
+def _refusing_nul() -> Iterator[None]:
+    """A NUL in a text value, which PostgreSQL refuses, as the caller's bad argument (rolled back whole)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if isinstance(getattr(exc.orig, "__cause__", None), asyncpg.CharacterNotInRepertoireError):
+            raise InvalidInput(NUL_REFUSED) from exc
+        raise
 
 
 @asynccontextmanager
