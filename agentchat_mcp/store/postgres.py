@@ -19,6 +19,7 @@ Why each choice (docs/storage.md has the per-write-path reasoning):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -161,7 +162,8 @@ class PostgresStore(Store):
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.remove_termination_listener(self._lost)
-            await listener.close(timeout=5)
+            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):  # already gone: nothing to close
+                await listener.close(timeout=5)
         assert self.engine is not None
         await self.engine.dispose()
 
