@@ -241,6 +241,11 @@ def query(db: Path | PostgresUrl, sql: str, *args: Any) -> list[tuple[Any, ...]]
     return run_async(run)
 
 
+def shown(db: Path | PostgresUrl) -> str:
+    """The database as the CLI names it in messages: the resolved path, or the URL without its password."""
+    return str(db) if isinstance(db, PostgresUrl) else str(db.resolve())
+
+
 def table_names(db: Path | PostgresUrl) -> list[str]:
     """The tables of the database (SQLite's own, such as sqlite_sequence, included there)."""
     if isinstance(db, PostgresUrl):

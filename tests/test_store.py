@@ -99,6 +99,7 @@ def test_db_status_and_upgrade_report_and_move_the_revision(tmp_path: Path) -> N
     assert after == {**before, "revision": migrations.head_revision(), "up_to_date": True}
 
 
+@pytest.mark.sqlite_only("backups copy the SQLite file; PostgreSQL has pg_dump")
 async def test_a_backup_made_by_the_cli_restores_with_the_same_data(hub: Hub, tmp_path: Path) -> None:
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
     async with hub.client(alice) as a:
@@ -363,6 +364,7 @@ def _modes(db: Path) -> dict[str, int]:
     return {f.name: stat.S_IMODE(f.stat().st_mode) for f in files if f.exists()}
 
 
+@pytest.mark.sqlite_only("file modes of the SQLite file and its WAL")
 async def test_a_fresh_database_made_by_the_cli_and_its_wal_and_shm_are_0600(tmp_path: Path) -> None:
     # Under the usual umask (022) SQLite made all three 0644: readable by every local user.
     hub = Hub(tmp_path / "fresh")
@@ -388,6 +390,7 @@ async def test_an_existing_database_others_can_read_is_made_0600_with_a_warning(
     assert done.stdout.strip() and "Traceback" not in done.stderr
 
 
+@pytest.mark.sqlite_only("backups copy the SQLite file; PostgreSQL has pg_dump")
 async def test_a_backup_is_as_private_as_the_database(hub: Hub, tmp_path: Path) -> None:
     await hub.register_agent("alice")
     backup = tmp_path / "elsewhere" / "backup.db"
