@@ -154,6 +154,19 @@ _free: list[str] = []  # emptied databases of this worker, ready for the next te
 _tables: tuple[str, ...] = ()  # the template's tables (migrated, empty but for alembic_version)
 
 
+def release(path: Path) -> None:
+    """Give back the database made for `path` now, not at the end of the test (a test that makes many)."""
+    url = _made.pop(path, None)
+    if url is None:
+        return
+    secrets.pop(url.secret, None)
+    name = _name(url)
+    if _reset(name):
+        _free.append(name)
+    else:
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _reset(name: str) -> bool:
     import asyncpg
 

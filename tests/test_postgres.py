@@ -1,10 +1,12 @@
 """Two stores on one PostgreSQL database, as two hub replicas: money and wake-ups behave as on one hub.
 
-Needs PostgreSQL (AGENTCHAT_TEST_DB=postgresql://...); skipped, saying so, on SQLite-only runs.
+Those need PostgreSQL (AGENTCHAT_TEST_DB=postgresql://...) and skip, saying so, on SQLite-only runs;
+how a postgresql:// AGENTCHAT_DB is read and refused runs everywhere.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,12 +16,56 @@ import pytest
 from agentchat_mcp.errors import AgentChatError
 from agentchat_mcp.server import AppContext, build_app_context
 from agentchat_mcp.services.identity import Caller
-from agentchat_mcp.settings import Settings
+from agentchat_mcp.settings import PostgresUrl, Settings
 from agentchat_mcp.store import open_store
 from agentchat_mcp.telemetry import Telemetry
 from tests import support_db
+from tests.conftest import run_cli
 
-pytestmark = [pytest.mark.anyio, pytest.mark.postgres_only]
+pytestmark = pytest.mark.anyio
+PASSWORD = "hunter2-not-shown"
+
+
+def test_a_postgresql_url_names_postgresql_and_anything_else_stays_an_sqlite_path(tmp_path: Path) -> None:
+    for scheme in ("postgresql", "postgresql+asyncpg", "postgres"):
+        settings = Settings(db=f"{scheme}://app:{PASSWORD}@db.internal:5432/agentchat", secret_file=tmp_path / "s")
+        assert isinstance(settings.postgres, PostgresUrl) and settings.postgres.secret.endswith("/agentchat")
+        shown = f"{settings.db} {settings.db!r} {settings!r} {settings.model_dump()}"
+        assert PASSWORD not in shown and "app:***@db.internal:5432" in shown
+    sqlite = Settings(db=tmp_path / "agentchat.db")
+    assert sqlite.postgres is None and sqlite.sqlite_path == tmp_path / "agentchat.db"
+    assert sqlite.resolved_secret_file() == tmp_path / "agentchat.secret"
+
+
+def test_postgresql_without_a_shared_secret_file_stops_in_one_line(tmp_path: Path) -> None:
+    env = {"AGENTCHAT_DB": f"postgresql://app:{PASSWORD}@127.0.0.1:1/agentchat", "PATH": os.environ["PATH"]}
+    done = run_cli("db", "status", env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: a PostgreSQL database needs AGENTCHAT_SECRET_FILE: set it to one server secret file that every "
+        "replica shares (API-key hashes depend on it; created 0600 on first use, then copy it to each host)"
+    ]
+
+
+def test_an_unreachable_postgresql_and_sqlite_only_chores_stop_in_one_line_without_the_password(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "AGENTCHAT_DB": f"postgresql://app:{PASSWORD}@127.0.0.1:1/agentchat",  # nothing listens on port 1
+        "AGENTCHAT_SECRET_FILE": str(tmp_path / "s"),
+        "PATH": os.environ["PATH"],
+    }
+    down = run_cli("db", "status", env=env)
+    assert down.returncode == 2 and len(down.stderr.splitlines()) == 1 and PASSWORD not in down.stderr
+    assert down.stderr.startswith(
+        "error: cannot use the PostgreSQL database postgresql://app:***@127.0.0.1:1/agentchat ("
+    )
+    for chore in (["db", "backup", str(tmp_path / "b.db")], ["db", "verify", str(tmp_path / "b.db")]):
+        done = run_cli(*chore, env=env)
+        assert done.returncode == 2 and done.stderr.splitlines() == [
+            f"error: db {chore[1]} works on SQLite files only: use pg_dump / pg_restore (or your provider's "
+            "snapshots) for PostgreSQL"
+        ]
 
 
 @pytest.fixture
@@ -35,6 +81,7 @@ async def caller(app: AppContext, role: str, name: str, **kw: object) -> Caller:
     return await app.identity.authenticate(key)
 
 
+@pytest.mark.postgres_only
 async def test_twenty_concurrent_peeks_over_two_replicas_against_a_balance_for_three_hold_exactly_three(
     replicas: tuple[AppContext, AppContext],
 ) -> None:
@@ -68,6 +115,7 @@ async def test_twenty_concurrent_peeks_over_two_replicas_against_a_balance_for_t
     assert min(user_accounts.values()) >= 0
 
 
+@pytest.mark.postgres_only
 async def test_a_message_sent_through_one_replica_wakes_a_waiter_on_the_other(
     replicas: tuple[AppContext, AppContext],
 ) -> None:
@@ -95,6 +143,7 @@ async def test_a_message_sent_through_one_replica_wakes_a_waiter_on_the_other(
     assert woke == [True]
 
 
+@pytest.mark.postgres_only
 async def test_the_store_hears_every_commit_and_only_commits(replicas: tuple[AppContext, AppContext]) -> None:
     one, two = replicas
     before = two.store.data_version()

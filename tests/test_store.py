@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from agentchat_mcp.store import check_path, migrations, open_store
 from agentchat_mcp.store.tables import metadata
+from tests import support_db
 from tests.conftest import PROJECT_ROOT, Hub, run_cli, structured
 
 pytestmark = pytest.mark.anyio
@@ -294,7 +295,15 @@ async def test_the_aiosqlite_driver_serves_the_same_conversation(tmp_path: Path)
     assert [m["text"] for m in page["messages"]] == ["hi"]
 
 
-@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+STORES = ["inline", "aiosqlite", pytest.param("postgres", marks=pytest.mark.postgres_only)]
+
+
+def scratch_db(tmp_path: Path, name: str, driver: str) -> Any:
+    """An SQLite file for the SQLite drivers; the test's PostgreSQL database for 'postgres'."""
+    return support_db.database_for(tmp_path / name) if driver == "postgres" else tmp_path / name
+
+
+@pytest.mark.parametrize("driver", STORES)
 async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path, driver: str) -> None:
     """fetch/run (the send path's fast lane) keep SQLAlchemy's meaning: literals bound, values
     converted (a Boolean comes back a bool), rows by column name, the new row's id."""
@@ -309,7 +318,7 @@ async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path,
         Column("pinned", Boolean, nullable=False),
         Column("kind", String, nullable=False, default="note"),  # a Python-side default
     )
-    async with open_store(tmp_path / "plan.db", driver=driver) as store:
+    async with open_store(scratch_db(tmp_path, "plan.db", driver), driver=driver) as store:
         async with store.write() as conn:
             await conn.run_sync(scratch.create_all)
             first = await conn.run(insert(notes), {"body": "a", "pinned": True, "kind": "note"})
@@ -328,7 +337,7 @@ async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path,
     assert [r.body for r in pinned] == ["b2"]
 
 
-@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+@pytest.mark.parametrize("driver", STORES)
 async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp_path: Path, driver: str) -> None:
     """A unit of work that fails half-way rolls back whole: planned and SQLAlchemy statements alike
     (the inline driver begins and commits on the driver itself), and the connection serves on."""
@@ -336,7 +345,8 @@ async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp
 
     scratch = MetaData()
     notes = Table("tx_notes", scratch, Column("id", Integer, primary_key=True), Column("body", String))
-    async with open_store(tmp_path / "tx.db", driver=driver) as store:
+    db = scratch_db(tmp_path, "tx.db", driver)
+    async with open_store(db, driver=driver) as store:
         async with store.write() as conn:
             await conn.run_sync(scratch.create_all)
         for joins_sqlalchemy in (False, True):
@@ -352,7 +362,7 @@ async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp
         async with store.read() as conn:
             bodies = [r.body for r in await conn.fetch(select(notes.c.body).order_by(notes.c.id), {})]
     assert bodies == ["kept", "kept too"]
-    assert [row[0] for row in sqlite3.connect(tmp_path / "tx.db").execute("SELECT body FROM tx_notes")] == bodies
+    assert [row[0] for row in support_db.query(db, "SELECT body FROM tx_notes ORDER BY id")] == bodies
 
 
 # --- file modes: the database holds every key hash and sealed message, as private as the secret beside it ---
