@@ -46,7 +46,15 @@ class PostgresUrl:
 def _database(value: Any) -> Any:
     """AGENTCHAT_DB / --db: a postgresql:// URL names a PostgreSQL database; anything else is an SQLite path."""
     if isinstance(value, str) and value.strip().lower().startswith(POSTGRES_SCHEMES):
-        return PostgresUrl(value.strip())
+        url = PostgresUrl(value.strip())
+        parts = urlsplit(url.secret)
+        try:
+            parts.port  # noqa: B018 (parses it: a port that is not a number raises here)
+        except ValueError:
+            raise ValueError("the port of a postgresql:// URL must be a number") from None
+        if not parts.path.strip("/"):
+            raise ValueError("a postgresql:// URL must name its database: postgresql://USER@HOST[:PORT]/DATABASE")
+        return url
     return value
 
 

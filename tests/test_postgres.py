@@ -157,3 +157,13 @@ async def test_the_store_hears_every_commit_and_only_commits(replicas: tuple[App
         while two.store.data_version() == before:
             await two.store.wait_for_change(1.0)
     assert two.store.data_version() == before + 1  # the committed write; the rolled-back one sent nothing
+
+
+def test_a_postgresql_url_without_a_database_or_with_a_bad_port_is_refused_in_one_line(tmp_path: Path) -> None:
+    for url, why in (
+        ("postgresql://app@127.0.0.1/", "a postgresql:// URL must name its database"),
+        (f"postgresql://app:{PASSWORD}@127.0.0.1:port/agentchat", "the port of a postgresql:// URL must be a number"),
+    ):
+        done = run_cli("db", "status", env={"AGENTCHAT_DB": url, "AGENTCHAT_SECRET_FILE": str(tmp_path / "s")})
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"error: AGENTCHAT_DB is not valid: {why}") and PASSWORD not in done.stderr

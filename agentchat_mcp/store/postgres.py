@@ -53,7 +53,7 @@ def engine_url(url: PostgresUrl) -> URL:
     """The SQLAlchemy URL on asyncpg, whichever postgresql scheme the operator wrote."""
     try:
         parsed = make_url(url.secret)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise DatabaseUnavailable(f"{url} is not a database URL: write postgresql://USER@HOST:PORT/DATABASE") from None
     return parsed.set(drivername="postgresql+asyncpg")
 
