@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -167,3 +168,30 @@ def test_a_postgresql_url_without_a_database_or_with_a_bad_port_is_refused_in_on
         done = run_cli("db", "status", env={"AGENTCHAT_DB": url, "AGENTCHAT_SECRET_FILE": str(tmp_path / "s")})
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
         assert done.stderr.startswith(f"error: AGENTCHAT_DB is not valid: {why}") and PASSWORD not in done.stderr
+
+
+@pytest.mark.postgres_only
+async def test_the_migrations_build_on_postgresql_exactly_the_tables_the_code_queries(
+    replicas: tuple[AppContext, AppContext],
+) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from agentchat_mcp.store.tables import metadata
+
+    def differences(conn: Any) -> list[Any]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return [
+            d
+            for d in compare_metadata(context, metadata)
+            if not (d[0] == "remove_table" and d[1].name == "alembic_version")
+        ]
+
+    async with replicas[0].store.read() as conn:
+        assert await conn.run_sync(differences) == []
+    types = support_db.query(
+        replicas[0].settings.db,
+        "SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND column_name IN ('sealed', 'wrapped_key', 'can_refuse', 'created_at')",
+    )
+    assert sorted(t for (t,) in types) == ["boolean", "bytea", "character varying"]  # times are ISO text, as on SQLite
