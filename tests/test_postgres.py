@@ -195,3 +195,24 @@ async def test_the_migrations_build_on_postgresql_exactly_the_tables_the_code_qu
         "AND column_name IN ('sealed', 'wrapped_key', 'can_refuse', 'created_at')",
     )
     assert sorted(t for (t,) in types) == ["boolean", "bytea", "character varying"]  # times are ISO text, as on SQLite
+
+
+@pytest.mark.postgres_only
+async def test_a_dropped_listen_connection_reports_a_change_then_listens_again(
+    replicas: tuple[AppContext, AppContext],
+) -> None:
+    one, two = replicas
+    dropped = two.store._listener  # type: ignore[attr-defined]
+    before = two.store.data_version()
+    support_db.query(one.settings.db, "SELECT pg_terminate_backend(?)", dropped.get_server_pid())
+    with anyio.fail_after(5):  # the loss itself counts as a change: pollers rescan what they may have missed
+        while two.store.data_version() == before:
+            await two.store.wait_for_change(0.5)
+    await two.store.wait_for_change(0.01)  # the next wait listens again (and reports a change once more)
+    listening = two.store.data_version()
+    async with one.store.write() as conn:
+        await conn.exec_driver_sql("SELECT 1")
+    with anyio.fail_after(5):
+        while two.store.data_version() == listening:
+            await two.store.wait_for_change(1.0)
+    assert two.store._listener is not dropped and not two.store._listener.is_closed()  # type: ignore[attr-defined]
