@@ -24,22 +24,22 @@ from tests import support_db
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.anyio
-PASSWORD = "hunter2-not-shown"
+HIDDEN = "hunter2-not-shown"
 
 
 def test_a_postgresql_url_names_postgresql_and_anything_else_stays_an_sqlite_path(tmp_path: Path) -> None:
     for scheme in ("postgresql", "postgresql+asyncpg", "postgres"):
-        settings = Settings(db=f"{scheme}://app:{PASSWORD}@db.internal:5432/agentchat", secret_file=tmp_path / "s")
+        settings = Settings(db=f"{scheme}://app:{HIDDEN}@db.internal:5432/agentchat", secret_file=tmp_path / "s")
         assert isinstance(settings.postgres, PostgresUrl) and settings.postgres.secret.endswith("/agentchat")
         shown = f"{settings.db} {settings.db!r} {settings!r} {settings.model_dump()}"
-        assert PASSWORD not in shown and "app:***@db.internal:5432" in shown
+        assert HIDDEN not in shown and "app:***@db.internal:5432" in shown
     sqlite = Settings(db=tmp_path / "agentchat.db")
     assert sqlite.postgres is None and sqlite.sqlite_path == tmp_path / "agentchat.db"
     assert sqlite.resolved_secret_file() == tmp_path / "agentchat.secret"
 
 
 def test_postgresql_without_a_shared_secret_file_stops_in_one_line(tmp_path: Path) -> None:
-    env = {"AGENTCHAT_DB": f"postgresql://app:{PASSWORD}@127.0.0.1:1/agentchat", "PATH": os.environ["PATH"]}
+    env = {"AGENTCHAT_DB": f"postgresql://app:{HIDDEN}@127.0.0.1:1/agentchat", "PATH": os.environ["PATH"]}
     done = run_cli("db", "status", env=env)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [
@@ -52,12 +52,12 @@ def test_an_unreachable_postgresql_and_sqlite_only_chores_stop_in_one_line_witho
     tmp_path: Path,
 ) -> None:
     env = {
-        "AGENTCHAT_DB": f"postgresql://app:{PASSWORD}@127.0.0.1:1/agentchat",  # nothing listens on port 1
+        "AGENTCHAT_DB": f"postgresql://app:{HIDDEN}@127.0.0.1:1/agentchat",  # nothing listens on port 1
         "AGENTCHAT_SECRET_FILE": str(tmp_path / "s"),
         "PATH": os.environ["PATH"],
     }
     down = run_cli("db", "status", env=env)
-    assert down.returncode == 2 and len(down.stderr.splitlines()) == 1 and PASSWORD not in down.stderr
+    assert down.returncode == 2 and len(down.stderr.splitlines()) == 1 and HIDDEN not in down.stderr
     assert down.stderr.startswith(
         "error: cannot use the PostgreSQL database postgresql://app:***@127.0.0.1:1/agentchat ("
     )
@@ -163,11 +163,11 @@ async def test_the_store_hears_every_commit_and_only_commits(replicas: tuple[App
 def test_a_postgresql_url_without_a_database_or_with_a_bad_port_is_refused_in_one_line(tmp_path: Path) -> None:
     for url, why in (
         ("postgresql://app@127.0.0.1/", "a postgresql:// URL must name its database"),
-        (f"postgresql://app:{PASSWORD}@127.0.0.1:port/agentchat", "the port of a postgresql:// URL must be a number"),
+        (f"postgresql://app:{HIDDEN}@127.0.0.1:port/agentchat", "the port of a postgresql:// URL must be a number"),
     ):
         done = run_cli("db", "status", env={"AGENTCHAT_DB": url, "AGENTCHAT_SECRET_FILE": str(tmp_path / "s")})
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
-        assert done.stderr.startswith(f"error: AGENTCHAT_DB is not valid: {why}") and PASSWORD not in done.stderr
+        assert done.stderr.startswith(f"error: AGENTCHAT_DB is not valid: {why}") and HIDDEN not in done.stderr
 
 
 @pytest.mark.postgres_only
