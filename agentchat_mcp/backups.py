@@ -165,7 +165,7 @@ async def restore(path: Path, settings: Settings, *, force: bool) -> Verified:
     """Verify `path`, then copy it over the database of `settings` (refused if one exists, unless force)."""
     from agentchat_mcp.store.engine import backup_file, check_path
 
-    target = check_path(settings.db)
+    target = check_path(settings.sqlite_path)
     if target == path.resolve():
         raise BackupInvalid(f"{path} is the database itself: give the path of a backup file")
     live = target.exists() and target.stat().st_size > 0

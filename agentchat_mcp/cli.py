@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
     overrides: dict[str, Any] = {}
     if getattr(args, "db", None):
-        overrides["db"] = Path(args.db)
+        overrides["db"] = args.db  # a path, or a postgresql:// URL (settings.py)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -45,7 +45,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _invalid_setting(error: Any) -> str:
     """'AGENTCHAT_PAYMENTS is not valid: Input should be ...' (the value is not repeated: it may be a secret)."""
-    field = str(error["loc"][0]) if error["loc"] else ""
+    if not error["loc"]:  # a rule across settings: its message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0])
     known = Settings.model_fields.get(field)
     choices = getattr(known.validation_alias, "choices", None) if known is not None else None
     name = str(choices[0]) if choices else f"AGENTCHAT_{field.upper()}" if known is not None else field
@@ -180,7 +182,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"id": p.id, "name": p.name, **price, "created_at": p.created_at}))
         if not listed:
             print(
-                f"no {args.role}s{' named like ' + repr(args.name) if args.name else ''} in {store.path}",
+                f"no {args.role}s{' named like ' + repr(args.name) if args.name else ''} in {store.shown}",
                 file=sys.stderr,
             )
         elif total > len(listed):
@@ -243,6 +245,11 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
     from agentchat_mcp.store import migrations
 
+    if settings.postgres is not None and args.db_command in ("backup", "verify", "restore"):
+        from agentchat_mcp.store.postgres import PG_DUMP
+
+        raise ConfigurationError(f"db {args.db_command} works on SQLite files only: {PG_DUMP}")
+
     async def run() -> int:
         from agentchat_mcp import backups
 
@@ -268,13 +275,13 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
                         f"could not back up to {target} ({_why_not(target.parent, exc)}): give a path in a folder "
                         "you can write to"
                     ) from None
-                print(f"backed up {store.path} to {target}")
+                print(f"backed up {store.shown} to {target}")
                 if args.verify:
                     print(json.dumps((await backups.verify(target, settings)).summary()))
                 return 0
             current = await migrations.current_revision(store)
             head = migrations.head_revision()
-            print(json.dumps({"db": str(store.path), "revision": current, "head": head, "up_to_date": current == head}))
+            print(json.dumps({"db": store.shown, "revision": current, "head": head, "up_to_date": current == head}))
             return 0
 
     return _run(run)

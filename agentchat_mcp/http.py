@@ -625,7 +625,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     runtime.drain_streams_on_stop = True
     AppStatus.enable_automatic_graceful_drain = False  # we end the streams once calls in flight are done
     endpoint = SSE_PATH if options.transport == "sse" else MCP_PATH
-    port, database = sock.getsockname()[1], settings.db.expanduser().resolve()
+    port, database = sock.getsockname()[1], settings.postgres or settings.sqlite_path.expanduser().resolve()
 
     def announce() -> None:
         print(

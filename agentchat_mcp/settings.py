@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from platformdirs import user_data_dir
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, PlainSerializer, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentchat_mcp.errors import OperatorError
@@ -20,6 +22,61 @@ class ConfigurationError(OperatorError):
     """Settings or flags that cannot work together; the message names them and what to set."""
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgresql+asyncpg://", "postgres://")
+
+
+@dataclass(frozen=True)
+class PostgresUrl:
+    """A PostgreSQL database named by URL. `str()` and `repr()` hide the password (logs, errors);
+    only the store reads `secret` to connect."""
+
+    secret: str = field(repr=False)
+
+    def __str__(self) -> str:
+        parts = urlsplit(self.secret)
+        if parts.password is None:
+            return self.secret
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+    def __repr__(self) -> str:
+        return f"PostgresUrl({str(self)!r})"
+
+
+def _database(value: Any) -> Any:
+    """AGENTCHAT_DB / --db: a postgresql:// URL names a PostgreSQL database; anything else is an SQLite path."""
+    if isinstance(value, str) and value.strip().lower().startswith(POSTGRES_SCHEMES):
+        url = PostgresUrl(value.strip())
+        parts = urlsplit(url.secret)
+        try:
+            parts.port  # noqa: B018 (parses it: a port that is not a number raises here)
+        except ValueError:
+            raise ValueError("the port of a postgresql:// URL must be a number") from None
+        if not parts.path.strip("/"):
+            raise ValueError("a postgresql:// URL must name its database: postgresql://USER@HOST[:PORT]/DATABASE")
+        return url
+    return value
+
+
+def _database_type(value: Any) -> Path | PostgresUrl:
+    if isinstance(value, PostgresUrl):
+        return value
+    if isinstance(value, str | Path):
+        return Path(value)
+    raise ValueError("must be an SQLite file path or a postgresql:// URL")
+
+
+if TYPE_CHECKING:
+    Database = Path | PostgresUrl
+else:  # Any to pydantic-settings, so AGENTCHAT_DB is read as a plain string (a union with a class is read as JSON)
+    Database = Annotated[
+        Any,
+        BeforeValidator(_database_type),
+        BeforeValidator(_database),
+        PlainSerializer(str, return_type=str),
+    ]
+
+
 def default_db_path() -> Path:
     """The per-user data folder of this OS, e.g. ~/.local/share/agentchat-mcp/agentchat.db."""
     return Path(user_data_dir("agentchat-mcp", appauthor=False)) / "agentchat.db"
@@ -30,7 +87,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AGENTCHAT_", extra="ignore")
 
-    db: Path = Field(default_factory=default_db_path, description="SQLite database file.")
+    db: Database = Field(
+        default_factory=default_db_path,
+        description="SQLite database file (the embedded default), or a postgresql:// URL (several replicas).",
+    )
     secret_file: Path | None = Field(
         default=None, description="Server secret for API-key hashes; default: agentchat.secret beside the db."
     )
@@ -94,6 +154,10 @@ class Settings(BaseSettings):
         description="inline: statements run on the event loop (fast, SQLite is a library); aiosqlite: in a thread.",
     )
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    pg_pool_size: int = Field(
+        default=10, ge=1, le=500, description="PostgreSQL: connections each process keeps open (reads run on them)."
+    )
+    pg_pool_overflow: int = Field(default=10, ge=0, le=500, description="PostgreSQL: more connections at peaks.")
     # --- payments (agentchat_mcp/payments): Stripe's own variable names, without the prefix ---
     stripe_api_key: SecretStr | None = Field(
         default=None,
@@ -136,6 +200,28 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
         return value.upper()
 
+    @model_validator(mode="after")
+    def _replicas_share_one_secret(self) -> Settings:
+        if isinstance(self.db, PostgresUrl) and self.secret_file is None:
+            raise ValueError(
+                "a PostgreSQL database needs AGENTCHAT_SECRET_FILE: set it to one server secret file that every "
+                "replica shares (API-key hashes depend on it; created 0600 on first use, then copy it to each host)"
+            )
+        return self
+
+    @property
+    def postgres(self) -> PostgresUrl | None:
+        """The PostgreSQL database, when AGENTCHAT_DB is a postgresql:// URL; None on SQLite."""
+        return self.db if isinstance(self.db, PostgresUrl) else None
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite database file. Only for SQLite-only chores: ask `postgres` first."""
+        if isinstance(self.db, PostgresUrl):
+            raise ConfigurationError(f"{self.db} is a PostgreSQL database, not an SQLite file")
+        assert isinstance(self.db, Path)
+        return self.db
+
     def resolved_secret_file(self) -> Path:
-        """Where the server secret lives: the setting, or beside the database."""
-        return self.secret_file or self.db.with_name("agentchat.secret")
+        """Where the server secret lives: the setting, or beside the (SQLite) database."""
+        return self.secret_file or self.sqlite_path.with_name("agentchat.secret")

@@ -31,18 +31,21 @@ def db_setting(from_flag: bool) -> str:
 def check_configuration(settings: Settings, *, stdio: bool, db_from_flag: bool = False) -> None:
     """Settings that cannot work, found before anything is opened or created."""
     setting = db_setting(db_from_flag)
-    if stdio and not settings.db.expanduser().is_absolute():
-        shown = f"--db {settings.db}" if db_from_flag else f"AGENTCHAT_DB={settings.db}"
-        raise ConfigurationError(
-            f"{shown} is a relative path, and a stdio server runs in whatever folder its client starts it in "
-            f"(here: {Path.cwd() / settings.db}): set {setting} to an absolute path"
-        )
     payments.check_settings(settings)
     try:
         RateLimiter.from_settings(settings)  # parses every limit; opens no connection
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
-    db = check_path(settings.db)
+    if settings.postgres is not None:  # nothing to check on disk; the store says if it cannot connect
+        load_keyring(settings)
+        return
+    if stdio and not settings.sqlite_path.expanduser().is_absolute():
+        shown = f"--db {settings.db}" if db_from_flag else f"AGENTCHAT_DB={settings.db}"
+        raise ConfigurationError(
+            f"{shown} is a relative path, and a stdio server runs in whatever folder its client starts it in "
+            f"(here: {Path.cwd() / settings.sqlite_path}): set {setting} to an absolute path"
+        )
+    db = check_path(settings.sqlite_path)
     if stdio and settings.api_key is not None and not db.exists():
         raise ConfigurationError(
             f"AGENTCHAT_API_KEY is set but the database {db} does not exist: set {setting} to the database "
@@ -80,4 +83,4 @@ async def check_database(settings: Settings, *, stdio: bool, db_from_flag: bool 
         try:
             await identity.authenticate(settings.api_key.get_secret_value())
         except NotAuthenticated:
-            raise ConfigurationError(KEY_NOT_VALID.format(db=store.path, setting=db_setting(db_from_flag))) from None
+            raise ConfigurationError(KEY_NOT_VALID.format(db=store.shown, setting=db_setting(db_from_flag))) from None

@@ -134,21 +134,23 @@ async def read_business(store: Store) -> BusinessSnapshot:
             "WHERE l.account = 'platform:revenue' AND e.created_at >= :since"
         ),
         "conversion_rate_signup_to_peek": (
-            "SELECT CASE WHEN u.n = 0 THEN 0.0 ELSE CAST(p.n AS REAL) / u.n END FROM "
+            "SELECT CASE WHEN u.n = 0 THEN 0.0 ELSE CAST(p.n AS FLOAT) / u.n END FROM "
             "(SELECT COUNT(*) AS n FROM principals WHERE role = 'user') u, "
             "(SELECT COUNT(DISTINCT user_id) AS n FROM peeks WHERE window_start IS NOT NULL) p"
         ),
     }
     snapshot = BusinessSnapshot()
-    async with store.read() as conn:
-        for name, sql in queries.items():
-            try:
-                value = (await conn.execute(text(sql), {"since": since})).scalar()
-            except Exception:  # table not there yet (older schema): the gauge reads 0
-                logger.debug("business gauge %s unavailable", name, exc_info=True)
-                continue
-            setattr(snapshot, name, float(value or 0))
+    # One transaction per figure: on PostgreSQL a failed statement ends its transaction's usefulness.
+    for name, sql in queries.items():
         try:
+            async with store.read() as conn:
+                value = (await conn.execute(text(sql), {"since": since})).scalar()
+        except Exception:  # table not there yet (older schema): the gauge reads 0
+            logger.debug("business gauge %s unavailable", name, exc_info=True)
+            continue
+        setattr(snapshot, name, float(value or 0))
+    try:
+        async with store.read() as conn:
             rows = (
                 await conn.execute(
                     text(
@@ -158,10 +160,10 @@ async def read_business(store: Store) -> BusinessSnapshot:
                     {"since": since},
                 )
             ).all()
-        except Exception:
-            rows = []
-        durations = [(clock.parse(end) - clock.parse(start)).total_seconds() for start, end in rows]
-        snapshot.average_peek_duration = sum(durations) / len(durations) if durations else 0.0
+    except Exception:
+        rows = []
+    durations = [(clock.parse(end) - clock.parse(start)).total_seconds() for start, end in rows]
+    snapshot.average_peek_duration = sum(durations) / len(durations) if durations else 0.0
     return snapshot
 
 
@@ -338,7 +340,8 @@ class Telemetry:
     async def watching(self, store: Store) -> AsyncIterator[None]:
         """While a store is open: its write-lock waits and file sizes; with OTLP, fresh business gauges."""
         store.write_wait_observers.append(self.db_write_wait.record)
-        self._db_files.append(store.path)
+        files = [store.path] if store.path is not None else []  # PostgreSQL: sizes are its own to report
+        self._db_files.extend(files)
         try:
             if otlp_configured():
                 async with anyio.create_task_group() as tasks:
@@ -351,7 +354,8 @@ class Telemetry:
                 yield
         finally:
             store.write_wait_observers.remove(self.db_write_wait.record)
-            self._db_files.remove(store.path)
+            for path in files:
+                self._db_files.remove(path)
 
     def _observe_db(self, *, suffix: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:

@@ -1,11 +1,11 @@
-"""Shared fixtures: a real server on a temp SQLite file, and clients that act as anyone."""
+"""Shared fixtures: a real server on a temp SQLite file (or its own PostgreSQL database, with
+AGENTCHAT_TEST_DB set: tests/support_db.py), and clients that act as anyone."""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,14 +27,39 @@ from agentchat_mcp import clock, logs
 from agentchat_mcp.server import build_server
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.telemetry import Telemetry
+from tests import support_db
+from tests.support_db import database_for, db_value
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_report_header() -> str:
+    return f"database: {'PostgreSQL (AGENTCHAT_TEST_DB), one per test' if support_db.ON_POSTGRES else 'SQLite files'}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The few long tests (marked slow) first: pytest-xdist hands tests to its workers in this order,
-    and a long test handed out last would run on alone after every other test had finished."""
+    and a long test handed out last would run on alone after every other test had finished.
+    On PostgreSQL, tests marked sqlite_only("why") are skipped with their reason."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest keep their order
+    for item in items:
+        if support_db.ON_POSTGRES and (marker := item.get_closest_marker("sqlite_only")) is not None:
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.args[0] if marker.args else ''}"))
+        if not support_db.ON_POSTGRES and item.get_closest_marker("postgres_only") is not None:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: set AGENTCHAT_TEST_DB=postgresql://..."))
+
+
+@pytest.fixture(autouse=True)
+def _test_databases() -> Iterator[None]:
+    """Drop the PostgreSQL databases a test made (database_for), when it ends."""
+    yield
+    support_db.drop_made()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _template_database() -> Iterator[None]:
+    yield
+    support_db.drop_template()
 
 
 @pytest.fixture
@@ -64,6 +89,7 @@ def run_cli(
     tests are about what a command does. `process=True` runs the real `python -m agentchat_mcp` instead, for
     tests about the process itself (start-up checks, stdio, exit codes of the binary, signals, concurrency).
     """
+    env = support_db.with_secret_file(list(args), env)
     if process:
         return subprocess.run(
             [sys.executable, "-m", "agentchat_mcp", *args],
@@ -160,7 +186,7 @@ class Hub:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.settings = Settings(db=tmp_path / "agentchat.db", secret_file=tmp_path / "agentchat.secret")
+        self.settings = Settings(db=database_for(tmp_path / "agentchat.db"), secret_file=tmp_path / "agentchat.secret")
         self.metrics = InMemoryMetricReader()
         self.telemetry = Telemetry(MeterProvider(metric_readers=[self.metrics]))
 
@@ -225,7 +251,7 @@ class Hub:
     def stdio(self, account: Account | None, **env: str) -> StdioServerParameters:
         """Parameters for a real `agentchat-mcp` subprocess on this hub's database."""
         child_env = {
-            "AGENTCHAT_DB": str(self.settings.db),
+            "AGENTCHAT_DB": db_value(self.settings.db),
             "AGENTCHAT_SECRET_FILE": str(self.settings.resolved_secret_file()),
             "PYTHONPATH": str(PROJECT_ROOT),
             "PATH": os.environ.get("PATH", ""),
@@ -237,11 +263,8 @@ class Hub:
 
 
 def rows(hub: Hub, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Read the hub's database directly, as an auditor would (not through the server)."""
-    with sqlite3.connect(hub.settings.db) as db:
-        found = db.execute(sql, args).fetchall()
-    db.close()
-    return found
+    """Read the hub's database directly, as an auditor would (not through the server); `?` placeholders."""
+    return support_db.query(hub.settings.db, sql, *args)
 
 
 def ledger_total(hub: Hub) -> int:

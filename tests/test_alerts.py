@@ -58,6 +58,7 @@ def test_every_alert_has_a_runbook_section_and_a_rule_test() -> None:
     assert len(alert_names()) == 9
 
 
+@pytest.mark.sqlite_only("the rules watch SQLite's WAL file size, which a PostgreSQL hub does not expose")
 async def test_the_rules_only_use_metrics_the_hub_exposes(hub: Hub) -> None:
     telemetry = Telemetry()
     hub.telemetry = telemetry

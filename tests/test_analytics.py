@@ -252,6 +252,7 @@ async def test_analytics_are_for_their_roles_only(hub: Hub) -> None:
         assert "period" in error_text(await a.call_tool("get_agent_analytics", {"period": "decade"}))
 
 
+@pytest.mark.sqlite_only("downgrades and upgrades the SQLite file with Alembic directly, and reads sqlite_master")
 async def test_the_rollups_are_backfilled_on_upgrade_and_dropped_on_downgrade(hub: Hub, travel: TravelClock) -> None:
     from agentchat_mcp.store.migrations import alembic_config
 

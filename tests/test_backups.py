@@ -18,7 +18,7 @@ from tests.support_cli import cli, one_line
 from tests.test_peeks import balance, call
 from tests.test_refunds import peek_at, refund
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_only("backups copy the SQLite file; PostgreSQL has pg_dump")]
 
 
 def env_for(hub: Hub, db: Path | None = None) -> dict[str, str]:

@@ -8,7 +8,6 @@ oversize and empty strings, out-of-range numbers, malformed and unknown ids, NaN
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from agentchat_mcp.settings import PostgresUrl
+from tests import support_db
 from tests.conftest import Account, Hub, structured
 
 pytestmark = pytest.mark.anyio
@@ -192,12 +193,11 @@ def _json_types(value: Any) -> set[str]:
     return set()
 
 
-def row_counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # noqa: S608
-    conn.close()
-    return counts
+def row_counts(db: Path | PostgresUrl) -> dict[str, int]:
+    # tool_usage_daily: the per-tool call counters (refused calls count too), flushed every few seconds
+    tables = [t for t in support_db.table_names(db) if t != "tool_usage_daily"]
+    counts = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM \"{t}\"" for t in tables)  # noqa: S608 (table names)
+    return {t: int(n) for t, n in support_db.query(db, counts)}
 
 
 def problems_with(tool: str, case: Case, result: Any) -> str | None:

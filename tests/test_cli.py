@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentchat_mcp.cli import MAX_LISTED, build_parser
+from tests import support_db
 from tests.conftest import Hub
 from tests.support_cli import cli, one_line
 
@@ -126,7 +127,7 @@ async def test_agents_list_and_users_list_print_ids_newest_first_one_json_line_e
 async def test_a_list_is_bounded_by_limit_and_says_what_it_left_out(hub: Hub) -> None:
     for name in ("ann", "alice", "bob"):
         await hub.register_agent(name)
-    env = {"AGENTCHAT_DB": str(hub.settings.db), "AGENTCHAT_SECRET_FILE": str(hub.settings.secret_file)}
+    env = {"AGENTCHAT_DB": support_db.db_value(hub.settings.db), "AGENTCHAT_SECRET_FILE": str(hub.settings.secret_file)}
     two = cli("agent", "list", "--limit", "2", **env)
     assert [json.loads(line)["name"] for line in two.stdout.splitlines()] == ["bob", "alice"]
     assert two.stderr.splitlines() == [
@@ -136,7 +137,7 @@ async def test_a_list_is_bounded_by_limit_and_says_what_it_left_out(hub: Hub) ->
     assert [json.loads(line)["name"] for line in named.stdout.splitlines()] == ["alice"] and named.stderr == ""
     nobody = cli("users", "list", **env)
     assert nobody.returncode == 0 and nobody.stdout == ""
-    assert nobody.stderr.splitlines() == [f"no users in {hub.settings.db.resolve()}"]
+    assert nobody.stderr.splitlines() == [f"no users in {support_db.shown(hub.settings.db)}"]
     too_many = cli("agents", "list", "--limit", str(MAX_LISTED + 1), **env)
     assert too_many.returncode == 2 and too_many.stdout == ""
     assert too_many.stderr.splitlines()[-1] == (

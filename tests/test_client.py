@@ -24,6 +24,7 @@ from agentchat_mcp.client import (
     ToolFailed,
 )
 from agentchat_mcp.sdkgen import DOCS_FILE, EXPORT_COMMAND, SDK_MODULE, render_docs, render_sdk, tool_specs
+from tests import support_db
 from tests.conftest import PROJECT_ROOT, Account, Hub
 from tests.support_cli import cli
 from tests.support_http import hub_process, serving
@@ -285,7 +286,9 @@ async def test_the_message_stream_survives_a_hub_restart_without_loss_or_duplica
 
 async def test_local_spawns_the_embedded_server_and_keeps_the_new_identity(hub: Hub) -> None:
     env = {"AGENTCHAT_SECRET_FILE": str(hub.settings.resolved_secret_file()), "PYTHONPATH": str(PROJECT_ROOT)}
-    async with AgentChat.local(hub.settings.db, env=env, retry=FAST) as chat:
+    db = hub.settings.db if isinstance(hub.settings.db, Path) else None  # local() names an SQLite file
+    env["AGENTCHAT_DB"] = support_db.db_value(hub.settings.db)
+    async with AgentChat.local(db, env=env, retry=FAST) as chat:
         me = await chat.register("carol", peek_price=2.5)
         assert chat.state is ConnectionState.CONNECTED
         mine = await chat.whoami()  # after the switch to its key: a new process, started with AGENTCHAT_API_KEY

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,8 @@ from mcp import MCPError
 
 from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
 from agentchat_mcp.errors import DecryptionFailed
+from agentchat_mcp.settings import PostgresUrl
+from tests import support_db
 from tests.conftest import Account, Hub, error_text, run_cli, structured
 
 pytestmark = pytest.mark.anyio
@@ -42,17 +43,12 @@ def occurrences(data: bytes, secret: str) -> int:
     return sum(data.count(form) for form in forms(secret))
 
 
-def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        found = conn.execute(sql, args).fetchall()
-    conn.close()
-    return found
+def rows(db: Path | PostgresUrl, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    return support_db.query(db, sql, *args)
 
 
-def execute(db: Path, sql: str, *args: Any) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute(sql, args)
-    conn.close()
+def execute(db: Path | PostgresUrl, sql: str, *args: Any) -> None:
+    support_db.query(db, sql, *args)
 
 
 cli = run_cli
@@ -77,6 +73,7 @@ async def read(client: Any, conversation_id: str) -> list[dict[str, Any]]:
 # --- property 1: no plaintext and no key in the file, the WAL or a backup ------------------------------
 
 
+@pytest.mark.sqlite_only("reads the bytes of the database file, its WAL and a backup")
 async def test_a_canary_and_every_api_key_appear_nowhere_in_the_db_wal_or_a_backup(hub: Hub, tmp_path: Path) -> None:
     canary = f"CANARY-{uuid.uuid4().hex}-the eagle lands at dawn"
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")

@@ -235,6 +235,7 @@ def _migrate(hub: Hub, revision: str, *, down: bool) -> None:
         engine.dispose()
 
 
+@pytest.mark.sqlite_only("steps the SQLite file down and up through Alembic's batch migrations")
 async def test_the_flags_migration_goes_down_and_up_again_on_a_database_holding_data(hub: Hub) -> None:
     s = await scene(hub)
     admin = await hub.register_admin("ops")

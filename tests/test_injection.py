@@ -7,11 +7,11 @@ quotes, NUL, escapes, bidi overrides, LIKE wildcards, must come back byte for by
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
 
+from tests import support_db
 from tests.conftest import Hub, structured
 
 pytestmark = pytest.mark.anyio
@@ -32,12 +32,12 @@ PAYLOADS = [
     "$(rm -rf /) `id` ${HOME}",
     "<script>alert(1)</script>",
 ]
-WRAPPED = [f"<{p}>" for p in PAYLOADS]
+# PostgreSQL text cannot hold U+0000: there such a value is refused, clearly (the last test); SQLite stores it.
+WRAPPED = [f"<{p}>" for p in PAYLOADS if not (support_db.ON_POSTGRES and "\x00" in p)]
 
 
 def tables(hub: Hub) -> set[str]:
-    with sqlite3.connect(hub.settings.db) as db:
-        return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return set(support_db.table_names(hub.settings.db))
 
 
 async def test_profile_fields_are_stored_and_returned_verbatim(hub: Hub) -> None:
@@ -92,10 +92,10 @@ async def test_topics_and_messages_are_stored_and_returned_verbatim(hub: Hub) ->
             assert listed[conversation_id] == payload[:200]
             page = structured(await b.call_tool("read_messages", {"conversation_id": conversation_id}))
             assert [m["text"] for m in page["messages"]] == [payload, payload * 3]
-    with sqlite3.connect(hub.settings.db) as db:
-        assert db.execute("SELECT COUNT(*) FROM principals").fetchone()[0] == 2
-        assert db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 2 * len(WRAPPED)
-        assert db.execute("SELECT COUNT(*) FROM principals WHERE role = 'admin'").fetchone()[0] == 0
+    db = hub.settings.db
+    assert support_db.query(db, "SELECT COUNT(*) FROM principals") == [(2,)]
+    assert support_db.query(db, "SELECT COUNT(*) FROM messages") == [(2 * len(WRAPPED),)]
+    assert support_db.query(db, "SELECT COUNT(*) FROM principals WHERE role = 'admin'") == [(0,)]
 
 
 async def all_conversations(client: Any) -> dict[str, str]:
@@ -133,3 +133,13 @@ async def test_money_and_peek_texts_are_stored_and_returned_verbatim(hub: Hub) -
         history = structured(await u.call_tool("list_transactions", {"limit": 100}))
     memos = {t["memo"] for t in history["transactions"]}
     assert {p[:200] for p in WRAPPED} <= memos
+
+
+@pytest.mark.postgres_only
+async def test_on_postgresql_a_nul_character_is_refused_with_a_clear_error_and_nothing_is_written(hub: Hub) -> None:
+    async with hub.client() as session:
+        refused = await session.call_tool(
+            "register_agent", {"name": "NUL\x00inside", "description": "d", "peek_price": "1.00"}
+        )
+    assert refused.is_error and "must not contain the NUL character" in refused.content[0].text  # type: ignore[union-attr]
+    assert support_db.query(hub.settings.db, "SELECT COUNT(*) FROM principals") == [(0,)]

@@ -17,12 +17,13 @@ from agentchat_mcp.services.ledger import (
     user_held,
 )
 from agentchat_mcp.store import open_store
+from tests.support_db import database_for
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_a_grant_then_a_hold_moves_exact_cents_and_the_ledger_sums_to_zero(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "l.db") as store:
+    async with open_store(database_for(tmp_path / "l.db")) as store:
         ledger = Ledger(store)
         async with store.write() as conn:
             await ledger.post(
@@ -49,7 +50,7 @@ async def test_a_grant_then_a_hold_moves_exact_cents_and_the_ledger_sums_to_zero
 
 
 async def test_a_replay_returns_the_first_entry_and_a_reused_key_with_other_lines_is_refused(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "l.db") as store:
+    async with open_store(database_for(tmp_path / "l.db")) as store:
         ledger = Ledger(store)
         lines = [Line(EXTERNAL_CLEARING, -500), Line(user_credit("u1"), 500)]
         async with store.write() as conn:
@@ -70,7 +71,7 @@ async def test_a_replay_returns_the_first_entry_and_a_reused_key_with_other_line
 
 
 async def test_unbalanced_or_overdrawing_entries_are_refused_and_write_nothing(tmp_path: Path) -> None:
-    async with open_store(tmp_path / "l.db") as store:
+    async with open_store(database_for(tmp_path / "l.db")) as store:
         ledger = Ledger(store)
         async with store.write() as conn:
             with pytest.raises(ValueError, match="does not balance"):

@@ -47,6 +47,7 @@ from agentchat_mcp.store.tables import (
     referrals,
 )
 from agentchat_mcp.telemetry import Telemetry
+from tests import support_db
 
 
 class MoneyMachine(RuleBasedStateMachine):
@@ -62,7 +63,9 @@ class MoneyMachine(RuleBasedStateMachine):
         self.portal: BlockingPortal = self._portal_cm.__enter__()
         path = Path(self.tmp.name)
         self.settings = Settings(
-            db=path / "m.db", secret_file=path / "m.secret", referral_granted_credit_qualifies=True
+            db=support_db.database_for(path / "m.db"),
+            secret_file=path / "m.secret",
+            referral_granted_credit_qualifies=True,
         )
         self._store_cm = self.portal.wrap_async_context_manager(open_store(self.settings.db))
         self.store = self._store_cm.__enter__()
@@ -100,6 +103,7 @@ class MoneyMachine(RuleBasedStateMachine):
         self._store_cm.__exit__(None, None, None)
         self._portal_cm.__exit__(None, None, None)
         clock.now = self._real_now  # type: ignore[method-assign]
+        support_db.release(Path(self.tmp.name) / "m.db")
         self.tmp.cleanup()
 
     def attempt(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ import mcp_types
 import pytest
 import sqlalchemy
 from alembic import command
+from sqlalchemy import text
 
 from agentchat_mcp.store import migrations
 from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, run_cli, structured
@@ -226,6 +227,7 @@ def _migrate_to(hub: Hub, revision: str) -> None:
         engine.dispose()
 
 
+@pytest.mark.sqlite_only("steps the SQLite file down and up through Alembic's batch migrations")
 async def test_migration_0005_gives_subscriptions_bought_before_it_their_prepaid_value_and_back(hub: Hub) -> None:
     async with pay_hub(hub, None, mode="ledger") as p:
         alice = await hub.register_agent("alice", peek_price="2.00", can_refuse=False)
@@ -529,7 +531,7 @@ async def test_a_refund_that_overtakes_the_payment_event_grants_then_reverses(hu
         user = await hub.register_user("uma")
         pid = await checkout_payment(p, user)
         async with p.context.store.write() as conn:  # type: ignore[union-attr]
-            await conn.exec_driver_sql("UPDATE payments SET intent_id = 'pi_x' WHERE id = ?", (pid,))
+            await conn.execute(text("UPDATE payments SET intent_id = 'pi_x' WHERE id = :id"), {"id": pid})
         out = await p.post_event(event("charge.refunded", charge(pid, 2000, 800)))
         assert out.json()["outcome"] == "reversed 800"
         late = await p.post_event(event("checkout.session.completed", paid_session(pid, 2000)))
@@ -598,8 +600,9 @@ async def test_a_stripe_subscription_is_created_with_our_keys_and_renewed_by_inv
         alice = await hub.register_agent("alice", peek_price="2.50")
         user = await hub.register_user("uma")
         async with p.context.store.write() as conn:  # type: ignore[union-attr]
-            await conn.exec_driver_sql(
-                "INSERT INTO payment_customers VALUES (?, 'stripe', 'cus_rec', 'pm_card', 'x', 'x')", (user.id,)
+            await conn.execute(
+                text("INSERT INTO payment_customers VALUES (:user, 'stripe', 'cus_rec', 'pm_card', 'x', 'x')"),
+                {"user": user.id},
             )
         async with p.client(user) as u:
             sub = structured(

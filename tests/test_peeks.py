@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from agentchat_mcp import clock
 from agentchat_mcp.crypto import EpochKey, KeyBundle, MessageContext
 from agentchat_mcp.errors import DecryptionFailed
 from agentchat_mcp.store import open_store
-from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, structured
+from tests.conftest import Account, Hub, TravelClock, error_text, ledger_total, rows, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -247,23 +246,20 @@ async def test_the_peeker_reads_only_inside_the_window_and_never_after_it(hub: H
 
 
 def _peeker_keys(hub: Hub, user: Account, conversation_id: str) -> tuple[KeyBundle, list[tuple[int, bytes]]]:
-    with sqlite3.connect(hub.settings.db) as db:
-        (wrapped_private,) = db.execute("SELECT wrapped_private FROM principals WHERE id = ?", (user.id,)).fetchone()
-        keys = db.execute(
-            "SELECT epoch, wrapped_key FROM epoch_keys WHERE principal_id = ? AND conversation_id = ?",
-            (user.id, conversation_id),
-        ).fetchall()
-    db.close()
+    ((wrapped_private,),) = rows(hub, "SELECT wrapped_private FROM principals WHERE id = ?", user.id)
+    keys = rows(
+        hub,
+        "SELECT epoch, wrapped_key FROM epoch_keys WHERE principal_id = ? AND conversation_id = ?",
+        user.id,
+        conversation_id,
+    )
     return KeyBundle.unwrap(wrapped_private, user.api_key), keys
 
 
 def _message(hub: Hub, conversation_id: str, seq: int) -> tuple[int, str, bytes]:
-    with sqlite3.connect(hub.settings.db) as db:
-        row = db.execute(
-            "SELECT epoch, sender_id, sealed FROM messages WHERE conversation_id = ? AND seq = ?",
-            (conversation_id, seq),
-        ).fetchone()
-    db.close()
+    (row,) = rows(
+        hub, "SELECT epoch, sender_id, sealed FROM messages WHERE conversation_id = ? AND seq = ?", conversation_id, seq
+    )
     return int(row[0]), str(row[1]), bytes(row[2])
 
 
@@ -284,9 +280,7 @@ def _open_with_any(bundle: KeyBundle, keys: list[tuple[int, bytes]], conversatio
 def assert_unreadable_with_every_key(hub: Hub, user: Account, conversation_id: str, text: str) -> None:
     bundle, keys = _peeker_keys(hub, user, conversation_id)
     assert keys, "the peeker was given keys during the window"
-    with sqlite3.connect(hub.settings.db) as db:
-        (last,) = db.execute("SELECT MAX(seq) FROM messages WHERE conversation_id = ?", (conversation_id,)).fetchone()
-    db.close()
+    ((last,),) = rows(hub, "SELECT MAX(seq) FROM messages WHERE conversation_id = ?", conversation_id)
     msg = _message(hub, conversation_id, last)
     assert msg[0] not in {e for e, _ in keys}, "a new epoch began after the window"
     with pytest.raises(DecryptionFailed):
@@ -314,10 +308,7 @@ async def test_without_consent_a_conversation_is_never_readable(hub: Hub) -> Non
                 await e.call_tool("read_messages", {"conversation_id": s.conversation_id})
             )
             assert "No peek" in error_text(await e.call_tool("get_peek", {"peek_id": peek["id"]}))
-    with sqlite3.connect(hub.settings.db) as db:
-        (rows,) = db.execute("SELECT COUNT(*) FROM epoch_keys WHERE principal_id = ?", (s.user.id,)).fetchone()
-    db.close()
-    assert rows == 0
+    assert rows(hub, "SELECT COUNT(*) FROM epoch_keys WHERE principal_id = ?", s.user.id) == [(0,)]
 
 
 async def test_with_standing_consent_keys_arrive_on_the_next_participant_request(hub: Hub) -> None:
@@ -409,13 +400,12 @@ async def test_a_hundred_concurrent_requests_against_a_balance_for_three_hold_ex
         final = await balance(clients[0])
     assert sum(outcomes) == 3
     assert (final["credit"], final["held"]) == ("0.50", "6.00")
-    with sqlite3.connect(hub.settings.db) as db:
-        (holds,) = db.execute("SELECT COUNT(*) FROM ledger_entries WHERE kind = 'peek_hold'").fetchone()
-        (negative,) = db.execute(
-            "SELECT COUNT(*) FROM (SELECT account, SUM(amount_cents) s FROM ledger_lines WHERE account LIKE 'user:%' "
-            "GROUP BY account) WHERE s < 0"
-        ).fetchone()
-    db.close()
+    ((holds,),) = rows(hub, "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'peek_hold'")
+    ((negative,),) = rows(
+        hub,
+        "SELECT COUNT(*) FROM (SELECT account, SUM(amount_cents) s FROM ledger_lines WHERE account LIKE 'user:%' "
+        "GROUP BY account) AS balances WHERE s < 0",
+    )
     assert (holds, negative) == (3, 0)
     assert ledger_total(hub) == 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from agentchat_mcp.services.pricing import Cover
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import DbConnection, open_store
 from agentchat_mcp.telemetry import Telemetry
+from tests import support_db
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.anyio
@@ -41,17 +41,14 @@ class World:
         return await self.app.identity.authenticate(key)
 
     def rows(self, sql: str, *args: Any) -> list[Any]:
-        with sqlite3.connect(self.settings.db) as db:
-            found = db.execute(sql, args).fetchall()
-        db.close()
-        return found
+        return support_db.query(self.settings.db, sql, *args)
 
 
 @pytest.fixture
 async def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
     offset = [timedelta(0)]
     monkeypatch.setattr(clock, "now", lambda: datetime.now(UTC) + offset[0])
-    settings = Settings(db=tmp_path / "w.db", secret_file=tmp_path / "w.secret")
+    settings = Settings(db=support_db.database_for(tmp_path / "w.db"), secret_file=tmp_path / "w.secret")
     async with open_store(settings.db) as store:
         app = build_app_context(settings, store, Telemetry())
         app.pricing.providers.clear()  # only what a test plugs in
@@ -167,8 +164,10 @@ async def test_a_peek_whose_earnings_exceed_its_hold_is_never_captured_and_its_h
     w = world
     await w.app.earnings.grant(w.user.id, 500)
     peek = await w.app.peeks.request(w.user, w.conversation_id, max_price_cents=500)
-    with sqlite3.connect(w.settings.db) as db:  # as a legacy row would read: easy's share worth 3.00 more
-        db.execute("UPDATE peek_consents SET price_cents = price_cents + 300 WHERE agent_id = ?", (w.easy.id,))
+    # as a legacy row would read: easy's share worth 3.00 more
+    support_db.query(
+        w.settings.db, "UPDATE peek_consents SET price_cents = price_cents + 300 WHERE agent_id = ?", w.easy.id
+    )
     done = await w.app.peeks.respond(w.picky, peek.id, "accept", None)
     assert done.status == "cancelled" and done.reason == (
         "Its price no longer matches what was paid for it; the hold went back and a new request pays the price now."

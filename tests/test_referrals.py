@@ -503,6 +503,7 @@ def _migrate(hub: Hub, down: bool) -> None:
         engine.dispose()
 
 
+@pytest.mark.sqlite_only("downgrades through SQLite's batch migrations, and reads PRAGMA table_info and sqlite_master")
 async def test_the_referrals_migration_downgrades_and_upgrades_a_database_holding_data(
     hub: Hub, travel: TravelClock
 ) -> None:

@@ -4,7 +4,6 @@ completion of odd values, and what a client sees when a handler fails unexpected
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from mcp.client.session import MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, ResourceTemplateReference, ResourceUpdatedNotification
 
+from tests import support_db
 from tests.conftest import Account, Hub, TravelClock, structured
 from tests.support_http import bearer, http_client, serving
 
@@ -238,9 +238,8 @@ async def test_an_unexpected_failure_in_a_handler_answers_an_opaque_internal_err
 ) -> None:
     c = await chat(hub)
     async with serving(hub) as base, http_client(base, c.alice, mode=mode) as alice:
-        with sqlite3.connect(hub.settings.db) as db:  # the database breaks under the running hub
-            db.execute("DROP TABLE participants")
-        db.close()
+        # the database breaks under the running hub
+        support_db.query(hub.settings.db, "DROP TABLE participants" + (" CASCADE" if support_db.ON_POSTGRES else ""))
         with caplog.at_level(logging.ERROR), pytest.raises(MCPError) as failed:
             await subscribe(alice, mode, f"agentchat://conversations/{c.conversation}")
     assert (failed.value.error.code, failed.value.error.message, failed.value.error.data) == (
@@ -248,4 +247,5 @@ async def test_an_unexpected_failure_in_a_handler_answers_an_opaque_internal_err
         "Internal server error",
         None,
     )
-    assert "no such table: participants" in caplog.text  # the details stay in the server's log
+    missing = 'relation "participants" does not exist' if support_db.ON_POSTGRES else "no such table: participants"
+    assert missing in caplog.text  # the details stay in the server's log

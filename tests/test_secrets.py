@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,14 +17,14 @@ from agentchat_mcp.errors import NotAuthenticated
 from agentchat_mcp.server_secret import Keyring, load_keyring, version_of
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.store import open_store
+from tests import support_db
 from tests.conftest import Hub, structured
 
 pytestmark = pytest.mark.anyio
 
 
 def stored_hashes(hub: Hub) -> dict[str, str]:
-    with sqlite3.connect(hub.settings.db) as db:
-        return dict(db.execute("SELECT id, api_key_hash FROM principals").fetchall())
+    return dict(support_db.query(hub.settings.db, "SELECT id, api_key_hash FROM principals"))
 
 
 async def test_after_a_rotation_every_existing_key_still_works_and_moves_to_the_new_version(hub: Hub) -> None:

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from agentchat_mcp.payments import build_provider
 from agentchat_mcp.settings import ConfigurationError, Settings
+from tests import support_db
 from tests.conftest import PROJECT_ROOT, Hub
 from tests.support_cli import cli, one_line
 
@@ -43,7 +44,7 @@ async def test_a_stdio_start_with_a_wrong_api_key_stops_instead_of_serving_anony
     done = cli(**desktop_env(hub, AGENTCHAT_API_KEY="acp_" + "x" * 43))  # bare `agentchat-mcp`, as a client runs it
     assert (
         one_line(done)
-        == f"error: AGENTCHAT_API_KEY is not a valid key on the database {hub.settings.db.resolve()} {KEY_FIX}"
+        == f"error: AGENTCHAT_API_KEY is not a valid key on the database {support_db.shown(hub.settings.db)} {KEY_FIX}"
     )
 
 
@@ -54,7 +55,7 @@ async def test_a_stdio_start_with_the_right_key_on_another_database_stops(hub: H
     done = cli(**desktop_env(other, AGENTCHAT_API_KEY=alice.api_key))
     assert (
         one_line(done)
-        == f"error: AGENTCHAT_API_KEY is not a valid key on the database {other.settings.db.resolve()} {KEY_FIX}"
+        == f"error: AGENTCHAT_API_KEY is not a valid key on the database {support_db.shown(other.settings.db)} {KEY_FIX}"
     )
 
 

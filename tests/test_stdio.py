@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 from mcp_types import ResourceUpdatedNotification
 
+from tests import support_db
 from tests.conftest import Account, Hub, structured
 
 pytestmark = pytest.mark.anyio
@@ -214,8 +214,7 @@ async def test_stdout_carries_only_protocol_and_logs_go_to_stderr(hub: Hub, tmp_
                 )
                 assert bad["result"]["isError"] is True and "peek_price" in bad["result"]["content"][0]["text"]
             # Break the database under the running server: the failure must be logged, on stderr only.
-            with sqlite3.connect(hub.settings.db) as db:
-                db.execute("ALTER TABLE agent_tags RENAME TO agent_tags_gone")
+            support_db.query(hub.settings.db, "ALTER TABLE agent_tags RENAME TO agent_tags_gone")
             broken = await raw.call(3, "tools/call", {"name": "find_agents", "arguments": {}})
             assert broken["result"]["isError"] is True
             text = broken["result"]["content"][0]["text"]
@@ -231,5 +230,6 @@ async def test_stdout_carries_only_protocol_and_logs_go_to_stderr(hub: Hub, tmp_
     for line in [*raw.lines, *raw._buffer.decode().splitlines()]:
         assert json.loads(line)["jsonrpc"] == "2.0", line
     log = stderr_path.read_text()
-    assert "tool find_agents failed" in log and "OperationalError" in log  # plain or JSON lines, on stderr
+    error = "ProgrammingError" if support_db.ON_POSTGRES else "OperationalError"  # a missing table, as each names it
+    assert "tool find_agents failed" in log and error in log  # plain or JSON lines, on stderr
     assert alice.api_key not in log

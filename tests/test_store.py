@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 
 from agentchat_mcp.store import check_path, migrations, open_store
 from agentchat_mcp.store.tables import metadata
+from tests import support_db
 from tests.conftest import PROJECT_ROOT, Hub, run_cli, structured
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +100,7 @@ def test_db_status_and_upgrade_report_and_move_the_revision(tmp_path: Path) -> N
     assert after == {**before, "revision": migrations.head_revision(), "up_to_date": True}
 
 
+@pytest.mark.sqlite_only("backups copy the SQLite file; PostgreSQL has pg_dump")
 async def test_a_backup_made_by_the_cli_restores_with_the_same_data(hub: Hub, tmp_path: Path) -> None:
     alice, bob = await hub.register_agent("alice"), await hub.register_agent("bob")
     async with hub.client(alice) as a:
@@ -293,7 +295,15 @@ async def test_the_aiosqlite_driver_serves_the_same_conversation(tmp_path: Path)
     assert [m["text"] for m in page["messages"]] == ["hi"]
 
 
-@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+STORES = ["inline", "aiosqlite", pytest.param("postgres", marks=pytest.mark.postgres_only)]
+
+
+def scratch_db(tmp_path: Path, name: str, driver: str) -> Any:
+    """An SQLite file for the SQLite drivers; the test's PostgreSQL database for 'postgres'."""
+    return support_db.database_for(tmp_path / name) if driver == "postgres" else tmp_path / name
+
+
+@pytest.mark.parametrize("driver", STORES)
 async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path, driver: str) -> None:
     """fetch/run (the send path's fast lane) keep SQLAlchemy's meaning: literals bound, values
     converted (a Boolean comes back a bool), rows by column name, the new row's id."""
@@ -308,7 +318,7 @@ async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path,
         Column("pinned", Boolean, nullable=False),
         Column("kind", String, nullable=False, default="note"),  # a Python-side default
     )
-    async with open_store(tmp_path / "plan.db", driver=driver) as store:
+    async with open_store(scratch_db(tmp_path, "plan.db", driver), driver=driver) as store:
         async with store.write() as conn:
             await conn.run_sync(scratch.create_all)
             first = await conn.run(insert(notes), {"body": "a", "pinned": True, "kind": "note"})
@@ -327,7 +337,7 @@ async def test_planned_statements_read_and_write_like_sqlalchemy(tmp_path: Path,
     assert [r.body for r in pinned] == ["b2"]
 
 
-@pytest.mark.parametrize("driver", ["inline", "aiosqlite"])
+@pytest.mark.parametrize("driver", STORES)
 async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp_path: Path, driver: str) -> None:
     """A unit of work that fails half-way rolls back whole: planned and SQLAlchemy statements alike
     (the inline driver begins and commits on the driver itself), and the connection serves on."""
@@ -335,7 +345,8 @@ async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp
 
     scratch = MetaData()
     notes = Table("tx_notes", scratch, Column("id", Integer, primary_key=True), Column("body", String))
-    async with open_store(tmp_path / "tx.db", driver=driver) as store:
+    db = scratch_db(tmp_path, "tx.db", driver)
+    async with open_store(db, driver=driver) as store:
         async with store.write() as conn:
             await conn.run_sync(scratch.create_all)
         for joins_sqlalchemy in (False, True):
@@ -351,7 +362,7 @@ async def test_a_failed_write_leaves_nothing_behind_and_the_next_write_works(tmp
         async with store.read() as conn:
             bodies = [r.body for r in await conn.fetch(select(notes.c.body).order_by(notes.c.id), {})]
     assert bodies == ["kept", "kept too"]
-    assert [row[0] for row in sqlite3.connect(tmp_path / "tx.db").execute("SELECT body FROM tx_notes")] == bodies
+    assert [row[0] for row in support_db.query(db, "SELECT body FROM tx_notes ORDER BY id")] == bodies
 
 
 # --- file modes: the database holds every key hash and sealed message, as private as the secret beside it ---
@@ -363,6 +374,7 @@ def _modes(db: Path) -> dict[str, int]:
     return {f.name: stat.S_IMODE(f.stat().st_mode) for f in files if f.exists()}
 
 
+@pytest.mark.sqlite_only("file modes of the SQLite file and its WAL")
 async def test_a_fresh_database_made_by_the_cli_and_its_wal_and_shm_are_0600(tmp_path: Path) -> None:
     # Under the usual umask (022) SQLite made all three 0644: readable by every local user.
     hub = Hub(tmp_path / "fresh")
@@ -388,6 +400,7 @@ async def test_an_existing_database_others_can_read_is_made_0600_with_a_warning(
     assert done.stdout.strip() and "Traceback" not in done.stderr
 
 
+@pytest.mark.sqlite_only("backups copy the SQLite file; PostgreSQL has pg_dump")
 async def test_a_backup_is_as_private_as_the_database(hub: Hub, tmp_path: Path) -> None:
     await hub.register_agent("alice")
     backup = tmp_path / "elsewhere" / "backup.db"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from agentchat_mcp import clock, telemetry
 from agentchat_mcp.services.identity import Identity
 from agentchat_mcp.store import Store, open_store
 from agentchat_mcp.telemetry import Telemetry, metrics_endpoint, otlp_configured, outcome_of, read_business
+from tests import support_db
 from tests.conftest import Hub, error_text, structured
 from tests.support_metrics import INSTRUMENTS, demo_run, family_names, samples
 
@@ -59,6 +59,9 @@ async def test_database_saturation_signals_are_measured_while_a_store_is_open(hu
         structured(await client.call_tool("update_profile", {"description": "writes once"}))
         values = samples((await hub.telemetry.render_prometheus()).decode())
     assert values["db_write_wait_seconds_count"] >= 1
+    if support_db.ON_POSTGRES:  # file sizes are SQLite's; PostgreSQL reports its own
+        assert not any(key.startswith(("db_size_bytes{", "db_wal_bytes{")) for key in values)
+        return
     assert values['db_size_bytes{db="agentchat.db"}'] > 0
     assert 'db_wal_bytes{db="agentchat.db"}' in values
     after = samples((await hub.telemetry.render_prometheus()).decode())
@@ -148,30 +151,30 @@ async def test_business_gauges_are_computed_from_peeks_and_the_ledger(hub: Hub) 
     users = [await hub.register_user(f"u{i}") for i in range(3)]  # 4 users in all, with uma
     now = clock.now()
     start, end = clock.iso(now.replace(microsecond=0) - clock_delta(600)), clock.iso(now)
-    with sqlite3.connect(hub.settings.db) as db:
-        conversation_id = db.execute("SELECT id FROM conversations").fetchone()[0]
-        try:
-            for i, (user, status, window) in enumerate(
-                [
-                    (users[0], "completed", (start, end)),
-                    (users[0], "completed", (start, end)),
-                    (users[1], "refused", None),
-                ]
-            ):
-                db.execute(
-                    "INSERT INTO peeks (id, conversation_id, user_id, status, price_cents, fee_cents, charged_cents,"
-                    " max_price_cents, duration_minutes, window_start, window_end, requested_at, expires_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, 100, 20, 100, 100, 10, ?, ?, ?, ?, ?)",
-                    (f"pek_{i}", conversation_id, user.id, status, *(window or (None, None)), end, end, end),
-                )
-            db.execute(
-                "INSERT INTO ledger_entries (id, idempotency_key, request_hash, kind, created_at)"
-                " VALUES (1, 'k', 'h', 'peek', ?)",
-                (end,),
-            )
-            db.execute("INSERT INTO ledger_lines (entry_id, account, amount_cents) VALUES (1, 'platform:revenue', 250)")
-        except sqlite3.OperationalError as exc:  # the peek/ledger schema is not in this tree yet
-            pytest.skip(f"peek/ledger tables absent: {exc}")
+    db = hub.settings.db
+    ((conversation_id,),) = support_db.query(db, "SELECT id FROM conversations")
+    for i, (user, status, window) in enumerate(
+        [
+            (users[0], "completed", (start, end)),
+            (users[0], "completed", (start, end)),
+            (users[1], "refused", None),
+        ]
+    ):
+        support_db.query(
+            db,
+            "INSERT INTO peeks (id, conversation_id, user_id, status, price_cents, fee_cents, charged_cents,"
+            " max_price_cents, duration_minutes, window_start, window_end, requested_at, expires_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 100, 20, 100, 100, 10, ?, ?, ?, ?, ?)",
+            *(f"pek_{i}", conversation_id, user.id, status, *(window or (None, None)), end, end, end),
+        )
+    support_db.query(
+        db,
+        "INSERT INTO ledger_entries (id, idempotency_key, request_hash, kind, created_at) VALUES (1, 'k', 'h', 'peek', ?)",
+        end,
+    )
+    support_db.query(
+        db, "INSERT INTO ledger_lines (entry_id, account, amount_cents) VALUES (1, 'platform:revenue', 250)"
+    )
     async with open_store(hub.settings.db) as store:
         snapshot = await read_business(store)
     assert snapshot.daily_active_agents == 2

@@ -21,7 +21,7 @@ from agentchat_mcp.services import ratings as performance
 from agentchat_mcp.services.feed import ChangeFeed
 from agentchat_mcp.services.identity import Caller, Identity, require_role
 from agentchat_mcp.store import DbConnection, Store
-from agentchat_mcp.store.tables import conversations, epoch_keys, messages, participants, principals
+from agentchat_mcp.store.tables import MAX_COLUMN_INT, conversations, epoch_keys, messages, participants, principals
 from agentchat_mcp.telemetry import Telemetry
 
 MAX_PARTICIPANTS = 20
@@ -380,7 +380,12 @@ class Conversations:
                             epoch_keys.c.principal_id == caller.id,
                         ),
                     )
-                    .where(and_(messages.c.conversation_id == conversation_id, messages.c.seq > after_seq))
+                    .where(
+                        and_(
+                            messages.c.conversation_id == conversation_id,
+                            messages.c.seq > min(after_seq, MAX_COLUMN_INT),
+                        )
+                    )
                     .order_by(messages.c.seq)
                     .limit(limit + 1)
                 )

@@ -1,9 +1,9 @@
 """Change notifications: who should wake up when a message lands.
 
-In-process, a send publishes at once. Writes by other processes on the same SQLite file are
-found by polling `PRAGMA data_version` (cheap: no query runs unless something changed) and
-then reading the new message rows. A Redis or PostgreSQL LISTEN feed can replace the poller
-for several replicas without touching callers.
+In-process, a send publishes at once. Writes by other processes are found through the store's
+change signal, then by reading the new message rows: on SQLite by polling `PRAGMA data_version`
+(cheap: no query runs unless something changed), on PostgreSQL by LISTEN/NOTIFY, which wakes
+this feed on every commit of any replica (store/postgres.py).
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ class ChangeFeed:
             self._last_message_id = (await conn.execute(select(func.max(messages.c.id)))).scalar() or 0
         version = self._store.data_version()
         while True:
-            await anyio.sleep(self._poll_seconds)
+            # SQLite: sleeps the poll interval. PostgreSQL: returns on the next commit on any replica.
+            await self._store.wait_for_change(self._poll_seconds)
             current = self._store.data_version()
             if current == version:
                 continue
@@ -93,7 +94,7 @@ class ChangeFeed:
             await self._scan()
 
     async def _scan(self) -> None:
-        newest = self._store.quick_first(_NEWEST_MESSAGE, {})
+        newest = await self._store.quick_first(_NEWEST_MESSAGE, {})
         top = int(newest[0]) if newest and newest[0] is not None else 0
         if top <= self._last_message_id:
             return

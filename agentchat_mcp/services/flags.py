@@ -12,8 +12,8 @@ Unleash, Flagsmith ...) instead, and the rest of the server does not change.
 Why evaluations are memoised: the OpenFeature client costs ~18 us an evaluation (context merging,
 hook contexts; measured with its InMemoryProvider), and every tool call evaluates one or two flags.
 So the answer for (flag, principal, role) is kept until the flags' version moves: the newest id in
-`feature_flag_changes`, polled every POLL_SECONDS (PRAGMA data_version first, so an idle database
-costs no query). A change made by any process on the same database (a tool, the CLI) reaches every
+`feature_flag_changes`, polled every POLL_SECONDS (the store's data_version first, so an idle database
+costs no query; on PostgreSQL the poll wakes on every commit instead, through LISTEN/NOTIFY). A change made by any process on the same database (a tool, the CLI) reaches every
 process within about POLL_SECONDS, with no restart. Another provider clears the memo by emitting
 PROVIDER_CONFIGURATION_CHANGED, as OpenFeature providers do when their flags change.
 """
@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent, ProviderEventDetails
@@ -301,7 +300,7 @@ class FeatureFlags:
         seen = self._store.data_version()
         await self.refresh()  # a change between load() at start-up and the line above
         while True:
-            await anyio.sleep(POLL_SECONDS)
+            await self._store.wait_for_change(POLL_SECONDS)  # PostgreSQL: on the next commit anywhere
             current = self._store.data_version()  # read before the version: a write after it moves it again
             if current == seen:
                 continue
@@ -314,7 +313,7 @@ class FeatureFlags:
 
     async def refresh(self) -> bool:
         """Reload if the flags' version moved (one indexed read); True if it did."""
-        newest = self._store.quick_first(_VERSION, {})
+        newest = await self._store.quick_first(_VERSION, {})
         if int((newest[0] if newest else 0) or 0) == self.version:
             return False
         await self.load()

@@ -319,7 +319,7 @@ class Identity:
         if hit is not None and hit[0] > time.monotonic():
             # Still this principal's key? Another process may have rotated it a moment ago, and a
             # rotated key must stop working at once, not when this cache entry expires.
-            if self._store.quick_first(_KEY_IS_CURRENT, {"id": hit[1].id, "hash": key_hash}) is not None:
+            if await self._store.quick_first(_KEY_IS_CURRENT, {"id": hit[1].id, "hash": key_hash}) is not None:
                 self._cache.move_to_end(key_hash)
                 return hit[1]
             del self._cache[key_hash]

@@ -35,7 +35,7 @@ from agentchat_mcp import clock
 from agentchat_mcp.errors import Conflict, InsufficientFunds
 from agentchat_mcp.money import fmt
 from agentchat_mcp.store import DbConnection, Store
-from agentchat_mcp.store.tables import ledger_entries, ledger_lines
+from agentchat_mcp.store.tables import MAX_COLUMN_INT, ledger_entries, ledger_lines
 
 PLATFORM_REVENUE = "platform:revenue"
 PLATFORM_REFERRALS = "platform:referrals"
@@ -246,7 +246,8 @@ class Ledger:
                 before = int(cursor)
             except ValueError:
                 before = 0
-            stmt = stmt.where(ledger_entries.c.id < before)
+            if before <= MAX_COLUMN_INT:  # past every id a column can hold: no bound (PostgreSQL refuses the value)
+                stmt = stmt.where(ledger_entries.c.id < before)
         heads = (await conn.execute(stmt)).all()
         page = heads[:limit]
         ids = [h.id for h in page]

@@ -869,7 +869,7 @@ class Peeks:
         now = clock.now_iso()
         # Runs on every agent request: an inline indexed probe first (microseconds), the read only
         # when some window waits for this agent's keys.
-        if self._store.quick_first(_KEYS_WAITING, {"now": now, "caller": caller.id}) is None:
+        if await self._store.quick_first(_KEYS_WAITING, {"now": now, "caller": caller.id}) is None:
             return 0
         async with self._store.read() as conn:
             ids = list((await conn.execute(_KEYS_WAITING, {"now": now, "caller": caller.id})).scalars())

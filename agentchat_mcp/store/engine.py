@@ -26,6 +26,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from agentchat_mcp.errors import OperatorError
+from agentchat_mcp.settings import PostgresUrl
 from agentchat_mcp.store import migrations
 
 if TYPE_CHECKING:
@@ -193,19 +194,91 @@ class PooledConnection:
         return Ran(result.rowcount, int(inserted[0]) if inserted else None)
 
 
+class NotOnPostgres(OperatorError):
+    """An SQLite-only chore (file backups, file checks) asked of a PostgreSQL store."""
+
+
 class Store:
-    """Transactions over one database file; the only owner of the engine.
+    """What services see of the database: read and write transactions, plans, change signals.
+
+    Two kinds: SqliteStore (the embedded default, one file) and PostgresStore (store/postgres.py,
+    several replicas on one server). Services never ask which; the few SQLite-only chores (file
+    backups) raise NotOnPostgres with what to use instead.
+    """
+
+    path: Path | None = None  # the SQLite file; None on PostgreSQL
+    engine: AsyncEngine | None = None
+    sync_engine: Engine | None = None
+
+    def __init__(self) -> None:
+        # Called with the seconds a writer waited for the write lock (ours, then the database's):
+        # the database-saturation signal in telemetry (db_write_wait_seconds).
+        self.write_wait_observers: list[Callable[[float], None]] = []
+        self._plans: dict[tuple[ClauseElement, tuple[str, ...]], Plan] = {}
+
+    @property
+    def shown(self) -> str:
+        """The database as an operator knows it: the file's path, or the URL without its password."""
+        return str(self.path)
+
+    @property
+    def dialect(self) -> Dialect:
+        engine = self.sync_engine if self.sync_engine is not None else self.engine
+        assert engine is not None
+        return engine.dialect
+
+    def plan(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Plan:
+        """`statement` compiled for the raw driver, once per set of parameter names."""
+        key = (statement, tuple(parameters))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan.of(statement, key[1], self.dialect)
+        return plan
+
+    def _waited(self, seconds: float) -> None:
+        for observe in self.write_wait_observers:
+            observe(seconds)
+
+    def read(self) -> AbstractAsyncContextManager[DbConnection]:
+        """A read transaction: one consistent snapshot for the whole block."""
+        raise NotImplementedError
+
+    def write(self) -> AbstractAsyncContextManager[DbConnection]:
+        """A write transaction, one at a time: commits when the block ends, rolls back on error."""
+        raise NotImplementedError
+
+    def data_version(self) -> int:
+        """Changes whenever a write commits elsewhere (another process or replica): a cheap 'anything new?'."""
+        raise NotImplementedError
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when data_version() may have moved, or after `timeout` seconds."""
+        raise NotImplementedError
+
+    async def quick_first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of one small indexed read, outside any transaction; sees every commit."""
+        raise NotImplementedError
+
+    async def backup(self, target: Path) -> None:
+        """An online, consistent copy of the live database."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteStore(Store):
+    """Transactions over one SQLite database file; the only owner of its engine.
 
     `driver="inline"` (default) runs SQLite statements on the event loop (see InlineConnection);
-    `driver="aiosqlite"` runs them through SQLAlchemy's asyncio engine on aiosqlite, the shape a
+    `driver="aiosqlite"` runs them through SQLAlchemy's asyncio engine on aiosqlite, the shape the
     PostgreSQL (asyncpg) store takes too. Services see the same DbConnection either way.
     """
 
     def __init__(self, path: Path, *, busy_timeout: float, driver: str = "inline") -> None:
+        super().__init__()
         self.path = path
         self.driver = driver
-        self.engine: AsyncEngine | None = None
-        self.sync_engine: Engine | None = None
         if driver == "aiosqlite":
             self.engine = create_async_engine(
                 f"sqlite+aiosqlite:///{path}",
@@ -232,27 +305,9 @@ class Store:
         # loop first, which suspends and resumes the request's whole coroutine stack (~30 us).
         self._write_lock = anyio.Lock(fast_acquire=True)
         self._watch: sqlite3.Connection | None = None
-        # Called with the seconds a writer waited for the write lock (ours, then SQLite's): the
-        # database-saturation signal in telemetry (db_write_wait_seconds).
-        self.write_wait_observers: list[Callable[[float], None]] = []
-        self._plans: dict[tuple[ClauseElement, tuple[str, ...]], Plan] = {}
         # Inline driver: writes are one at a time (the lock above), so one connection serves them
         # all; checking one out of the pool for each transaction cost more than the transaction.
         self._writer: Connection | None = None
-
-    @property
-    def dialect(self) -> Dialect:
-        engine = self.sync_engine if self.sync_engine is not None else self.engine
-        assert engine is not None
-        return engine.dialect
-
-    def plan(self, statement: ClauseElement, parameters: Mapping[str, Any]) -> Plan:
-        """`statement` compiled for the raw driver, once per set of parameter names."""
-        key = (statement, tuple(parameters))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = Plan.of(statement, key[1], self.dialect)
-        return plan
 
     @asynccontextmanager
     async def _transaction(self, *, immediate: bool) -> AsyncIterator[DbConnection]:
@@ -321,12 +376,9 @@ class Store:
                     self._waited(time.perf_counter() - asked)
                     yield conn
 
-    def _waited(self, seconds: float) -> None:
-        for observe in self.write_wait_observers:
-            observe(seconds)
-
     def _watch_connection(self) -> sqlite3.Connection:
         if self._watch is None:
+            assert self.path is not None
             self._watch = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         return self._watch
 
@@ -335,11 +387,16 @@ class Store:
         (version,) = self._watch_connection().execute("PRAGMA data_version").fetchone()
         return int(version)
 
-    def quick_first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+    async def wait_for_change(self, timeout: float) -> None:
+        """SQLite tells no one of a commit: pollers sleep their interval, then compare data_version()."""
+        await anyio.sleep(timeout)
+
+    async def quick_first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row of one small indexed read, run inline on the watch connection.
 
         For checks made on every request: microseconds, where a pooled async read costs hundreds
-        (thread hops). Autocommit, so it sees every write committed by any process.
+        (thread hops). Autocommit, so it sees every write committed by any process. Nothing here
+        awaits: the coroutine runs straight through, as the plain call it was.
         """
         plan = self.plan(statement, params)
         raw = self._watch_connection().execute(plan.sql, plan.values(params)).fetchone()
@@ -347,6 +404,7 @@ class Store:
 
     async def backup(self, target: Path) -> None:
         """An online, consistent copy of the live database (SQLite backup API)."""
+        assert self.path is not None
         await anyio.to_thread.run_sync(backup_file, self.path, target)
 
     async def close(self) -> None:
@@ -434,16 +492,22 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
 def open_settings_store(settings: Settings, *, upgrade: bool = True) -> AbstractAsyncContextManager[Store]:
     """The database of `settings`, opened the way the server and every command open it."""
     return open_store(
-        settings.db, busy_timeout=settings.busy_timeout_seconds, driver=settings.sqlite_driver, upgrade=upgrade
+        settings.db,
+        busy_timeout=settings.busy_timeout_seconds,
+        driver=settings.sqlite_driver,
+        upgrade=upgrade,
+        pool=(settings.pg_pool_size, settings.pg_pool_overflow),
     )
 
 
-def check_path(path: Path) -> Path:
+def check_path(path: Path | PostgresUrl) -> Path:
     """`path` resolved, if a database can live there; else DatabaseUnavailable saying what to do.
 
     Looks only (creates nothing), so a command can check its database before it makes anything
-    beside it, such as the server secret.
+    beside it, such as the server secret. A PostgreSQL URL is no path: NotOnPostgres.
     """
+    if isinstance(path, PostgresUrl):
+        raise NotOnPostgres(f"{path} is a PostgreSQL database, not an SQLite file")
     path = Path(path).expanduser().resolve()
     if path.is_dir():
         raise DatabaseUnavailable(f"the database path {path} is a folder: {_FIX} a file, e.g. {path / 'agentchat.db'}")
@@ -489,22 +553,36 @@ def _unusable(path: Path, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot open the database {path} ({text}): {_FIX} a file in a folder you can write to")
 
 
-@asynccontextmanager
-async def open_store(
-    path: Path, *, busy_timeout: float = 30.0, upgrade: bool = True, driver: str = "inline"
-) -> AsyncIterator[Store]:
-    """Open (creating if needed) the database at `path`, migrated to the newest schema.
+def open_store(
+    path: Path | PostgresUrl,
+    *,
+    busy_timeout: float = 30.0,
+    upgrade: bool = True,
+    driver: str = "inline",
+    pool: tuple[int, int] = (10, 10),
+) -> AbstractAsyncContextManager[Store]:
+    """Open the database at `path` (an SQLite file, created if needed, or a PostgreSQL URL),
+    migrated to the newest schema.
 
-    A path that cannot hold the database raises DatabaseUnavailable (one line for the operator),
-    before anything is created there.
+    A database that cannot be used raises DatabaseUnavailable (one line for the operator), before
+    anything is created there. `pool`: PostgreSQL's connections kept open, and more at peaks.
     """
+    if isinstance(path, PostgresUrl):
+        from agentchat_mcp.store.postgres import open_postgres_store  # asyncpg: imported only when used
+
+        return open_postgres_store(path, upgrade=upgrade, pool=pool)
+    return _open_sqlite(path, busy_timeout=busy_timeout, upgrade=upgrade, driver=driver)
+
+
+@asynccontextmanager
+async def _open_sqlite(path: Path, *, busy_timeout: float, upgrade: bool, driver: str) -> AsyncIterator[Store]:
     path = check_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _make_private(path)
     except OSError as exc:
         raise _unusable(path, exc) from None
-    store = Store(path, busy_timeout=busy_timeout, driver=driver)
+    store = SqliteStore(path, busy_timeout=busy_timeout, driver=driver)
     try:
         await _probe(store)
         if upgrade:
@@ -515,11 +593,12 @@ async def open_store(
             await store.close()
 
 
-async def _probe(store: Store) -> None:
+async def _probe(store: SqliteStore) -> None:
     """Open one connection the way every unit of work does (WAL mode included): SQLite's own
     errors surface here, as one line, rather than from deep inside a migration or the first call."""
     try:
         async with store.read() as conn:
             await conn.exec_driver_sql("PRAGMA schema_version")
     except (OSError, sqlite3.Error, DBAPIError) as exc:
+        assert store.path is not None
         raise _unusable(store.path, exc) from None

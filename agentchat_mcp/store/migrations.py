@@ -72,7 +72,7 @@ async def upgrade(store: Store) -> None:
             await conn.run_sync(_upgrade)
     except DBAPIError as exc:
         raise MigrationFailed(
-            f"could not bring the database {store.path} to schema {head_revision()}: {exc.orig}. "
+            f"could not bring the database {store.shown} to schema {head_revision()}: {exc.orig}. "
             f"Nothing was changed; it is still at {f'schema {before}' if before else 'no schema (new)'}."
         ) from exc
 

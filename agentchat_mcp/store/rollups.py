@@ -6,9 +6,9 @@ one after the other, it adds each event once. It runs in the migration that crea
 backfill), before every analytics read (so figures are exact at the moment they are read), and in
 the background every few seconds (services/analytics.py), never on the send or capture path.
 
-Watermarks are autoincrement ids. SQLite hands them out in commit order (one writer at a time), so a
-line below the watermark can never commit later; on PostgreSQL a sequence can, and the catch-up
-would then have to stop short of ids still in flight (not needed on SQLite; noted in docs/analytics.md).
+Watermarks are autoincrement ids, handed out in commit order: SQLite has one writer at a time, and
+the PostgreSQL store serializes writers the same way (an advisory lock taken at BEGIN, store/postgres.py),
+so a line below the watermark can never commit later. Every statement here runs on both databases.
 
 What is rolled up (scope "platform" or an agent id; day = UTC date; dim "" unless said):
   agent   earned (dim paid_by: credit|pack|subscription), earned_hour (dim weekday+hour, "003": Monday
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import String, bindparam, text
 from sqlalchemy.engine import Connection
 
 PLATFORM = "platform"
@@ -99,7 +99,7 @@ _FIRST_PAID_UPSERT = text(
     SELECT :user_id, :day, created_at FROM principals WHERE id = :user_id
     ON CONFLICT (user_id) DO NOTHING
     """
-)
+).bindparams(bindparam("user_id", type_=String), bindparam("day", type_=String))  # typed: PostgreSQL infers one type
 
 _SENT = text(
     """

@@ -24,6 +24,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+# The largest value an Integer column holds on every store (PostgreSQL's INTEGER; SQLite's are 64-bit).
+# An argument compared with one is clamped to it first: PostgreSQL refuses a larger bound value outright.
+MAX_COLUMN_INT = 2**31 - 1
+
 principals = Table(
     "principals",
     metadata,
