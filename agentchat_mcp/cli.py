@@ -291,8 +291,9 @@ async def _copy_database(args: argparse.Namespace, settings: Settings) -> int:
     """db copy --to URL: the (migrated) SQLite store into an empty PostgreSQL database, checked."""
     from agentchat_mcp.store.copy import copy_to_postgresql
 
-    async with _open_store(settings) as store:  # migrate the source to head first, as every command does
-        source = store.path
+    source = settings.sqlite_path  # the source is the embedded store; a PostgreSQL --db is refused here
+    async with _open_store(settings):  # migrate the source to head first, as every command does
+        pass
     copied = await copy_to_postgresql(source, args.to)
     print(json.dumps(copied.summary()))
     print(

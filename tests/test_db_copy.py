@@ -12,10 +12,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from agentchat_mcp.settings import Settings
 from tests.conftest import Hub, run_cli, structured
 from tests.test_peeks import call, scene
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_only("copies an embedded SQLite store into PostgreSQL")]
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 
@@ -102,7 +103,7 @@ async def test_a_failed_copy_leaves_the_target_empty(hub: Hub, empty_pg: str) ->
     ("target", "says"),
     [
         ("mysql://root@127.0.0.1/agentchat", "must be a PostgreSQL URL"),
-        ("postgresql+psycopg://postgres@127.0.0.1/x", "use postgresql://"),
+        ("postgresql+psycopg://postgres:hunter2@127.0.0.1/x", "must be a PostgreSQL URL"),
         ("postgresql://postgres:hunter2@127.0.0.1:1/agentchat", "could not copy to"),
     ],
 )
@@ -115,15 +116,14 @@ async def test_a_target_that_cannot_be_used_is_one_line_without_its_password(hub
 
 async def test_agents_keep_their_keys_after_the_copy(hub: Hub, empty_pg: str) -> None:
     """The point of moving up: the same API keys read the old conversation and go on talking."""
-    pytest.importorskip("agentchat_mcp.store.postgres", reason="the PostgreSQL store is not in this build")
     s = await scene(hub)
     assert run_cli("db", "copy", "--to", empty_pg, env=env_for(hub)).returncode == 0
 
     moved = Hub(hub.tmp_path)
-    moved.settings = hub.settings.model_copy(update={"db": empty_pg})
+    moved.settings = Settings(db=empty_pg, secret_file=hub.settings.resolved_secret_file())
     async with moved.client(s.bob) as b, moved.client(s.alice) as a:
-        history = await call(b, "get_messages", conversation_id=s.conversation_id)
-        assert [m["content"] for m in history["messages"]] == ["hi bob"]
+        history = await call(b, "read_messages", conversation_id=s.conversation_id)
+        assert [m["text"] for m in history["messages"]] == ["hi bob"]
         structured(await b.call_tool("send_message", {"conversation_id": s.conversation_id, "text": "on postgres"}))
-        after = await call(a, "get_messages", conversation_id=s.conversation_id)
-        assert [m["content"] for m in after["messages"]] == ["hi bob", "on postgres"]
+        after = await call(a, "read_messages", conversation_id=s.conversation_id)
+        assert [m["text"] for m in after["messages"]] == ["hi bob", "on postgres"]

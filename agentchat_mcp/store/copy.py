@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Table, create_engine, func, insert, inspect, select, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentchat_mcp.errors import OperatorError
+from agentchat_mcp.settings import POSTGRES_SCHEMES, PostgresUrl
 from agentchat_mcp.store import migrations
+from agentchat_mcp.store.engine import DatabaseUnavailable
+from agentchat_mcp.store.postgres import engine_url
 from agentchat_mcp.store.tables import ledger_lines, metadata
 
 BATCH_ROWS = 2_000
@@ -55,22 +58,12 @@ class Copied:
         }
 
 
-def async_url(url: str) -> str:
-    """`postgresql://...` as SQLAlchemy's asyncpg URL; a URL naming another driver is refused."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        raise CopyRefused(f"--to must be a PostgreSQL URL such as postgresql://user@host/agentchat, not {shown(url)}")
-    if parsed.drivername not in ("postgresql", "postgresql+asyncpg"):
-        raise CopyRefused(f"{shown(url)}: use postgresql:// or postgresql+asyncpg:// (the hub's driver is asyncpg)")
-    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-
-
-def shown(url: str) -> str:
-    """The URL as it may be printed: never its password."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: print nothing of it
-        return "that value"
+def target_url(url: str) -> PostgresUrl:
+    """--to as a PostgresUrl (printed without its password); anything else is refused."""
+    if not url.strip().lower().startswith(POSTGRES_SCHEMES):
+        shown = url.split("@")[-1] if "@" in url else url  # a URL of another kind may still carry a password
+        raise CopyRefused(f"--to must be a PostgreSQL URL such as postgresql://user@host/agentchat, not ...{shown}")
+    return PostgresUrl(url.strip())
 
 
 def _key(table: Table) -> list[Any]:
@@ -144,10 +137,13 @@ def _copy(target: Connection, source: Connection, copied: Copied) -> None:
 
 async def copy_to_postgresql(source: Path, url: str) -> Copied:
     """Copy the SQLite database at `source` (already at the migration head) into the empty database at `url`."""
-    target_url = async_url(url)
-    copied = Copied(source=str(source), target=shown(url), revision=migrations.head_revision())
+    target = target_url(url)
+    copied = Copied(source=str(source), target=str(target), revision=migrations.head_revision())
     reader = create_engine(f"sqlite:///file:{source}?mode=ro&uri=true")
-    engine = create_async_engine(target_url, isolation_level="SERIALIZABLE")
+    try:
+        engine = create_async_engine(engine_url(target), isolation_level="SERIALIZABLE")
+    except DatabaseUnavailable as exc:
+        raise CopyRefused(str(exc)) from None
     try:
         with reader.connect() as src:
             src.exec_driver_sql("BEGIN")  # one snapshot for the whole copy: writers may go on meanwhile
