@@ -1,9 +1,11 @@
-"""Change notifications: who should wake up when a message lands.
+"""Change notifications: who should wake up when a message lands, or a peek request waits.
 
 In-process, a send publishes at once. Writes by other processes are found through the store's
-change signal, then by reading the new message rows: on SQLite by polling `PRAGMA data_version`
-(cheap: no query runs unless something changed), on PostgreSQL by LISTEN/NOTIFY, which wakes
-this feed on every commit of any replica (store/postgres.py).
+change signal, then by reading the new rows (messages, and conversation_changes for news that is
+not a message): on SQLite by polling `PRAGMA data_version` (cheap: no query runs unless something
+changed), on PostgreSQL by LISTEN/NOTIFY, which wakes this feed on every commit of any replica
+(store/postgres.py). Writers are serialized on both stores, so ids come in commit order and a
+scan past the last id seen misses nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 import anyio
 from sqlalchemy import func, select
 
-from agentchat_mcp.store import Store
-from agentchat_mcp.store.tables import messages
+from agentchat_mcp.store import DbConnection, Store
+from agentchat_mcp.store.tables import conversation_changes, messages
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[str], Awaitable[None]]
@@ -31,6 +33,8 @@ class _Waiter:
 # Under a busy hub most new rows are this process's own; when the newest id shows that all are,
 # the poll is one indexed lookup instead of a read of every new row.
 _NEWEST_MESSAGE = select(func.max(messages.c.id))
+_NEWEST_CHANGE = select(func.max(conversation_changes.c.id))
+KEEP_CHANGES = 10_000  # conversation_changes rows kept behind the newest: far more than a poll ever finds
 
 
 class ChangeFeed:
@@ -43,6 +47,8 @@ class ChangeFeed:
         self._listeners: list[Listener] = []
         self._last_message_id = 0
         self._local_ids: set[int] = set()
+        self._last_change_id = 0
+        self._local_change_ids: set[int] = set()
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(conversation_id)` for every new message (resource subscriptions)."""
@@ -53,8 +59,22 @@ class ChangeFeed:
         self._local_ids.add(message_id)
         await self._fan_out(conversation_id)
 
-    async def touched(self, conversation_id: str) -> None:
-        """Something besides a message changed (a peek request): wake waiters and subscribers here."""
+    async def record(self, conn: DbConnection, conversation_id: str, kind: str, now: str) -> int:
+        """Write news that is not a message in the caller's transaction; other processes find it by
+        its id. Returns the id, for `touched` once the transaction has committed."""
+        ran = await conn.run(
+            conversation_changes.insert(), {"conversation_id": conversation_id, "kind": kind, "created_at": now}
+        )
+        assert ran.inserted_id is not None
+        if ran.inserted_id % 1_000 == 0:  # now and then, drop what no poll will look at again
+            await conn.execute(
+                conversation_changes.delete().where(conversation_changes.c.id <= ran.inserted_id - KEEP_CHANGES)
+            )
+        return ran.inserted_id
+
+    async def touched(self, conversation_id: str, change_id: int) -> None:
+        """News this process recorded (after commit): wake waiters and subscribers here at once."""
+        self._local_change_ids.add(change_id)
         await self._fan_out(conversation_id)
 
     async def wait(self, conversations: frozenset[str] | None, timeout: float) -> bool:
@@ -82,7 +102,8 @@ class ChangeFeed:
     async def run(self) -> None:
         """Poll for other processes' writes until cancelled."""
         async with self._store.read() as conn:
-            self._last_message_id = (await conn.execute(select(func.max(messages.c.id)))).scalar() or 0
+            self._last_message_id = (await conn.execute(_NEWEST_MESSAGE)).scalar() or 0
+            self._last_change_id = (await conn.execute(_NEWEST_CHANGE)).scalar() or 0
         version = self._store.data_version()
         while True:
             # SQLite: sleeps the poll interval. PostgreSQL: returns on the next commit on any replica.
@@ -94,6 +115,33 @@ class ChangeFeed:
             await self._scan()
 
     async def _scan(self) -> None:
+        await self._scan_messages()
+        await self._scan_changes()
+
+    async def _scan_changes(self) -> None:
+        newest = await self._store.quick_first(_NEWEST_CHANGE, {})
+        top = int(newest[0]) if newest and newest[0] is not None else 0
+        if top <= self._last_change_id:
+            return
+        async with self._store.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(conversation_changes.c.id, conversation_changes.c.conversation_id)
+                    .where(conversation_changes.c.id > self._last_change_id)
+                    .order_by(conversation_changes.c.id)
+                )
+            ).all()
+        changed: list[str] = []
+        for row in rows:
+            self._last_change_id = max(self._last_change_id, row.id)
+            if row.id in self._local_change_ids:
+                self._local_change_ids.discard(row.id)
+            elif row.conversation_id not in changed:
+                changed.append(row.conversation_id)
+        for conversation_id in changed:
+            await self._fan_out(conversation_id)
+
+    async def _scan_messages(self) -> None:
         newest = await self._store.quick_first(_NEWEST_MESSAGE, {})
         top = int(newest[0]) if newest and newest[0] is not None else 0
         if top <= self._last_message_id:

@@ -56,7 +56,13 @@ from agentchat_mcp.services.ledger import (
 )
 from agentchat_mcp.services.pricing import Pricing, Quote
 from agentchat_mcp.store import DbConnection, Store
-from agentchat_mcp.store.tables import conversations, participants, peek_consents, peeks, principals
+from agentchat_mcp.store.tables import (
+    conversations,
+    participants,
+    peek_consents,
+    peeks,
+    principals,
+)
 from agentchat_mcp.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -212,7 +218,7 @@ class _Counters:
     refused: int = 0
     completed: int = 0
     earned_cents: int = 0
-    notify: set[str] = field(default_factory=set)
+    notify: dict[str, int] = field(default_factory=dict)  # conversation -> its conversation_changes row
 
 
 # Active paid windows of the caller's conversations whose keys are not released yet.
@@ -425,7 +431,7 @@ class Peeks:
             )
         counters.initiated += 1
         if quote.needs_consent:
-            counters.notify.add(conversation_id)
+            counters.notify[conversation_id] = await self._feed.record(conn, conversation_id, "peek_request", now)
         else:
             await self._capture(conn, peek_id, now_dt, counters)
         return peek_id
@@ -1173,5 +1179,5 @@ class Peeks:
             self._telemetry.peek_completed.add(counters.completed)
         if counters.earned_cents:
             self._telemetry.agent_earnings_usd.add(counters.earned_cents / 100)
-        for conversation_id in counters.notify:
-            await self._feed.touched(conversation_id)
+        for conversation_id, change_id in counters.notify.items():
+            await self._feed.touched(conversation_id, change_id)

@@ -540,3 +540,17 @@ feature_flag_changes = Table(
     Column("reason", String(200), nullable=False, server_default=""),
 )
 Index("ix_feature_flag_changes_subject", feature_flag_changes.c.subject, feature_flag_changes.c.id)
+
+# --- v1.4: news about a conversation other than a message (storage/versions/0009) -------------
+
+# Written in the transaction that made the news (a peek request awaiting consent), so every process
+# of the hub finds it past its last seen id and wakes that conversation's waiters and subscribers.
+# Only the newest rows matter: the writer prunes rows far behind the newest.
+conversation_changes = Table(
+    "conversation_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # peek_request
+    Column("created_at", String(32), nullable=False),
+)
