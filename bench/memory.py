@@ -2,6 +2,7 @@
 
     python bench/memory.py                        # idle RSS (hub, floor, stdio), then 5,000 sessions each
     python bench/memory.py --sessions 500         # fewer sessions
+    python bench/memory.py --hub-only             # the hub alone (no floor, no stdio): quicker to compare
     python bench/memory.py --trace                # + where the hub's per-session bytes go (tracemalloc;
                                                   #   its hub figures then include the tracing itself)
 
@@ -309,61 +310,71 @@ def print_trace(trace: dict[str, Any], sessions: int) -> None:
         )
 
 
-def run(sessions: int, concurrency: int, trace: bool) -> int:
+def measure_hub(folder: Path, sessions: int, concurrency: int, trace: bool) -> tuple[int, Growth | None, Any]:
+    """The hub's idle RSS and growth; with `trace`, tracemalloc's figures for the sessions too."""
+    (folder / "hub").mkdir()
+    trace_out = folder / "trace.json"
+    port = free_port()
+    env = hub_env(folder / "hub")
+    if trace:
+        env["BENCH_TRACE_OUT"] = str(trace_out)
+    with running("hub", hub_argv(port, trace), env, port) as hub:
+        idle = hub.rss()
+        if trace:
+            hub.proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+        growth = session_growth(hub, sessions, concurrency) if sessions else None
+        if trace:
+            hub.proc.send_signal(signal.SIGUSR2)
+            for _ in range(1200):
+                if trace_out.exists():
+                    break
+                time.sleep(0.1)
+            else:
+                print("hub: no tracemalloc figures within 120 s", file=sys.stderr)
+    return idle, growth, json.loads(trace_out.read_text()) if trace_out.exists() else None
+
+
+def run(sessions: int, concurrency: int, trace: bool, hub_only: bool) -> int:
+    results: dict[str, tuple[int, Growth | None]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         folder = Path(tmp)
-        (folder / "hub").mkdir()
-        (folder / "stdio").mkdir()
-        trace_out = folder / "trace.json"
-        port = free_port()
-        env = hub_env(folder / "hub")
-        if trace:
-            env["BENCH_TRACE_OUT"] = str(trace_out)
-        results: dict[str, tuple[int, Growth | None]] = {}
-        floor_port = free_port()
-        with running("floor", floor_argv(floor_port), hub_env(folder), floor_port) as floor:
-            idle = floor.rss()
-            growth = session_growth(floor, sessions, concurrency) if sessions else None
-            results["floor"] = (idle, growth)
-        with running("hub", hub_argv(port, trace), env, port) as hub:
-            idle = hub.rss()
-            if trace:
-                hub.proc.send_signal(signal.SIGUSR1)
-                time.sleep(0.5)
-            growth = session_growth(hub, sessions, concurrency) if sessions else None
-            if trace:
-                hub.proc.send_signal(signal.SIGUSR2)
-                for _ in range(1200):
-                    if trace_out.exists():
-                        break
-                    time.sleep(0.1)
-                else:
-                    print("hub: no tracemalloc figures within 120 s", file=sys.stderr)
-            results["hub"] = (idle, growth)
-        trace = json.loads(trace_out.read_text()) if trace_out.exists() else None
-        stdio = stdio_idle(folder / "stdio")
+        if not hub_only:
+            floor_port = free_port()
+            with running("floor", floor_argv(floor_port), hub_env(folder), floor_port) as floor:
+                results["floor"] = (floor.rss(), session_growth(floor, sessions, concurrency) if sessions else None)
+        *hub, traced = measure_hub(folder, sessions, concurrency, trace)
+        results["hub"] = (hub[0], hub[1])
+        if not hub_only:
+            (folder / "stdio").mkdir()
+            stdio = stdio_idle(folder / "stdio")
 
-    floor_idle = results["floor"][0]
+    floor = results.get("floor")
     print(f"idle RSS (VmRSS once ready; target hub <= {IDLE_TARGET_MIB:.0f} MiB)")
-    print(f"  floor  bare MCPServer, streamable HTTP  {mib(floor_idle)}   1.00x")
-    hub_idle = results["hub"][0]
-    print(f"  hub    serve --transport http          {mib(hub_idle)}   {hub_idle / floor_idle:.2f}x")
-    print(f"  stdio  serve (stdio), initialized      {mib(stdio)}   {stdio / floor_idle:.2f}x")
+
+    def ratio(value: float, base: float | None) -> str:
+        return f"{value / base:.2f}x" if base else ""
+
+    floor_idle = floor[0] if floor else None
+    if floor_idle:
+        print(f"  floor  bare MCPServer, streamable HTTP  {mib(floor_idle)}   1.00x")
+    print(f"  hub    serve --transport http          {mib(results['hub'][0])}   {ratio(results['hub'][0], floor_idle)}")
+    if not hub_only:
+        print(f"  stdio  serve (stdio), initialized      {mib(stdio)}   {ratio(stdio, floor_idle)}")
     if sessions:
         print(
             f"\nopen sessions ({sessions}, {PROTOCOL} era, {concurrency} at a time; target hub <= {SESSION_TARGET_KIB:.0f} KiB)"
         )
-        floor_growth = results["floor"][1]
-        assert floor_growth is not None
+        floor_growth = floor[1] if floor else None
         for name, (_, growth) in results.items():
             assert growth is not None
-            ratio = growth.per_session_kib / floor_growth.per_session_kib if floor_growth.per_session_kib > 0 else 0
+            base = floor_growth.per_session_kib if floor_growth else None
             print(
                 f"  {name:5}  {mib(growth.idle_kib)} -> {mib(growth.loaded_kib)}   "
-                f"{growth.per_session_kib:6.1f} KiB per session   {ratio:.2f}x floor"
+                f"{growth.per_session_kib:6.1f} KiB per session   {ratio(growth.per_session_kib, base) + ' floor' if base else ''}"
             )
-    if trace is not None and sessions:
-        print_trace(trace, sessions)
+    if traced is not None and sessions:
+        print_trace(traced, sessions)
     return 0
 
 
@@ -372,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=5000, help="sessions to open (default 5000; 0: idle only)")
     parser.add_argument("--concurrency", type=int, default=50, help="sessions opened at a time (default 50)")
     parser.add_argument("--trace", action="store_true", help="tracemalloc the hub: where per-session bytes go")
+    parser.add_argument("--hub-only", action="store_true", help="measure the hub alone (no floor, no stdio)")
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)  # a child
     parser.add_argument("--serve-traced", action="store_true", help=argparse.SUPPRESS)  # a child
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -382,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_traced:
         serve_traced(args.port, Path(os.environ["BENCH_TRACE_OUT"]))
         return 0
-    return run(args.sessions, args.concurrency, args.trace)
+    return run(args.sessions, args.concurrency, args.trace, args.hub_only)
 
 
 if __name__ == "__main__":
