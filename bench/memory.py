@@ -3,15 +3,20 @@
     python bench/memory.py                        # idle RSS (hub, floor, stdio), then 5,000 sessions each
     python bench/memory.py --sessions 500         # fewer sessions
     python bench/memory.py --hub-only             # the hub alone (no floor, no stdio): quicker to compare
+    python bench/memory.py --fresh-db             # the servers create their database (migrate at start)
     python bench/memory.py --trace                # + where the hub's per-session bytes go (tracemalloc;
                                                   #   its hub figures then include the tracing itself)
 
-Processes, each on a fresh temp SQLite database and a free loopback port:
+Processes, each on a temp SQLite database and a free loopback port:
 - hub: `agentchat-mcp serve --transport http` (default ledger payments, default settings except
   AGENTCHAT_RATE_LIMIT_IP, see below); idle = once GET /healthz answers and the process settled.
+  Its database is brought to the schema's head first by `agentchat-mcp db upgrade` (a process of
+  its own): the hub is measured as it restarts on its database, its usual state. `--fresh-db`: the
+  hub creates the database itself, migrating at start (what a first start holds afterwards).
 - floor: a bare `mcp.server.MCPServer` with one `echo` tool, `run("streamable-http")` under the
   same uvicorn, plus a /healthz route so it is awaited the same way.
-- stdio: `agentchat-mcp serve` (stdio), measured once it answered `initialize` (its one session).
+- stdio: `agentchat-mcp serve` (stdio), measured once it answered `initialize` (its one session);
+  its database prepared as the hub's.
 
 RSS is VmRSS from /proc/<pid>/status (Linux). Sessions are of the 2025-11-25 era: each one
 `initialize` + `notifications/initialized` over Streamable HTTP, kept open (its Mcp-Session-Id is
@@ -100,6 +105,12 @@ def wait_healthy(served: Served, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{served.name} did not answer /healthz within {timeout:.0f} s")
+
+
+def prepare_db(folder: Path) -> None:
+    """`agentchat-mcp db upgrade` on the folder's database, in its own process."""
+    argv = [sys.executable, "-m", "agentchat_mcp", "db", "upgrade"]
+    subprocess.run(argv, env=hub_env(folder), check=True, stdout=subprocess.DEVNULL)
 
 
 def hub_env(folder: Path) -> dict[str, str]:
@@ -310,9 +321,13 @@ def print_trace(trace: dict[str, Any], sessions: int) -> None:
         )
 
 
-def measure_hub(folder: Path, sessions: int, concurrency: int, trace: bool) -> tuple[int, Growth | None, Any]:
+def measure_hub(
+    folder: Path, sessions: int, concurrency: int, *, trace: bool, fresh_db: bool
+) -> tuple[int, Growth | None, Any]:
     """The hub's idle RSS and growth; with `trace`, tracemalloc's figures for the sessions too."""
     (folder / "hub").mkdir()
+    if not fresh_db:
+        prepare_db(folder / "hub")
     trace_out = folder / "trace.json"
     port = free_port()
     env = hub_env(folder / "hub")
@@ -335,7 +350,7 @@ def measure_hub(folder: Path, sessions: int, concurrency: int, trace: bool) -> t
     return idle, growth, json.loads(trace_out.read_text()) if trace_out.exists() else None
 
 
-def run(sessions: int, concurrency: int, trace: bool, hub_only: bool) -> int:
+def run(sessions: int, concurrency: int, *, trace: bool, hub_only: bool, fresh_db: bool) -> int:
     results: dict[str, tuple[int, Growth | None]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         folder = Path(tmp)
@@ -343,14 +358,17 @@ def run(sessions: int, concurrency: int, trace: bool, hub_only: bool) -> int:
             floor_port = free_port()
             with running("floor", floor_argv(floor_port), hub_env(folder), floor_port) as floor:
                 results["floor"] = (floor.rss(), session_growth(floor, sessions, concurrency) if sessions else None)
-        *hub, traced = measure_hub(folder, sessions, concurrency, trace)
+        *hub, traced = measure_hub(folder, sessions, concurrency, trace=trace, fresh_db=fresh_db)
         results["hub"] = (hub[0], hub[1])
         if not hub_only:
             (folder / "stdio").mkdir()
+            if not fresh_db:
+                prepare_db(folder / "stdio")
             stdio = stdio_idle(folder / "stdio")
 
     floor = results.get("floor")
-    print(f"idle RSS (VmRSS once ready; target hub <= {IDLE_TARGET_MIB:.0f} MiB)")
+    database = "created by the server at start" if fresh_db else "brought to head by `db upgrade` first"
+    print(f"idle RSS (VmRSS once ready; database {database}; target hub <= {IDLE_TARGET_MIB:.0f} MiB)")
 
     def ratio(value: float, base: float | None) -> str:
         return f"{value / base:.2f}x" if base else ""
@@ -384,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50, help="sessions opened at a time (default 50)")
     parser.add_argument("--trace", action="store_true", help="tracemalloc the hub: where per-session bytes go")
     parser.add_argument("--hub-only", action="store_true", help="measure the hub alone (no floor, no stdio)")
+    parser.add_argument("--fresh-db", action="store_true", help="no `db upgrade` first: the servers migrate at start")
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)  # a child
     parser.add_argument("--serve-traced", action="store_true", help=argparse.SUPPRESS)  # a child
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -394,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_traced:
         serve_traced(args.port, Path(os.environ["BENCH_TRACE_OUT"]))
         return 0
-    return run(args.sessions, args.concurrency, args.trace, args.hub_only)
+    return run(args.sessions, args.concurrency, trace=args.trace, hub_only=args.hub_only, fresh_db=args.fresh_db)
 
 
 if __name__ == "__main__":
