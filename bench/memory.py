@@ -393,7 +393,11 @@ def run(sessions: int, concurrency: int, *, trace: bool, hub_only: bool, fresh_d
         print(f"  stdio  serve (stdio), initialized      {mib(stdio)}   {ratio(stdio, floor_idle)}")
     if sessions:
         print(
-            f"\nopen sessions ({sessions}, {PROTOCOL} era, {concurrency} at a time; target hub <= {SESSION_TARGET_KIB:.0f} KiB)"
+            f"\nopen sessions ({sessions}, {PROTOCOL} era, {min(concurrency, sessions)} at a time; target hub <= {SESSION_TARGET_KIB:.0f} KiB)"
+        )
+        print(
+            f"  (hub: AGENTCHAT_RATE_LIMIT_IP={BENCH_RATE_LIMIT_IP}, as all come from 127.0.0.1; the SDK's "
+            "session cap 10,000 and idle timeout 1,800 s left at their defaults)"
         )
         floor_growth = floor[1] if floor else None
         for name, (_, growth) in results.items():
