@@ -2,7 +2,8 @@
 
 Each test runs the real `agentchat-mcp serve --transport http` in a fresh interpreter, uses it as a
 client would (an MCP session, the Stripe webhook route, /healthz), then reads that process's
-`sys.modules`: a library a configuration does not use must not be there.
+`sys.modules`: a library a configuration does not use must not be there. Then it scrapes /metrics,
+which loads the Prometheus exporter only then.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ def client():
     httpx2.post(url + "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
     listed = httpx2.post(url + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers)
     webhook = httpx2.post(url + "/webhooks/stripe", content=b"{}", headers={"stripe-signature": "t=1,v1=0"})
-    loaded = sorted({m for m in WATCHED for n in sys.modules if n == m or n.startswith(m + ".")})
-    print(json.dumps({"tools": '"inputSchema"' in listed.text, "webhook": webhook.status_code, "loaded": loaded}))
+    def loaded():
+        return sorted({m for m in WATCHED for n in sys.modules if n == m or n.startswith(m + ".")})
+    before_scrape = loaded()
+    metrics = httpx2.get(url + "/metrics")
+    print(json.dumps({"tools": '"inputSchema"' in listed.text, "webhook": webhook.status_code, "loaded": before_scrape,
+                      "metrics": metrics.status_code, "mcp_in_metrics": "mcp_sessions_active" in metrics.text,
+                      "loaded_after_scrape": loaded()}))
     sys.stdout.flush()
     os._exit(0)
 
@@ -68,10 +74,20 @@ def serve_and_probe(tmp_path: Path, watched: list[str], **env: str) -> dict[str,
 # Never loaded by a hub in ledger mode: Stripe's SDK (the stripe provider's), and what only tests,
 # benchmarks or development tools use.
 NOT_IN_A_LEDGER_HUB = ["stripe", "localstripe", "playwright", "numpy", "pytest", "tests", "bench"]
+# Loaded by the first scrape of /metrics, not before.
+PROMETHEUS = ["prometheus_client", "opentelemetry.exporter.prometheus"]
 
 
 def test_a_hub_in_ledger_mode_serves_sessions_and_the_webhook_route_without_loading_stripe(tmp_path: Path) -> None:
-    probe = serve_and_probe(tmp_path, NOT_IN_A_LEDGER_HUB)
+    probe = serve_and_probe(tmp_path, NOT_IN_A_LEDGER_HUB + PROMETHEUS)
     assert probe["tools"] is True
     assert probe["webhook"] == 404  # "Stripe payments are not enabled on this server."
     assert probe["loaded"] == []
+
+
+def test_the_prometheus_exporter_is_loaded_by_the_first_scrape_of_metrics(tmp_path: Path) -> None:
+    probe = serve_and_probe(tmp_path, PROMETHEUS)
+    assert probe["loaded"] == []
+    assert probe["metrics"] == 200
+    assert probe["mcp_in_metrics"] is True
+    assert probe["loaded_after_scrape"] == sorted(PROMETHEUS)
