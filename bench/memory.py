@@ -32,16 +32,18 @@ Limits the hub applies, and how this bench sets them:
 Targets (issue 15): hub idle <= 100 MiB; <= 50 KiB per session. No figure here is asserted.
 
 Measured (2 shared cores, Python 3.11, mcp 2.3.0; MiB idle, KiB per session over 5,000):
-    floor 69.8 MiB, 38.0 KiB: the SDK's own. Of what a session holds, the SDK keeps each session's
+    floor 69.8 MiB, 38.2 KiB: the SDK's own. Of what a session holds, the SDK keeps each session's
         last starlette Request (ServerSession's dispatch context and its run loop's last message),
         and with it the scope, the receive chain and uvicorn's RequestResponseCycle of that request.
-    hub before: 124.5 MiB, 49.5 KiB. Now: 117.5 MiB, 46.0 KiB (stripe loaded only by the stripe
-        provider; no scope copy and no second body buffer per request on /mcp).
+    hub before: 124.5 MiB, 49.5 KiB. Now: 116.4 MiB, 46.1 KiB (stripe loaded only by the stripe
+        provider, the Prometheus exporter by the first scrape; no scope copy and no second body
+        buffer per request on /mcp). stdio: 117.2 -> 115.8 MiB.
     What the hub still imports beyond the floor (import deltas): sqlalchemy core 11.9, alembic
         11.7 (store/migrations.py, at import, even with nothing to migrate), sqlalchemy.ext.asyncio
         + ORM 7.2 (store/engine.py, though the default inline driver never uses it), our own modules
-        ~8.8, opentelemetry SDK + Prometheus exporter 2.7, limits 1.6, pydantic-settings 1.0, nacl
-        0.9, openfeature 0.5. With those two store imports made lazy: hub 99.0, stdio 98.6 MiB.
+        ~8.8, opentelemetry SDK 1.7, limits 1.6, pydantic-settings 1.0, nacl 0.9, openfeature 0.5.
+        With those two store imports made lazy: hub 97.9, stdio 97.4 MiB (108.9 with --fresh-db:
+        a hub that migrates at start has loaded alembic).
 """
 
 from __future__ import annotations
