@@ -291,6 +291,26 @@ class Runtime:
         return self.server._lowlevel_server
 
 
+class BodyLimit:
+    """The request body cap (413), except on paths whose SDK transport applies the same cap itself.
+
+    Why not on those: each cap buffers the body and hands a replaying `receive` down, and the SDK
+    keeps the last Request of every open session, so a second cap was two more buffers and closures
+    per open session (bench/memory.py, --trace). There, the transport's own check answers the 413.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_size: int, own_limit: Sequence[str]) -> None:
+        self.app = app
+        self.capped = RequestBodyLimitMiddleware(app, max_body_size=max_body_size)
+        self.own_limit = frozenset(own_limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") in self.own_limit:
+            await self.app(scope, receive, send)
+        else:
+            await self.capped(scope, receive, send)
+
+
 def _uuid_or_none(text: str) -> UUID | None:
     try:
         return UUID(hex=text)
@@ -344,7 +364,9 @@ class McpGuard:
         if isinstance(auth, AuthRefusal):
             await _refusal_response(auth)(scope, receive, send)
             return
-        scope = self._sanitized(scope, request)
+        # In place, not a copy: the SDK keeps each session's last Request (and so its scope) for as long
+        # as the session lives, and a copy per request would be one more dict per open session.
+        scope["headers"] = self._sanitized_headers(scope, request)
         scope.pop("user", None)
         scope.pop("auth", None)
         remembered = None
@@ -362,8 +384,8 @@ class McpGuard:
             auth_context_var.reset(reset)
             close_caller_memo(remembered)
 
-    def _sanitized(self, scope: Scope, request: Request) -> Scope:
-        headers = list(scope["headers"])
+    def _sanitized_headers(self, scope: Scope, request: Request) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
         if self.kind == "mcp":
             version = request.headers.get("mcp-protocol-version")
             modern = version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
@@ -376,7 +398,7 @@ class McpGuard:
                 headers.append((SESSION_HEADER.encode(), f"sse-{sse_session}".encode("latin-1")))
         else:
             headers = _without_session_header(headers)
-        return {**scope, "headers": headers}
+        return headers
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str | None) -> None:
         """A client ends its session: forget the identity it registered in it, if any."""
@@ -548,7 +570,7 @@ def build_app(
             Middleware(ClientAddress, proxies=settings.trusted_proxies),  # before anything counts addresses
             Middleware(SecurityHeaders, hsts=options.behind_tls),
             Middleware(HttpRateLimit, limiter=RateLimiter.from_settings(settings, telemetry)),  # 429 per IP
-            Middleware(RequestBodyLimitMiddleware, max_body_size=options.max_body_bytes),
+            Middleware(BodyLimit, max_body_size=options.max_body_bytes, own_limit=(MCP_PATH,)),
         ],
         lifespan=lifespan,
     )

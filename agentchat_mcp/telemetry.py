@@ -8,7 +8,8 @@ process unless configured. Traces: one INTERNAL span per tool call, a child of t
 SDK opens per message when a TracerProvider is installed.
 
 Tests pass a MeterProvider with an in-memory reader; without one, a provider with the Prometheus
-reader is built here.
+reader is built here. The Prometheus exporter and prometheus_client are loaded by the first scrape
+of /metrics, not at start (PrometheusOnScrape): a process nobody scrapes never holds them.
 """
 
 from __future__ import annotations
@@ -27,24 +28,24 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 from opentelemetry import trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.export import MetricReader, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from agentchat_mcp import __version__, clock, logs
 from agentchat_mcp.errors import PaymentDeclined, PaymentUnavailable
 
 if TYPE_CHECKING:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry
+
     from agentchat_mcp.store import Store
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger(logs.ACCESS_LOGGER)
 
-PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BUSINESS_REFRESH_SECONDS = 15.0
 INTERNAL_ERROR_TEXT = "Internal error; it has been logged"
@@ -170,6 +171,55 @@ async def read_business(store: Store) -> BusinessSnapshot:
 # --- the instruments --------------------------------------------------------------------------
 
 
+class PrometheusOnScrape(MetricReader):
+    """The provider's Prometheus reader, with the exporter built at the first scrape.
+
+    Until then this is a plain MetricReader: cumulative for every instrument (MetricReader's
+    default, the temporality PrometheusMetricReader asks for too), collecting nothing by itself.
+    `render()` builds the exporter's PrometheusMetricReader once, outside any provider, and wires
+    its collection through this reader: the same families, rendered by the same code.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registry: CollectorRegistry | None = None
+        self._exporter: PrometheusMetricReader | None = None
+        self._collected: MetricsData | None = None
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        self._collected = metrics_data
+
+    def _collect_for_exporter(self, _: MetricReader, timeout_millis: float = 10_000) -> MetricsData | None:
+        self.collect(timeout_millis=timeout_millis)  # the provider hands this reader its data
+        collected, self._collected = self._collected, None
+        return collected
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every instrument."""
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self.registry is None:
+            registry = CollectorRegistry(auto_describe=True)
+            exporter = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
+            # How a MeterProvider wires its readers; here the exporter collects through this reader.
+            # (its annotation names a temporality as second argument; collect() passes timeout_millis)
+            exporter._set_collect_callback(self._collect_for_exporter)  # type: ignore[arg-type]
+            self.registry, self._exporter = registry, exporter
+        return generate_latest(self.registry)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown(timeout_millis=timeout_millis)
+
+
+def prometheus_content_type() -> str:
+    """The media type of `PrometheusOnScrape.render()`'s text."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return str(CONTENT_TYPE_LATEST)
+
+
 class Tally:
     """A counter for the hottest paths: tallied in a dict, read by an ObservableCounter.
 
@@ -201,15 +251,12 @@ class Telemetry:
         readers: Sequence[MetricReader] = (),
         tracer_provider: Any = None,
     ) -> None:
-        self.prometheus_registry: CollectorRegistry | None = None
+        self.prometheus: PrometheusOnScrape | None = None
         self.tool_usage = ToolUsageBuffer()  # drained into the database by services/analytics.py
         self.readers: list[MetricReader] = []  # the readers built here (none when a provider is passed in)
         if provider is None:
-            self.prometheus_registry = CollectorRegistry(auto_describe=True)
-            all_readers: list[MetricReader] = [
-                PrometheusMetricReader(registry=self.prometheus_registry, scope_info_enabled=False),
-                *readers,
-            ]
+            self.prometheus = PrometheusOnScrape()
+            all_readers: list[MetricReader] = [self.prometheus, *readers]
             if otlp_configured():
                 otlp = _otlp_metric_reader()
                 if otlp is not None:
@@ -395,11 +442,11 @@ class Telemetry:
 
     async def render_prometheus(self, store: Store | None = None) -> bytes:
         """The Prometheus text exposition of every instrument (business gauges refreshed first)."""
-        if self.prometheus_registry is None:
+        if self.prometheus is None:
             raise RuntimeError("this Telemetry was built with an external MeterProvider; it has no Prometheus reader")
         if store is not None:
             await self.refresh_business(store)
-        return generate_latest(self.prometheus_registry)
+        return self.prometheus.render()
 
     # tool calls ---------------------------------------------------------------------------------
 
@@ -635,4 +682,4 @@ async def metrics_endpoint(request: Any) -> Any:
                 headers={"WWW-Authenticate": "Bearer"},
             )
     body = await app.telemetry.render_prometheus(app.store)
-    return Response(body, media_type=PROMETHEUS_CONTENT_TYPE)
+    return Response(body, media_type=prometheus_content_type())

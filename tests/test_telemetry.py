@@ -251,7 +251,7 @@ def test_with_otlp_configured_start_up_opens_no_connection(monkeypatch: pytest.M
     began = time.monotonic()
     configured = Telemetry()
     assert time.monotonic() - began < 2
-    assert [type(r).__name__ for r in configured.readers] == ["PrometheusMetricReader", "PeriodicExportingMetricReader"]
+    assert [type(r).__name__ for r in configured.readers] == ["PrometheusOnScrape", "PeriodicExportingMetricReader"]
     configured.provider.shutdown(timeout_millis=3000)
 
 

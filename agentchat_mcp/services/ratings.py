@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, exists, insert, select, update
-from sqlalchemy.orm import aliased
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import Forbidden, InvalidInput, NotFound
@@ -189,7 +188,8 @@ class Ratings:
             )
             return (await conn.execute(paid.limit(1))).first() is not None
         if caller.role == "agent":
-            mine, theirs = aliased(participants), aliased(participants)
+            # Core aliases: sqlalchemy.orm's aliased() would load the ORM (6 MiB) for nothing
+            mine, theirs = participants.alias(), participants.alias()
             together = (
                 select(mine.c.conversation_id)
                 .join(theirs, theirs.c.conversation_id == mine.c.conversation_id)
