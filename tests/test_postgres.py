@@ -216,3 +216,28 @@ async def test_a_dropped_listen_connection_reports_a_change_then_listens_again(
         while two.store.data_version() == listening:
             await two.store.wait_for_change(1.0)
     assert two.store._listener is not dropped and not two.store._listener.is_closed()  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres_only
+async def test_a_listen_connection_that_stops_answering_is_replaced_and_counts_as_a_change(
+    replicas: tuple[AppContext, AppContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentchat_mcp.store import postgres
+
+    _, two = replicas
+    silent = two.store._listener  # type: ignore[attr-defined]
+
+    class Unanswering:  # the connection as a dead link leaves it: open to us, and no reply ever comes
+        def __getattr__(self, name: str) -> Any:
+            return getattr(silent, name)
+
+        async def execute(self, *_: object, **__: object) -> None:
+            raise TimeoutError  # what asyncpg raises when the ping gets no reply in time
+
+    two.store._listener = Unanswering()  # type: ignore[attr-defined]
+    monkeypatch.setattr(postgres, "PING_SECONDS", 0.0)  # check at the first quiet wait
+    before = two.store.data_version()
+    await two.store.wait_for_change(0.05)  # quiet: the ping finds the line dead
+    assert two.store.data_version() > before and silent.is_closed()
+    await two.store.wait_for_change(0.05)  # and the next wait listens again
+    assert two.store._listener is not silent and not two.store._listener.is_closed()  # type: ignore[attr-defined]

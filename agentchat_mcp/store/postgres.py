@@ -44,6 +44,8 @@ CHANNEL = "agentchat_changes"
 WRITE_LOCK = 0x61676E74_63686174 >> 1  # 'agntchat', one key for the whole database (fits a bigint)
 # One round trip at BEGIN: queue behind every other writer, then say "changed" (sent only on commit).
 _BEGIN_WRITE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_notify('{CHANNEL}', '')"
+PING_SECONDS = 15.0  # how long the LISTEN connection may stay quiet before we check it is still there
+PING_TIMEOUT = 5.0
 PG_DUMP = "use pg_dump / pg_restore (or your provider's snapshots) for PostgreSQL"
 # PostgreSQL text cannot hold U+0000 (SQLite's can): such a value is refused, as a bad argument.
 NUL_REFUSED = "Text must not contain the NUL character (U+0000); remove it and send again."
@@ -76,6 +78,7 @@ class PostgresStore(Store):
         self._listener: Any = None  # asyncpg.Connection, LISTENing on CHANNEL
         self._listen_lock = asyncio.Lock()
         self._listen_failed = False
+        self._pinged = time.monotonic()
 
     @property
     def shown(self) -> str:
@@ -126,6 +129,21 @@ class PostgresStore(Store):
         changed = self._changed
         with anyio.move_on_after(timeout):
             await changed.wait()
+            return
+        if time.monotonic() - self._pinged > PING_SECONDS:  # quiet for a while: is the line still up?
+            await self._ping()
+
+    async def _ping(self) -> None:
+        """A link that died without a word (no FIN: a NAT, a failover) would leave us deaf: ask it, briefly."""
+        self._pinged = time.monotonic()
+        listener = self._listener
+        try:
+            await listener.execute("SELECT 1", timeout=PING_TIMEOUT)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            logger.warning("the LISTEN connection to %s stopped answering; reconnecting", self.shown)
+            listener.remove_termination_listener(self._lost)
+            listener.terminate()
+            self._bump()  # as for a drop: pollers rescan, the next wait listens again
 
     async def listen(self) -> None:
         """Open the LISTEN connection (again); then report a change, as any commit meanwhile went unheard."""
