@@ -423,3 +423,10 @@ async def test_checking_a_database_path_keeps_the_locks_of_this_processs_open_co
         other = f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT count(*) FROM sqlite_master').fetchall(); c.close()"  # noqa: S608
         subprocess.run([sys.executable, "-c", other], check=True)
         assert wal.exists(), "another process's close deleted the WAL: our locks were gone"
+
+
+def test_the_head_read_without_alembic_is_alembics_own_head() -> None:
+    """head_revision() parses the scripts (the hub then starts without loading alembic): same answer."""
+    from alembic.script import ScriptDirectory
+
+    assert migrations.head_revision() == ScriptDirectory.from_config(migrations.alembic_config()).get_current_head()

@@ -20,7 +20,6 @@ import anyio.to_thread
 from sqlalchemy import Insert, Select, Update, create_engine, event
 from sqlalchemy.engine import Connection, CursorResult, Dialect, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -30,6 +29,8 @@ from agentchat_mcp.settings import PostgresUrl
 from agentchat_mcp.store import migrations
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
     from agentchat_mcp.settings import Settings
 
 T = TypeVar("T")
@@ -280,6 +281,8 @@ class SqliteStore(Store):
         self.path = path
         self.driver = driver
         if driver == "aiosqlite":
+            from sqlalchemy.ext.asyncio import create_async_engine  # with the ORM: 7 MiB the inline driver never uses
+
             self.engine = create_async_engine(
                 f"sqlite+aiosqlite:///{path}",
                 connect_args={"timeout": busy_timeout},

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from agentchat_mcp.errors import OperatorError
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+
     from agentchat_mcp.store.engine import Store
 
 
@@ -28,16 +29,31 @@ def storage_dir() -> Path:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config  # alembic (with mako and pygments, ~12 MiB) only when a migration is due
+
     config = Config()
     config.set_main_option("script_location", str(storage_dir()))
     return config
 
 
+@cache
 def head_revision() -> str:
-    """The newest schema revision these migrations know."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The newest schema revision these migrations know: the one no other revision follows.
+    Read from the scripts' `revision` / `down_revision` lines, without loading alembic."""
+    follows: dict[str, str | None] = {}
+    for script in (storage_dir() / "versions").glob("*.py"):
+        names: dict[str, str | None] = {}
+        for node in ast.parse(script.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                for target in node.targets:
+                    value = node.value.value
+                    if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                        names[target.id] = value if isinstance(value, str) else None
+        if names.get("revision"):
+            follows[str(names["revision"])] = names.get("down_revision")
+    heads = set(follows) - set(follows.values())
+    assert len(heads) == 1, f"the migrations must have one head, found {sorted(heads)}"
+    return heads.pop()
 
 
 def _upgrade(conn: Connection) -> None:
@@ -49,11 +65,18 @@ def _upgrade(conn: Connection) -> None:
         conn.begin()
     config = alembic_config()
     config.attributes["connection"] = conn
+    from alembic import command
+
     command.upgrade(config, "head")
 
 
 def _current(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    """What alembic's MigrationContext.get_current_revision reads, without loading alembic."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    versions = [row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))]
+    assert len(versions) <= 1, versions
+    return versions[0] if versions else None
 
 
 class MigrationFailed(OperatorError, RuntimeError):
