@@ -1,0 +1,218 @@
+"""Several real hub processes on one store: `agentchat-mcp serve --transport http` N times, each on its own
+port, sharing the database, the server secret file and Redis (rate limits), as docs/deploy.md runs them.
+
+Used by tests/test_replicas.py and bench/replicas.py. The store every replica shares comes from one
+place, `shared_database()`; the Redis URL from `redis_url()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from mcp import Client
+
+from tests.conftest import PROJECT_ROOT, Account, run_cli, structured
+from tests.support_http import free_port, http_client
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/2"  # this project's db on the shared development Redis
+
+
+def shared_database(folder: Path) -> str:
+    """The one store every replica of a run shares: a SQLite file in `folder` today.
+
+    (On the pg branch: the fresh PostgreSQL database AGENTCHAT_TEST_DB gives each test; this is the one
+    line that changes when the two branches meet.)
+    """
+    return str(folder / "agentchat.db")
+
+
+def redis_url() -> str:
+    """Where the replicas share their rate-limit windows: AGENTCHAT_TEST_REDIS, else db 2 on 127.0.0.1."""
+    return os.environ.get("AGENTCHAT_TEST_REDIS", DEFAULT_REDIS)
+
+
+def flush_redis(url: str) -> str | None:
+    """FLUSHDB on the Redis database `url` names (only that one); None if done, else why not."""
+    parts = urlsplit(url)
+    db = (parts.path or "/0").strip("/") or "0"
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=2) as s:
+            s.sendall(f"SELECT {db}\r\nFLUSHDB\r\n".encode())
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = s.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as exc:
+        return f"Redis at {url} is unreachable ({exc})"
+    return None if reply == b"+OK\r\n+OK\r\n" else f"Redis at {url} answered {reply!r}"
+
+
+@dataclass
+class Replica:
+    """One `agentchat-mcp serve --transport http` process."""
+
+    index: int
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class Replicas:
+    """N hub processes on one database, secret file and Redis. `env`: more AGENTCHAT_ settings for all."""
+
+    folder: Path
+    database: str
+    redis: str
+    count: int = 3
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    members: list[Replica] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.members = [Replica(i, free_port(), self.folder / f"replica-{i}.log") for i in range(1, self.count + 1)]
+
+    def __getitem__(self, index: int) -> Replica:
+        """Replica 1 .. N, as the scenarios number them."""
+        return self.members[index - 1]
+
+    def environment(self) -> dict[str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTCHAT_", "STRIPE_"))}
+        return {
+            **clean,
+            "AGENTCHAT_DB": self.database,
+            "AGENTCHAT_SECRET_FILE": str(self.folder / "agentchat.secret"),
+            "AGENTCHAT_RATE_LIMIT_STORAGE": self.redis,
+            "PYTHONPATH": str(PROJECT_ROOT),
+            **self.env,
+        }
+
+    # --- processes ------------------------------------------------------------------------------------
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`agentchat-mcp ARGS` as the operator runs it against the same store (in this process)."""
+        return run_cli(*args, env=self.environment())
+
+    def spawn(self, replica: Replica) -> None:
+        command = [sys.executable, "-m", "agentchat_mcp", "serve", "--transport", "http"]
+        command += ["--port", str(replica.port), *self.args]
+        with replica.log.open("ab") as log:
+            replica.process = subprocess.Popen(command, env=self.environment(), stdout=log, stderr=subprocess.STDOUT)
+
+    async def ready(self, replica: Replica, timeout: float = 60) -> None:
+        """Wait until `replica` answers /healthz with 200."""
+        async with httpx2.AsyncClient() as http:
+            with anyio.fail_after(timeout):
+                while True:
+                    assert replica.alive, replica.log.read_text()
+                    try:
+                        if (await http.get(f"{replica.base}/healthz")).status_code == 200:
+                            return
+                    except httpx2.TransportError:
+                        pass
+                    await anyio.sleep(0.1)
+
+    async def start(self) -> None:
+        """Migrate the store once, then start every replica and wait for all of them."""
+        done = self.cli("db", "upgrade")  # once, before N processes would each try
+        assert done.returncode == 0, done.stderr
+        for replica in self.members:
+            self.spawn(replica)
+        async with anyio.create_task_group() as tasks:
+            for replica in self.members:
+                tasks.start_soon(self.ready, replica)
+
+    async def restart(self, replica: Replica) -> None:
+        """Start a stopped replica again on its port."""
+        assert not replica.alive
+        self.spawn(replica)
+        await self.ready(replica)
+
+    def kill(self, replica: Replica) -> None:
+        """kill -9: no drain, no goodbye."""
+        assert replica.process is not None
+        replica.process.send_signal(signal.SIGKILL)
+        replica.process.wait()
+
+    def terminate(self, replica: Replica) -> None:
+        """SIGTERM, as systemd or a container runtime stops a replica (it drains; see wait_stopped)."""
+        assert replica.process is not None
+        replica.process.send_signal(signal.SIGTERM)
+
+    def stop_all(self) -> None:
+        for replica in self.members:
+            if replica.alive:
+                assert replica.process is not None
+                replica.process.kill()
+                replica.process.wait()
+
+    # --- accounts and clients ---------------------------------------------------------------------------
+
+    def create(self, role: str, name: str, *options: str) -> Account:
+        """An account made by the operator's CLI (admins can only be made so)."""
+        done = self.cli(role, "create", "--name", name, *options)
+        assert done.returncode == 0, done.stderr
+        made = json.loads(done.stdout)
+        return Account(id=made["id"], role=role, name=name, api_key=made["api_key"])
+
+    def grant(self, user: Account, amount: str) -> None:
+        """`agentchat-mcp credits grant`: peek credit for a user."""
+        done = self.cli("credits", "grant", user.id, amount)
+        assert done.returncode == 0, done.stderr
+
+    @asynccontextmanager
+    async def client(self, index: int, account: Account | None = None, *, mode: str = "auto") -> AsyncIterator[Client]:
+        """A real mcp Client over Streamable HTTP to replica `index` (1..N)."""
+        async with http_client(self[index].base, account, mode=mode) as connected:
+            yield connected
+
+
+@asynccontextmanager
+async def running_replicas(folder: Path, count: int = 3, **options: Any) -> AsyncIterator[Replicas]:
+    """`count` replicas on the shared database in `folder`, stopped (kill) when the block ends."""
+    replicas = Replicas(folder, shared_database(folder), redis_url(), count, **options)
+    try:
+        await replicas.start()
+        yield replicas
+    finally:
+        replicas.stop_all()
+
+
+async def call(client: Client, tool: str, **args: Any) -> dict[str, Any]:
+    """A tool call's structured result; fails the test with the error text if it is an error."""
+    return structured(await client.call_tool(tool, args))
+
+
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """`with stopwatch() as took:` ... `took[0]` is the block's duration in seconds."""
+    took: list[float] = []
+    started = time.perf_counter()
+    try:
+        yield took
+    finally:
+        took.append(time.perf_counter() - started)
