@@ -87,7 +87,7 @@ class Replicas:
 
     folder: Path
     database: str
-    redis: str
+    redis: str | None  # None: each replica limits on its own (memory://)
     count: int = 3
     env: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
@@ -106,7 +106,7 @@ class Replicas:
             **clean,
             "AGENTCHAT_DB": self.database,
             "AGENTCHAT_SECRET_FILE": str(self.folder / "agentchat.secret"),
-            "AGENTCHAT_RATE_LIMIT_STORAGE": self.redis,
+            "AGENTCHAT_RATE_LIMIT_STORAGE": self.redis or "memory://",
             "PYTHONPATH": str(PROJECT_ROOT),
             **self.env,
         }
@@ -192,9 +192,14 @@ class Replicas:
 
 
 @asynccontextmanager
-async def running_replicas(folder: Path, count: int = 3, **options: Any) -> AsyncIterator[Replicas]:
-    """`count` replicas on the shared database in `folder`, stopped (kill) when the block ends."""
-    replicas = Replicas(folder, shared_database(folder), redis_url(), count, **options)
+async def running_replicas(
+    folder: Path, count: int = 3, *, database: str | None = None, redis: str | None = "", **options: Any
+) -> AsyncIterator[Replicas]:
+    """`count` replicas on one store (default: shared_database(folder)) and Redis (default: redis_url();
+    None: none), their secret file and logs in `folder`; stopped (kill) when the block ends."""
+    replicas = Replicas(
+        folder, database or shared_database(folder), redis_url() if redis == "" else redis, count, **options
+    )
     try:
         await replicas.start()
         yield replicas

@@ -387,6 +387,7 @@ class Balancer(httpx2.AsyncBaseTransport):
         self.inner = httpx2.AsyncHTTPTransport()
         self.turn = itertools.count()
         self.served_by: list[int] = []
+        self.tool_calls: list[int] = []  # the replica of each tools/call (a Client also lists tools on its own)
 
     def order(self, request: httpx2.Request) -> list[Replica]:
         live = [r for r in self.replicas.members if r.alive]
@@ -413,6 +414,8 @@ class Balancer(httpx2.AsyncBaseTransport):
                 error = exc
                 continue
             self.served_by.append(replica.index)
+            if b'"method":"tools/call"' in request.content:
+                self.tool_calls.append(replica.index)
             return response
         assert error is not None
         raise error
@@ -523,15 +526,18 @@ async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas
                         failures.append(repr(exc))
                         continue
                     assert got["timed_out"]
-                    waits.append((own.served_by[-1], started, time.monotonic()))
+                    waits.append((own.tool_calls[-1], started, time.monotonic()))
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(sender)
             tasks.start_soon(sender)
             for replica in replicas.members:
                 tasks.start_soon(waiter, replica.index)
+            with anyio.fail_after(20):  # every waiter has its connection and is calling its replica
+                while {r for r, _, _ in waits} != {1, 2, 3}:
+                    await anyio.sleep(0.05)
             for replica in replicas.members:
-                await anyio.sleep(0.8)
+                await anyio.sleep(0.3)
                 replicas.terminate(replica)
                 terminated[replica.index] = time.monotonic()
                 assert replica.process is not None
