@@ -29,7 +29,7 @@ from agentchat_mcp.store import open_settings_store
 from agentchat_mcp.store.tables import ledger_lines
 from tests.conftest import Account, error_text
 from tests.support_http import bearer
-from tests.support_replicas import Replica, Replicas, call, flush_redis, redis_url, running_replicas, stopwatch
+from tests.support_replicas import Replica, Replicas, call, redis_problem, redis_url, running_replicas, stopwatch
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +45,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Replicas]:
-    why_not = flush_redis(redis_url())
+    why_not = redis_problem(redis_url())
     if why_not is not None:
         pytest.skip(f"{why_not}: these tests share rate limits through Redis (AGENTCHAT_TEST_REDIS)")
     generous = "100000/minute"  # the scenarios are about sharing, not about the default limits
