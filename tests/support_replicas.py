@@ -66,6 +66,7 @@ class Replica:
     port: int
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    in_rotation: bool = True  # whether load balancers send it new requests (docs/deploy.md: rolling restarts)
 
     @property
     def base(self) -> str:
@@ -216,3 +217,79 @@ def stopwatch() -> Iterator[list[float]]:
         yield took
     finally:
         took.append(time.perf_counter() - started)
+
+
+NGINX_CONF = PROJECT_ROOT / "deploy" / "nginx" / "agentchat.conf"
+
+
+def nginx_config(replicas: Replicas, port: int, sample: Path = NGINX_CONF) -> str:
+    """deploy/nginx/agentchat.conf as shipped, pointed at these replicas and listening on `port` in plain
+    HTTP (TLS is nginx's own business): only the `server` lines, the `listen` line and the ssl_ files change."""
+    lines = []
+    servers = iter(replicas.members)
+    for line in sample.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("server 127.0.0.1:"):
+            replica = next(servers)
+            line = line.replace(stripped.split()[1], f"127.0.0.1:{replica.port}")
+            if not replica.in_rotation:
+                line = line.replace(";", " down;")
+        elif stripped.startswith("listen "):
+            line = f"    listen 127.0.0.1:{port};"
+        elif stripped.startswith("ssl_"):
+            continue
+        lines.append(line)
+    assert next(servers, None) is None, "the sample names fewer upstream servers than there are replicas"
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Nginx:
+    """nginx running the sample config; `rotate` takes an upstream server out of rotation or puts it back."""
+
+    folder: Path
+    replicas: Replicas
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        (self.folder / "agentchat.conf").write_text(nginx_config(self.replicas, self.port))
+
+    async def rotate(self, replica: Replica, *, in_rotation: bool) -> None:
+        """Mark `replica` `down` in the upstream block (or not) and reload, as deploy/rolling-restart.sh does."""
+        replica.in_rotation = in_rotation
+        self.write_config()
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)  # `nginx -s reload`: new workers, old ones finish their requests
+        await anyio.sleep(1.0)  # the script's pause: the old workers are done with their requests by then
+
+
+@asynccontextmanager
+async def running_nginx(replicas: Replicas, folder: Path) -> AsyncIterator[Nginx]:
+    """nginx with the sample config in front of `replicas`. Stopped when the block ends."""
+    nginx = Nginx(folder, replicas, free_port())
+    port = nginx.port
+    nginx.write_config()
+    (folder / "nginx.conf").write_text(
+        f"pid {folder}/nginx.pid;\nerror_log {folder}/error.log warn;\nevents {{}}\n"
+        f"http {{\n    access_log off;\n    client_body_temp_path {folder};\n    include {folder}/agentchat.conf;\n}}\n"
+    )
+    command = ["nginx", "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"]
+    process = nginx.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        with anyio.fail_after(10):
+            while True:
+                assert process.poll() is None, (folder / "error.log").read_text()
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+        yield nginx
+    finally:
+        process.terminate()
+        process.wait()

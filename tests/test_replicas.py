@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -29,13 +30,24 @@ from agentchat_mcp.store import open_settings_store
 from agentchat_mcp.store.tables import ledger_lines
 from tests.conftest import Account, error_text
 from tests.support_http import bearer
-from tests.support_replicas import Replica, Replicas, call, redis_problem, redis_url, running_replicas, stopwatch
+from tests.support_replicas import (
+    Nginx,
+    Replica,
+    Replicas,
+    call,
+    redis_problem,
+    redis_url,
+    running_nginx,
+    running_replicas,
+    stopwatch,
+)
 
 pytestmark = pytest.mark.anyio
 
 LIMITED_TOOL = "find_agents"
 LIMITED_TOOL_RATE = 6  # per minute and principal, shared by every replica through Redis
 MISSING_CONVERSATION = "cnv_" + "0" * 20
+PUBLIC_HOST = "chat.example.com"  # the sample configs' public name
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +69,18 @@ async def replicas(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Re
         "AGENTCHAT_RATE_LIMIT_TOOLS": json.dumps({LIMITED_TOOL: f"{LIMITED_TOOL_RATE}/minute"}),
         "AGENTCHAT_ANALYTICS_INTERVAL_SECONDS": "0",
     }
-    async with running_replicas(tmp_path_factory.mktemp("replicas"), 3, env=env) as started:
+    args = ("--allowed-host", PUBLIC_HOST)  # as deploy/systemd/agentchat@.service, for the nginx tests
+    async with running_replicas(tmp_path_factory.mktemp("replicas"), 3, env=env, args=args) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+async def nginx(replicas: Replicas, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Nginx]:
+    """deploy/nginx/agentchat.conf in front of the replicas."""
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light): the sample config is not exercised")
+    async with running_nginx(replicas, tmp_path_factory.mktemp("nginx")) as base:
+        yield base
 
 
 async def started_conversation(client: Client, others: list[Account], first: str | None = None) -> str:
@@ -390,7 +412,7 @@ class Balancer(httpx2.AsyncBaseTransport):
         self.tool_calls: list[int] = []  # the replica of each tools/call (a Client also lists tools on its own)
 
     def order(self, request: httpx2.Request) -> list[Replica]:
-        live = [r for r in self.replicas.members if r.alive]
+        live = [r for r in self.replicas.members if r.alive and r.in_rotation]
         if self.sticky:
             key = request.headers.get("authorization", "")
 
@@ -538,6 +560,7 @@ async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas
                     await anyio.sleep(0.05)
             for replica in replicas.members:
                 await anyio.sleep(0.3)
+                replica.in_rotation = False  # the balancer sends it nothing new (docs/deploy.md: rolling restarts)
                 replicas.terminate(replica)
                 terminated[replica.index] = time.monotonic()
                 assert replica.process is not None
@@ -547,9 +570,96 @@ async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas
                 # uvicorn re-raises the signal once it has drained: "terminated by SIGTERM", a clean stop
                 assert replica.process.returncode == -signal.SIGTERM, replica.log.read_text()[-2000:]
                 await replicas.restart(replica)
+                replica.in_rotation = True
             await anyio.sleep(0.5)
             stop.set()
     assert failures == []
     assert len(sent) > 20 and sorted(sent) == list(range(1, len(sent) + 1))
     for index, at in terminated.items():  # each replica had a wait in flight when its SIGTERM came, and it finished
         assert any(r == index and started < at < ended for r, started, ended in waits), (index, waits)
+
+
+# --- through the sample nginx config (deploy/nginx/agentchat.conf) --------------------------------------------
+
+
+@asynccontextmanager
+async def via_nginx(
+    nginx: Nginx, account: Account, mode: str = "auto", *, keep_alive: bool = True
+) -> AsyncIterator[Client]:
+    """A real mcp Client talking to the hub through nginx. `keep_alive=False`: a new connection per request."""
+    limits = httpx2.Limits() if keep_alive else httpx2.Limits(max_keepalive_connections=0)
+    headers = {**bearer(account), "Host": PUBLIC_HOST}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300), limits=limits) as http:
+        transport = streamable_http_client(f"{nginx.base}/mcp", http_client=http)
+        async with Client(transport, mode=mode, cache=None) as client:  # type: ignore[arg-type]
+            yield client
+
+
+async def test_through_the_sample_nginx_config_a_handshake_session_sticks_and_its_subscription_streams(
+    replicas: Replicas, nginx: Nginx
+) -> None:
+    alice, bob = replicas.create("agent", "alice"), replicas.create("agent", "bob")
+    heard = Heard()
+    async with via_nginx(nginx, bob, "legacy") as b:
+        conversation = await started_conversation(b, [alice])
+        for _ in range(6):  # every call of the session finds it: a replica that did not open it answers 404
+            await call(b, "check_inbox")
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            httpx2.AsyncClient(headers={**bearer(bob), "Host": PUBLIC_HOST}, timeout=httpx2.Timeout(30, read=300))
+        )
+        listener = await stack.enter_async_context(
+            Client(
+                streamable_http_client(f"{nginx.base}/mcp", http_client=http),
+                mode="legacy",
+                message_handler=heard,
+                cache=None,
+            )  # type: ignore[arg-type]
+        )
+        await listener.subscribe_resource(f"agentchat://conversations/{conversation}")
+        for n, replica in enumerate((1, 2, 3), start=1):  # sent on every replica; heard through nginx's stream
+            async with replicas.client(replica, alice) as a:
+                await call(a, "send_message", conversation_id=conversation, text=f"via {replica}")
+            await heard.at_least(n)
+
+
+async def test_through_the_sample_nginx_config_a_rolling_restart_fails_no_call(
+    replicas: Replicas, nginx: Nginx
+) -> None:
+    """The rolling restart of docs/deploy.md while agents call through nginx: each replica in turn is marked
+    `down` (reload), stopped with SIGTERM (it finishes the calls it has), started, and put back.
+
+    The agents open a connection per request: an nginx reload closes idle client keep-alive connections, and
+    a request racing that close fails in any nginx deployment, whatever is behind it (docs/deploy.md)."""
+    agents = [replicas.create("agent", f"agent{i}") for i in range(6)]  # six keys: spread over the replicas
+    failures: list[str] = []
+    done: list[int] = []
+    stop = anyio.Event()
+    async with replicas.client(1, agents[0]) as a:
+        conversation = await started_conversation(a, agents[1:])
+
+    async def agent(account: Account) -> None:
+        async with via_nginx(nginx, account, keep_alive=False) as c:
+            while not stop.is_set():
+                try:
+                    await call(c, "send_message", conversation_id=conversation, text=account.name)
+                    await call(c, "wait_for_messages", conversation_id=conversation, timeout_s=0.3)
+                    done.append(1)
+                except Exception as exc:
+                    failures.append(repr(exc))
+
+    async with anyio.create_task_group() as tasks:
+        for account in agents:
+            tasks.start_soon(agent, account)
+        for replica in replicas.members:
+            await nginx.rotate(replica, in_rotation=False)
+            replicas.terminate(replica)
+            assert replica.process is not None
+            with anyio.fail_after(30):
+                while replica.process.poll() is None:
+                    await anyio.sleep(0.05)
+            await replicas.restart(replica)
+            await nginx.rotate(replica, in_rotation=True)
+        stop.set()
+    assert failures == []
+    assert len(done) > 30
