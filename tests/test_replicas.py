@@ -584,7 +584,7 @@ async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas
 
 @asynccontextmanager
 async def via_nginx(
-    nginx: Nginx, account: Account, mode: str = "auto", *, keep_alive: bool = True
+    nginx: Nginx, account: Account | None, mode: str = "auto", *, keep_alive: bool = True
 ) -> AsyncIterator[Client]:
     """A real mcp Client talking to the hub through nginx. `keep_alive=False`: a new connection per request."""
     limits = httpx2.Limits() if keep_alive else httpx2.Limits(max_keepalive_connections=0)
@@ -604,6 +604,10 @@ async def test_through_the_sample_nginx_config_a_handshake_session_sticks_and_it
         conversation = await started_conversation(b, [alice])
         for _ in range(6):  # every call of the session finds it: a replica that did not open it answers 404
             await call(b, "check_inbox")
+    async with via_nginx(nginx, None, "legacy") as anonymous:  # no key yet: registers inside its session
+        carol = await call(anonymous, "register_agent", name="carol", peek_price="1.00")
+        for _ in range(6):  # and acts as carol for the rest of the session, wherever it lives
+            assert (await call(anonymous, "whoami"))["id"] == carol["id"]
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
             httpx2.AsyncClient(headers={**bearer(bob), "Host": PUBLIC_HOST}, timeout=httpx2.Timeout(30, read=300))
