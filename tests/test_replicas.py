@@ -207,7 +207,7 @@ async def test_a_peek_request_made_on_replica_1_is_heard_by_a_subscribed_agent(
     user = replicas.create("user", "uma")
     replicas.grant(user, "5.00")
     async with replicas.client(3, alice) as a, replicas.client(1, user) as u, AsyncExitStack() as stack:
-        conversation = await started_conversation(a, [bob], first="secret plans")
+        conversation = await started_conversation(a, [bob])  # no message: the peek request is the only news
         uri = f"agentchat://conversations/{conversation}"
         heard = Heard()
         await subscribed_client(replicas[listening_on], bob, mode, uri, heard, stack)
