@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import shutil
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,7 +30,7 @@ from sqlalchemy import func, select
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import open_settings_store
 from agentchat_mcp.store.tables import ledger_lines
-from tests.conftest import Account, error_text
+from tests.conftest import PROJECT_ROOT, Account, error_text
 from tests.support_http import bearer
 from tests.support_replicas import (
     Nginx,
@@ -224,14 +226,20 @@ async def test_a_peek_granted_on_one_replica_releases_keys_on_another_and_the_us
     bob = replicas.create("agent", "bob", "--no-refuse")
     user = replicas.create("user", "uma")
     replicas.grant(user, "5.00")
-    async with replicas.client(1, alice) as a, replicas.client(1, user) as u1, replicas.client(2, user) as u2:
+    async with (
+        replicas.client(1, alice) as a,
+        replicas.client(1, user) as u1,
+        replicas.client(2, user) as u2,
+        replicas.client(3, bob) as b,
+    ):
         conversation = await started_conversation(a, [bob], first="m1")
+        # Replica 3 now remembers "nothing to release for bob" (peeks.on_request), until the store changes.
+        await call(b, "check_inbox")
         peek = await call(u1, "request_peek", conversation_id=conversation, max_price="2.00")
         assert peek["status"] == "active" and not peek["keys_released"]
         page = await call(u2, "read_messages", conversation_id=conversation)
         assert page["messages"][0]["text"] is None  # no key yet: only a participant's request releases it
-        async with replicas.client(3, bob) as b:
-            await call(b, "check_inbox")  # bob's next request, on replica 3, wraps the key for the peeker
+        await call(b, "check_inbox")  # bob's next request, on replica 3, wraps the key for the peeker
         page = await call(u2, "read_messages", conversation_id=conversation)
         assert [m["text"] for m in page["messages"]] == ["m1"]
         assert (await call(u1, "get_peek", peek_id=peek["id"]))["keys_released"]
@@ -667,3 +675,18 @@ async def test_through_the_sample_nginx_config_a_rolling_restart_fails_no_call(
         stop.set()
     assert failures == []
     assert len(done) > 30
+
+
+# --- bench/replicas.py ---------------------------------------------------------------------------------------
+
+
+async def test_the_wake_up_bench_prints_both_legs_and_its_verdict() -> None:
+    done = await anyio.run_process([sys.executable, "bench/replicas.py", "--n", "3"], cwd=PROJECT_ROOT, check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    for leg, route in (("cross", "1 -> 2"), ("same", "1 -> 1")):
+        assert re.search(rf"{leg}\s+replica {route}\s+n=3\s+p50 -?\d+\.\d ms\s+p95 -?\d+\.\d ms", out), out
+    assert re.search(r"cross-replica wake-up p95 \d+\.\d ms \(target <= 50 ms: (met|NOT met)\)", out), out
+    figures = json.loads(out.splitlines()[-1])
+    assert figures["store"] == "sqlite" and figures["change_poll_seconds"] == 0.1
+    assert [leg["leg"] for leg in figures["legs"]] == ["cross", "same"]
