@@ -215,7 +215,7 @@ async def test_a_peek_request_made_on_replica_1_is_heard_by_a_subscribed_agent(
         await subscribed_client(replicas[listening_on], bob, mode, uri, heard, stack)
         peek = await call(u, "request_peek", conversation_id=conversation, max_price="3.00")
         assert peek["status"] == "awaiting_consent"
-        await heard.at_least(1, seconds=3)
+        await heard.at_least(1, seconds=2)  # on the same replica it takes milliseconds
     assert heard.uris == [uri]
 
 
@@ -522,10 +522,12 @@ async def test_when_the_replica_holding_a_session_dies_the_client_is_told_and_a_
     assert stored == [(1, "before the crash"), (2, "alice 0"), (3, "alice 1"), (4, "alice 2")]
 
 
-async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas: Replicas) -> None:
-    """SIGTERM one replica while calls are in flight through all three (2026-07-28 era: per request, any
-    replica). Calls already on it finish (the hub drains); new ones find its port closed and the balancer
-    passes them on. Then it comes back, and the next replica goes."""
+async def test_a_replica_stopped_with_sigterm_finishes_its_calls_while_the_others_take_the_new_ones(
+    replicas: Replicas,
+) -> None:
+    """SIGTERM replica 2 while calls are in flight through all three (2026-07-28 era: per request, any
+    replica), right after the balancer stopped sending it new ones: the long call it has finishes (the hub
+    drains), nothing fails, and it comes back. (The whole rotation runs through nginx below.)"""
     alice, bob = replicas.create("agent", "alice"), replicas.create("agent", "bob")
     balancer = Balancer(replicas, sticky=False)
     failures: list[str] = []
@@ -566,7 +568,7 @@ async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas
             with anyio.fail_after(20):  # every waiter has its connection and is calling its replica
                 while {r for r, _, _ in waits} != {1, 2, 3}:
                     await anyio.sleep(0.05)
-            for replica in replicas.members:
+            for replica in (replicas[2],):
                 await anyio.sleep(0.3)
                 replica.in_rotation = False  # the balancer sends it nothing new (docs/deploy.md: rolling restarts)
                 replicas.terminate(replica)
@@ -583,7 +585,7 @@ async def test_a_rolling_restart_fails_no_call_a_client_would_not_retry(replicas
             stop.set()
     assert failures == []
     assert len(sent) > 20 and sorted(sent) == list(range(1, len(sent) + 1))
-    for index, at in terminated.items():  # each replica had a wait in flight when its SIGTERM came, and it finished
+    for index, at in terminated.items():  # a wait was in flight on the replica when its SIGTERM came, and finished
         assert any(r == index and started < at < ended for r, started, ended in waits), (index, waits)
 
 
