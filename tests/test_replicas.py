@@ -692,3 +692,21 @@ async def test_the_wake_up_bench_prints_both_legs_and_its_verdict() -> None:
     figures = json.loads(out.splitlines()[-1])
     assert figures["store"] == "sqlite" and figures["change_poll_seconds"] == 0.1
     assert [leg["leg"] for leg in figures["legs"]] == ["cross", "same"]
+
+
+async def test_an_api_key_rotated_through_one_replica_stops_working_at_once_on_the_others(replicas: Replicas) -> None:
+    bob = replicas.create("agent", "bob")
+    async with replicas.client(2, bob) as old:
+        await call(old, "whoami")  # replica 2 has authenticated this key (and keeps the answer for 10 s)
+    async with replicas.client(1, bob) as b1:
+        await b1.list_tools()  # the Client checks a result against the listing: list while the key works
+        new_key = (await call(b1, "rotate_api_key"))["api_key"]
+    async with httpx2.AsyncClient() as http:  # the bearer check in front of /mcp, with the old key
+        refused = await http.post(
+            f"{replicas[2].base}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            headers={**bearer(bob), "accept": "application/json, text/event-stream"},
+        )
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    async with replicas.client(2, Account(bob.id, "agent", "bob", new_key)) as new:
+        assert (await call(new, "whoami"))["id"] == bob.id
