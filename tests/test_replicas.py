@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ResourceUpdatedNotification
 from sqlalchemy import func, select
 
+from agentchat_mcp.http import listen
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import open_settings_store
 from agentchat_mcp.store.tables import ledger_lines
@@ -710,3 +712,26 @@ async def test_an_api_key_rotated_through_one_replica_stops_working_at_once_on_t
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
     async with replicas.client(2, Account(bob.id, "agent", "bob", new_key)) as new:
         assert (await call(new, "whoami"))["id"] == bob.id
+
+
+# --- the listening socket of `serve` -------------------------------------------------------------------------
+
+
+def test_connections_accepted_by_serve_s_socket_send_without_waiting_for_delayed_acks() -> None:
+    with listen("127.0.0.1", 0) as server, socket.create_connection(server.getsockname()) as client:
+        accepted, _ = server.accept()
+        with client, accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_calls_on_a_kept_alive_connection_answer_in_milliseconds(replicas: Replicas) -> None:
+    """With Nagle on, each answer after a connection's first waited for the client's delayed ACK (40 ms
+    at least, on Linux): a floor under every call, and under every cross-replica wake-up."""
+    alice = replicas.create("agent", "alice")
+    took: list[float] = []
+    async with replicas.client(1, alice) as a:
+        for _ in range(10):
+            with stopwatch() as one:
+                await call(a, "whoami")
+            took.append(one[0])
+    assert sorted(took)[len(took) // 2] < 0.03, took
