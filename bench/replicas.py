@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,9 @@ from tests.support_replicas import Replicas, call, running_replicas  # noqa: E40
 
 TARGET_P95_MS = 50.0
 SETTLE_SECONDS = 0.15  # bob's wait is in flight by then (else it would return at once, not wake)
+# A random extra pause before each send: samples spaced evenly would meet the replicas' change poll at
+# the same point of its period every time, and measure one phase of it instead of all of them.
+JITTER_SECONDS = 0.1
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,7 +57,7 @@ async def sample(alice: Client, bob: Client, conversation: str, seq: int) -> flo
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(wait)
-        await anyio.sleep(SETTLE_SECONDS)
+        await anyio.sleep(SETTLE_SECONDS + random.uniform(0, JITTER_SECONDS))
         assert not woke, "bob's wait returned before anything was sent: an unread message was left over"
         await call(alice, "send_message", conversation_id=conversation, text=f"ping {seq}")
         acknowledged = time.perf_counter()
