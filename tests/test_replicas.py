@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -735,3 +738,32 @@ async def test_calls_on_a_kept_alive_connection_answer_in_milliseconds(replicas:
                 await call(a, "whoami")
             took.append(one[0])
     assert sorted(took)[len(took) // 2] < 0.03, took
+
+
+# --- deploy/rolling-restart.sh ---------------------------------------------------------------------------------
+
+
+def test_the_rolling_restart_script_takes_one_server_out_of_the_sample_config_and_puts_it_back(tmp_path: Path) -> None:
+    sample = (PROJECT_ROOT / "deploy" / "nginx" / "agentchat.conf").read_text()
+    conf = tmp_path / "agentchat.conf"
+    conf.write_text(sample)
+    script = PROJECT_ROOT / "deploy" / "rolling-restart.sh"
+
+    def rotate(port: int, way: str) -> str:
+        # The script's own rotate(), with nginx and sleep stubbed: only its edit of the config is under test.
+        shell = (
+            f'nginx() {{ :; }}; sleep() {{ :; }}; source <(sed -n "/^rotate()/,/^}}/p" {script}); rotate {port} {way}'
+        )
+        subprocess.run(["bash", "-c", shell], env={**os.environ, "NGINX_CONF": str(conf)}, check=True)
+        return conf.read_text()
+
+    out = rotate(8802, "out")
+    changed = [(a, b) for a, b in zip(sample.splitlines(), out.splitlines(), strict=True) if a != b]
+    assert changed == [
+        (
+            "    server 127.0.0.1:8802 max_fails=1 fail_timeout=5s;",
+            "    server 127.0.0.1:8802 max_fails=1 fail_timeout=5s down;",
+        )
+    ]
+    assert rotate(8802, "out") == out  # twice out is out
+    assert rotate(8802, "in") == sample
