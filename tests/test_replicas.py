@@ -1,5 +1,6 @@
 """Three real hub processes on one store, secret file and Redis, each on its own port, with real MCP
-clients on each: what a user of a scaled-out hub notices (docs/deploy.md).
+clients on each: what a user of a scaled-out hub notices (docs/deploy.md). Also through the sample nginx
+config in deploy/ (skipped without nginx), and the wake-up bench end to end.
 
 The replicas are shared by the module's tests (starting three processes costs seconds on CI's two
 cores); a test that kills or stops one starts it again on its port before it ends.
