@@ -608,13 +608,18 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free one), or one line saying why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # its text repeats the address
         raise ConfigurationError(
             f"cannot listen on {_host_header(host)}:{port} ({reason}): stop whatever uses it, or choose another "
             "--port (or --host)"
         ) from None
+    # Accepted connections inherit it. asyncio sets TCP_NODELAY only on sockets whose proto is TCP, and
+    # create_server leaves it 0: with Nagle on, every response after a connection's first, written in
+    # two parts, waited for the client's delayed ACK (measured: /healthz on keep-alive 44 ms -> 0.4 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
