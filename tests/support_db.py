@@ -211,12 +211,25 @@ def with_secret_file(args: list[str], env: dict[str, str] | None) -> dict[str, s
     return {**current, "AGENTCHAT_SECRET_FILE": str(secret)}
 
 
+def kept_database(label: str) -> PostgresUrl:
+    """A fresh database outside the per-test cycle, for what outlives one test (a module's shared
+    replicas); dropped when the worker ends."""
+    name = f"{PREFIX}{_WORKER}_{label}_{next(_numbers)}"
+    _admin(f'CREATE DATABASE "{name}" TEMPLATE "{_ensure_template()}"')
+    _kept.append(name)
+    return url_of(name)
+
+
+_kept: list[str] = []
+
+
 def drop_template() -> None:
     """At the end of the session: this worker's databases, then its template."""
     global _template
     drop_made()
-    names = [*_free, *([_template] if _template else [])]
+    names = [*_free, *_kept, *([_template] if _template else [])]
     _free.clear()
+    _kept.clear()
     _template = None
     if names:
         _admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in names))

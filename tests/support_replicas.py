@@ -25,6 +25,7 @@ import anyio
 import httpx2
 from mcp import Client
 
+from tests import support_db
 from tests.conftest import PROJECT_ROOT, Account, run_cli, structured
 from tests.support_http import free_port, http_client
 
@@ -32,11 +33,10 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/2"  # this project's db on the shared de
 
 
 def shared_database(folder: Path) -> str:
-    """The one store every replica of a run shares: a SQLite file in `folder` today.
-
-    (On the pg branch: the fresh PostgreSQL database AGENTCHAT_TEST_DB gives each test; this is the one
-    line that changes when the two branches meet.)
-    """
+    """The one store every replica of a run shares: an SQLite file in `folder`, or, with
+    AGENTCHAT_TEST_DB set, a fresh PostgreSQL database of its own (it outlives single tests)."""
+    if support_db.ON_POSTGRES:
+        return support_db.kept_database("replicas").secret
     return str(folder / "agentchat.db")
 
 

@@ -199,15 +199,8 @@ async def test_a_subscriber_on_replica_2_hears_of_a_message_sent_on_replica_1(re
     assert heard.uris == [uri, uri]
 
 
-CROSS_REPLICA_PEEK_NEWS = pytest.mark.xfail(
-    strict=True,
-    reason="services/feed.py: ChangeFeed.touched() (a peek request awaiting consent) wakes only its own process; "
-    "other processes poll the messages table only. Owned by the pg branch's change signal.",
-)
-
-
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-@pytest.mark.parametrize("listening_on", [1, pytest.param(2, marks=CROSS_REPLICA_PEEK_NEWS)], ids=["same", "other"])
+@pytest.mark.parametrize("listening_on", [1, 2], ids=["same", "other"])
 async def test_a_peek_request_made_on_replica_1_is_heard_by_a_subscribed_agent(
     replicas: Replicas, mode: str, listening_on: int
 ) -> None:
