@@ -586,13 +586,18 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free one), or one line saying why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)  # its text repeats the address
         raise ConfigurationError(
             f"cannot listen on {_host_header(host)}:{port} ({reason}): stop whatever uses it, or choose another "
             "--port (or --host)"
         ) from None
+    # Declare the protocol: create_server leaves proto 0, accepted sockets inherit it, and asyncio
+    # turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP. With Nagle on, uvicorn's
+    # second write of a response (the body after the head) waited for the client's delayed ACK:
+    # +40 ms on every call that followed another on a keep-alive connection (bench/load.py).
+    return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=sock.detach())
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -600,3 +600,28 @@ async def test_sigterm_lets_in_flight_calls_finish_and_closes_the_database(hub: 
     with sqlite3.connect(hub.settings.db) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+async def test_the_hub_socket_turns_nagle_off_on_every_accepted_connection() -> None:
+    """Without TCP_NODELAY a response's second write waits for the client's delayed ACK: +40 ms per
+    call on a keep-alive connection (bench/load.py found it). asyncio sets it only when proto says TCP."""
+    import asyncio
+    import socket
+
+    from agentchat_mcp.http import listen
+
+    sock = listen("127.0.0.1", 0)
+    accepted: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        with anyio.fail_after(5):
+            while not accepted:
+                await anyio.sleep(0.01)
+        writer.close()
+    assert accepted == [1]
