@@ -3,6 +3,7 @@
     python bench/load.py                                   # all four, one hub on a temp SQLite file
     python bench/load.py --scenarios peak --duration 30    # one scenario, shorter
     python bench/load.py --replicas 2                      # two stateless hubs behind bench/proxy.py (shared SQLite)
+    python bench/load.py --replicas 2 --era legacy         # 2025-11-25 sessions: stateful hubs, a sticky proxy
     python bench/load.py --replicas 2 --db postgresql://127.0.0.1/load_x   # PostgreSQL (needs the pg store)
     python bench/load.py --users 10 --duration 3 --think-scale 0.1        # a smoke run (tests/test_bench_load.py)
 
@@ -192,7 +193,10 @@ async def deployment(args: argparse.Namespace, secret: Path) -> AsyncIterator[De
         for port in ports:
             command = [sys.executable, "-m", "agentchat_mcp", "serve", "--transport", "http", "--port", str(port)]
             if args.replicas > 1:
-                command += ["--stateless", "--allowed-host", f"127.0.0.1:{proxy_port}"]
+                command += ["--allowed-host", f"127.0.0.1:{proxy_port}"]
+                # 2026-07-28 needs no session: stateless replicas. Handshake-era sessions live in the
+                # replica that opened them: stateful replicas, and the proxy sticks to Mcp-Session-Id.
+                command += ["--stateless"] if args.era == "modern" else []
             started.append(subprocess.Popen(command, env=hub_env(args, secret), stdout=log, stderr=log, cwd=ROOT))
         for port, process in zip(ports, started, strict=True):
             await wait_healthy(f"http://127.0.0.1:{port}/healthz", process, f"the hub on port {port}")
@@ -206,13 +210,10 @@ async def deployment(args: argparse.Namespace, secret: Path) -> AsyncIterator[De
         proxy = subprocess.Popen(command, stdout=log, stderr=log)
         started.append(proxy)
         await wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", proxy, "the proxy")
-        yield Deployment(
-            "127.0.0.1",
-            proxy_port,
-            hubs,
-            proxy.pid,
-            f"{args.replicas} stateless hubs behind bench/proxy.py (round-robin)",
-        )
+        kind = "stateless hubs behind bench/proxy.py (round-robin)"
+        if args.era == "legacy":
+            kind = "stateful hubs behind bench/proxy.py (round-robin, sticky on Mcp-Session-Id)"
+        yield Deployment("127.0.0.1", proxy_port, hubs, proxy.pid, f"{args.replicas} {kind}")
     finally:
         for process in started:
             process.terminate()

@@ -199,7 +199,11 @@ class McpUser:
         """Call a tool; returns its structured content. Raises CallFailed (counted as an error) or
         Refused (an isError whose text contains one of `refusals`: counted as expected)."""
         if not self.opened:
-            await self.open()
+            try:
+                await self.open()
+            except CallFailed as exc:
+                self.stats.errors[f"initialize: {exc.kind}"] += 1
+                raise
         params: dict[str, Any] = {"name": tool, "arguments": args}
         headers = self.headers
         if self.era == "modern":
