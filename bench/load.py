@@ -509,6 +509,11 @@ async def main_async(args: argparse.Namespace) -> int:
             args.db = str(Path(folder) / "agentchat.db")
         secret = Path(folder) / "agentchat.secret"
         settings = Settings(db=args.db, secret_file=secret, analytics_interval_seconds=0)  # type: ignore[arg-type]
+        if args.db.startswith("postgresql") and not str(settings.db).startswith("postgresql://"):
+            raise SystemExit(
+                f"--db {args.db}: this checkout's store takes SQLite paths only (it would make a file named "
+                f"{settings.db}); PostgreSQL needs the pg branch's store"
+            )
         mixed = [s for s in chosen if s.name != "frenzy"]
         frenzy = [s for s in chosen if s.name == "frenzy"]
         world = await seed(
