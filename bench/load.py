@@ -190,8 +190,10 @@ async def deployment(args: argparse.Namespace, secret: Path) -> AsyncIterator[De
     try:
         proxy_port = free_port()
         ports = [free_port() for _ in range(args.replicas)]
-        for port in ports:
+        for n, port in enumerate(ports):
             command = [sys.executable, "-m", "agentchat_mcp", "serve", "--transport", "http", "--port", str(port)]
+            if args.profile_hub:  # cProfile writes when the hub exits cleanly (it does on SIGTERM)
+                command[1:1] = ["-m", "cProfile", "-o", f"{args.profile_hub}.{n}"]
             if args.replicas > 1:
                 command += ["--allowed-host", f"127.0.0.1:{proxy_port}"]
                 # 2026-07-28 needs no session: stateless replicas. Handshake-era sessions live in the
@@ -591,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a call counts as timed out")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", help="append the hubs' and proxy's stderr to this file")
+    parser.add_argument("--profile-hub", metavar="PATH", help="run each hub under cProfile, writing PATH.0, PATH.1 ...")
     args = parser.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
