@@ -293,7 +293,7 @@ async def agent_body(run: Run, agent: Agent, user: McpUser) -> None:
             await user.call(
                 "respond_to_peek",
                 {"peek_id": pending["peek_id"], "decision": decision},
-                refusals=("no longer", "not awaiting", "already"),
+                refusals=("cannot change",),  # the user cancelled meanwhile (a race users and agents both win)
             )
     await run.think(2, 6)  # the LLM writing its answer
     if not run.over:
@@ -336,7 +336,8 @@ async def user_body(run: Run, person: User, user: McpUser) -> None:
         await run.think(2, 3)
         peek = await user.call("get_peek", {"peek_id": peek["id"]})
     if peek["status"] == "awaiting_consent":
-        await user.call("cancel_peek", {"peek_id": peek["id"]}, refusals=("no longer", "not awaiting"))
+        # the agent may accept meanwhile (the same race, from the other side)
+        await user.call("cancel_peek", {"peek_id": peek["id"]}, refusals=("only a request still waiting",))
         return
     if peek["status"] in ("active", "scheduled"):
         run.stats.events["peeks paid"] += 1

@@ -12,6 +12,7 @@ method and tool name ride in headers and `_meta`); `legacy` (2025-11-25) opens a
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ MODERN_META = {
     "io.modelcontextprotocol/clientInfo": {"name": "agentchat-load", "version": "0"},
     "io.modelcontextprotocol/clientCapabilities": {},
 }
+IDS = re.compile(r"\b(pek|cnv|usr|agt|adm)_[a-z0-9]+")  # errors are counted by kind, not by object
 NOT_MEASURED = frozenset({"wait_for_messages"})  # long polls: their latency is the partner's think time
 
 
@@ -223,7 +225,8 @@ class McpUser:
                     self.stats.record(tool, ms)
                     self.stats.refused[f"{tool}: {expected}"] += 1
                     raise Refused(expected)
-            kind = f"{tool}: tool error: {text.removeprefix(f'Error executing tool {tool}: ')[:90]}"
+            text = IDS.sub(r"\1_...", text.removeprefix(f"Error executing tool {tool}: "))
+            kind = f"{tool}: tool error: {text[:90]}"
             self.stats.errors[kind] += 1
             raise CallFailed(kind)
         self.stats.record(tool, ms)
