@@ -71,6 +71,21 @@ from agentchat_mcp.settings import Settings  # noqa: E402
 BENCH_IP_LIMIT = "100000000/minute"  # one IP for every virtual user: out of reach
 TEXT = "Here is my next point about the design review: the retry loop should back off exponentially. " * 2
 HOT = 5
+# `agentchat-mcp serve` under cProfile, written on SIGTERM: uvicorn re-raises the signal once it has
+# stopped, so the handler set here (restored by uvicorn) is what finally runs.
+PROFILED_HUB = """
+import cProfile, signal, sys
+from agentchat_mcp.cli import main
+path, sys.argv = sys.argv[1], ["agentchat-mcp", *sys.argv[2:]]
+profile = cProfile.Profile()
+def stop(*_):
+    profile.disable()
+    profile.dump_stats(path)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+profile.enable()
+main()
+"""
 
 
 @dataclass(frozen=True)
@@ -192,8 +207,8 @@ async def deployment(args: argparse.Namespace, secret: Path) -> AsyncIterator[De
         ports = [free_port() for _ in range(args.replicas)]
         for n, port in enumerate(ports):
             command = [sys.executable, "-m", "agentchat_mcp", "serve", "--transport", "http", "--port", str(port)]
-            if args.profile_hub:  # cProfile writes when the hub exits cleanly (it does on SIGTERM)
-                command[1:1] = ["-m", "cProfile", "-o", f"{args.profile_hub}.{n}"]
+            if args.profile_hub:
+                command[1:3] = ["-c", PROFILED_HUB, f"{args.profile_hub}.{n}"]
             if args.replicas > 1:
                 command += ["--allowed-host", f"127.0.0.1:{proxy_port}"]
                 # 2026-07-28 needs no session: stateless replicas. Handshake-era sessions live in the
@@ -221,7 +236,7 @@ async def deployment(args: argparse.Namespace, secret: Path) -> AsyncIterator[De
             process.terminate()
         for process in started:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=120 if args.profile_hub else 30)  # cProfile writes on the way out
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -360,6 +375,8 @@ async def frenzy_body(run: Run, world: World, person: User, user: McpUser) -> No
     twice = run.rng.random() < 0.2
     paid: dict[str, str] = {}
 
+    answered = [0]
+
     async def ask(client: McpUser, conv: str, key: str) -> None:
         try:
             peek = await client.call(
@@ -367,8 +384,12 @@ async def frenzy_body(run: Run, world: World, person: User, user: McpUser) -> No
                 {"conversation_id": conv, "max_price": f"{world.hot_price_cents / 100:.2f}", "idempotency_key": key},
                 refusals=("Not enough funds",),
             )
-        except (CallFailed, Refused):
+        except Refused:
+            answered[0] += 1
             return
+        except CallFailed:
+            return
+        answered[0] += 1
         if peek.get("replayed"):
             run.stats.events["frenzy replays answered with the first peek"] += 1
         if peek["status"] in ("active", "scheduled"):
@@ -387,6 +408,8 @@ async def frenzy_body(run: Run, world: World, person: User, user: McpUser) -> No
             await client.close()
     if twice:
         run.stats.events["frenzy users sending every request twice"] += 1
+    if answered[0] == len(attempts):
+        world.answered.add(person.id)
     run.stats.events["frenzy peeks paid"] += len(paid)
     while not run.over and paid:
         await run.think(1, 3)
@@ -591,7 +614,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--era", choices=["modern", "legacy"], default="modern", help="protocol era (default 2026-07-28)"
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds before a call counts as timed out")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds before a call counts as timed out (default 300: the mcp client's own read timeout)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", help="append the hubs' and proxy's stderr to this file")
     parser.add_argument("--profile-hub", metavar="PATH", help="run each hub under cProfile, writing PATH.0, PATH.1 ...")

@@ -48,6 +48,7 @@ class World:
     hot_conversations: list[str]
     hot_price_cents: int
     seconds: float
+    answered: set[str] = field(default_factory=set)  # frenzy users whose every request got an answer
 
 
 async def seed(settings: Settings, *, agents: int, users: int, frenzy_users: int, hot: int, seed_: int = 1) -> World:
@@ -183,7 +184,9 @@ async def check_money(settings: Settings, world: World) -> MoneyCheck:
                 per_user[r.user_id] += 1
                 per_user_conv[r.user_id, r.conversation_id] += 1
         want = min(FRENZY_AFFORDS, len(hot))
-        off = [(u, per_user[u]) for u in crowd if per_user[u] != want]
+        # a request the client gave up on (timeout) may or may not have been served: such a user paid
+        # for at most `want`; one whose every request was answered, for exactly `want`
+        off = [(u, per_user[u]) for u in crowd if per_user[u] > want or (u in world.answered and per_user[u] != want)]
         doubled = [k for k, n in per_user_conv.items() if n > 1]
         if crowd and (off or doubled):
             failures.append(
@@ -198,6 +201,8 @@ async def check_money(settings: Settings, world: World) -> MoneyCheck:
     if crowd:
         out.append(
             f"  frenzy: {len(crowd)} users each afforded {FRENZY_AFFORDS} of {len(hot)} hot conversations: "
-            f"{sum(per_user.values())} peeks paid (want {want * len(crowd)}), none twice on one conversation: {'yes' if not doubled else 'NO'}"
+            f"{sum(per_user.values())} peeks paid; exactly {want} for each of the {len(world.answered & crowd)} users whose every "
+            f"request was answered, at most {want} for the others: {'yes' if not off else 'NO'}; none twice on one "
+            f"conversation: {'yes' if not doubled else 'NO'}"
         )
     return MoneyCheck(out, failures)
