@@ -4,7 +4,7 @@
     python bench/load.py --scenarios peak --duration 30    # one scenario, shorter
     python bench/load.py --replicas 2                      # two stateless hubs behind bench/proxy.py (shared SQLite)
     python bench/load.py --replicas 2 --era legacy         # 2025-11-25 sessions: stateful hubs, a sticky proxy
-    python bench/load.py --replicas 2 --db postgresql://127.0.0.1/load_x   # PostgreSQL (needs the pg store)
+    python bench/load.py --replicas 2 --db postgresql://postgres@127.0.0.1/load_x --create-db   # PostgreSQL (the pg store)
     python bench/load.py --users 10 --duration 3 --think-scale 0.1        # a smoke run (tests/test_bench_load.py)
 
 Scenarios (`--users` overrides every size; `--duration`, `--ramp` the times):
@@ -43,7 +43,9 @@ import argparse
 import os
 import platform
 import random
+import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -517,6 +519,25 @@ def _row(label: str, values: list[float]) -> str:
     )
 
 
+@asynccontextmanager
+async def fresh_database(url: str, create: bool) -> AsyncIterator[None]:
+    """With `create`, a PostgreSQL database made for the run (psql, from the URL) and dropped after it."""
+    if not create:
+        yield
+        return
+    if not url.startswith("postgresql") or shutil.which("psql") is None:
+        raise SystemExit("--create-db needs a postgresql:// --db and psql on PATH")
+    server, _, name = url.split("?")[0].rpartition("/")
+    if not re.fullmatch(r"load_\w+", name):
+        raise SystemExit(f"--create-db makes and drops databases named load_*, not {name!r}")
+    admin = f"{server.replace('postgresql+asyncpg:', 'postgresql:')}/postgres"
+    subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["psql", admin, "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
+
+
 def git_describe() -> str:
     try:
         done = subprocess.run(
@@ -540,57 +561,63 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"--db {args.db}: this checkout's store takes SQLite paths only (it would make a file named "
                 f"{settings.db}); PostgreSQL needs the pg branch's store"
             )
-        mixed = [s for s in chosen if s.name != "frenzy"]
-        frenzy = [s for s in chosen if s.name == "frenzy"]
-        world = await seed(
-            settings,
-            agents=max([s.agents for s in mixed] + [2 * HOT if frenzy else 0]),
-            users=max([s.users - s.agents for s in mixed] + [0]),
-            frenzy_users=max([s.users for s in frenzy] + [0]),
-            hot=HOT if frenzy else 0,
-            seed_=args.seed,
-        )
-        print(" ".join(shlex.quote(a) for a in ["python", "bench/load.py", *sys.argv[1:]]))
+        async with fresh_database(args.db, args.create_db):
+            return await run_all(args, chosen, settings, secret)
+
+
+async def run_all(args: argparse.Namespace, chosen: list[Scenario], settings: Settings, secret: Path) -> int:
+    """Seed, start the deployment, run the scenarios, check the money, print the summary."""
+    mixed = [s for s in chosen if s.name != "frenzy"]
+    frenzy = [s for s in chosen if s.name == "frenzy"]
+    world = await seed(
+        settings,
+        agents=max([s.agents for s in mixed] + [2 * HOT if frenzy else 0]),
+        users=max([s.users - s.agents for s in mixed] + [0]),
+        frenzy_users=max([s.users for s in frenzy] + [0]),
+        hot=HOT if frenzy else 0,
+        seed_=args.seed,
+    )
+    print(" ".join(shlex.quote(a) for a in ["python", "bench/load.py", *sys.argv[1:]]))
+    print(
+        f"agentchat-mcp load bench at {git_describe()}: Python {platform.python_version()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f} at the start; store {args.db if args.db.startswith('postgresql') else 'SQLite (temp file)'}"
+    )
+    print(
+        f"  seeded {len(world.agents)} agents ({len(world.agents) // 2} pair conversations, 3 messages each), "
+        f"{len(world.users)} users with ${100_000 / 100:,.0f} credit, {len(world.frenzy_users)} frenzy users with credit for "
+        f"{FRENZY_AFFORDS} peeks at ${world.hot_price_cents / 100:.2f}, in {world.seconds:.1f} s"
+    )
+    print(
+        f"  rate limits: per IP {BENCH_IP_LIMIT} (bench: every virtual user is 127.0.0.1); per principal 100/minute "
+        "and request_peek 10/minute (the defaults)"
+        + (f"; shared in {args.rate_limit_storage}" if args.replicas > 1 else "")
+    )
+    print(f"  think times x{args.think_scale:g}; call timeout {args.timeout:g} s; seed {args.seed}")
+    summaries = []
+    failed = False
+    async with deployment(args, secret) as where:
+        for scenario in chosen:
+            run = await run_scenario(scenario, world, where, args)
+            lines, summary = report(run, args)
+            print("\n".join(lines), flush=True)
+            summaries.append(summary)
+            failed |= summary["errors"] > 0
+    money = await check_money(settings, world)
+    print("money check after the run (the store, every scenario):")
+    print("\n".join(money.lines))
+    for failure in money.failures:
+        print(f"  FAILED {failure}")
+    print(f"money check: {'ok' if money.ok else 'FAILED'}")
+    print(f"summary ({where.description}; load average {os.getloadavg()[0]:.2f} at the end):")
+    print(
+        f"  {'scenario':<8} {'users':>6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6} {'hub CPU ms/call':>16}"
+    )
+    for r in summaries:
         print(
-            f"agentchat-mcp load bench at {git_describe()}: Python {platform.python_version()}, {os.cpu_count()} cores, "
-            f"load average {os.getloadavg()[0]:.2f} at the start; store {args.db if args.db.startswith('postgresql') else 'SQLite (temp file)'}"
+            f"  {r['scenario']:<8} {r['users']:>6} {r['calls/s']:>8.1f} {r['p50']:>7.1f} {r['p95']:>7.1f} {r['p99']:>7.1f} "
+            f"{r['errors']:>6} {r['hub ms/call']:>16.2f}"
         )
-        print(
-            f"  seeded {len(world.agents)} agents ({len(world.agents) // 2} pair conversations, 3 messages each), "
-            f"{len(world.users)} users with ${100_000 / 100:,.0f} credit, {len(world.frenzy_users)} frenzy users with credit for "
-            f"{FRENZY_AFFORDS} peeks at ${world.hot_price_cents / 100:.2f}, in {world.seconds:.1f} s"
-        )
-        print(
-            f"  rate limits: per IP {BENCH_IP_LIMIT} (bench: every virtual user is 127.0.0.1); per principal 100/minute "
-            "and request_peek 10/minute (the defaults)"
-            + (f"; shared in {args.rate_limit_storage}" if args.replicas > 1 else "")
-        )
-        print(f"  think times x{args.think_scale:g}; call timeout {args.timeout:g} s; seed {args.seed}")
-        summaries = []
-        failed = False
-        async with deployment(args, secret) as where:
-            for scenario in chosen:
-                run = await run_scenario(scenario, world, where, args)
-                lines, summary = report(run, args)
-                print("\n".join(lines), flush=True)
-                summaries.append(summary)
-                failed |= summary["errors"] > 0
-        money = await check_money(settings, world)
-        print("money check after the run (the store, every scenario):")
-        print("\n".join(money.lines))
-        for failure in money.failures:
-            print(f"  FAILED {failure}")
-        print(f"money check: {'ok' if money.ok else 'FAILED'}")
-        print(f"summary ({where.description}; load average {os.getloadavg()[0]:.2f} at the end):")
-        print(
-            f"  {'scenario':<8} {'users':>6} {'calls/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6} {'hub CPU ms/call':>16}"
-        )
-        for r in summaries:
-            print(
-                f"  {r['scenario']:<8} {r['users']:>6} {r['calls/s']:>8.1f} {r['p50']:>7.1f} {r['p95']:>7.1f} {r['p99']:>7.1f} "
-                f"{r['errors']:>6} {r['hub ms/call']:>16.2f}"
-            )
-        return 1 if failed or not money.ok else 0
+    return 1 if failed or not money.ok else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -619,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=300.0,
         help="seconds before a call counts as timed out (default 300: the mcp client's own read timeout)",
+    )
+    parser.add_argument(
+        "--create-db", action="store_true", help="PostgreSQL: create the --db database (load_*) first, drop it after"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log", help="append the hubs' and proxy's stderr to this file")
