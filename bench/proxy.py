@@ -6,9 +6,12 @@ Round-robin per request; sticky on `Mcp-Session-Id` when a request carries one (
 lives in the replica that created it: the proxy learns the id from that replica's response); responses
 stream through as they come (chunked bodies chunk by chunk: SSE streams, long polls), so a stream that
 never ends is fine. Adds X-Forwarded-For (the hubs trust it from 127.0.0.1: AGENTCHAT_TRUSTED_PROXIES).
-Keeps a pool of idle keep-alive connections per backend. A backend that refuses the connection gets
-the request's next backend in line, unless the request is tied to it by its session; nothing else is
-retried (a request may have reached the hub). `/healthz` on the proxy answers 200 once every backend does.
+Keeps a pool of idle keep-alive connections per backend (none idle for 4 s or more: uvicorn closes
+them at 5). A request (its body is buffered, up to the hubs' own limit) goes to the next backend in line
+when one refuses the connection, unless its session ties it there, and is sent again on a new
+connection when a pooled one turns out closed before any byte of response (normally the hub closing
+it idle, so it never read the request; nginx retries a cached upstream connection the same way);
+nothing else is retried, since a request may have reached a hub. `/healthz` on the proxy answers 200 once every backend does.
 
 Not for production: nginx or Caddy in front of real replicas (docs/deploy.md).
 """
@@ -20,10 +23,12 @@ import asyncio
 import contextlib
 import itertools
 import sys
+import time
 
 MAX_HEAD = 65536
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"}
 SESSION = "mcp-session-id"
+IDLE_SECONDS = 4.0
 
 
 class BadRequest(Exception):
@@ -33,13 +38,15 @@ class BadRequest(Exception):
 class Backend:
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
 
-    async def connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        """(reader, writer, reused): an idle pooled connection, else a new one."""
-        while self.idle:
-            reader, writer = self.idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
+    async def connection(self, *, fresh: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """(reader, writer, reused): an idle pooled connection, else (or if `fresh`) a new one."""
+        now = time.monotonic()
+        while self.idle and not fresh:
+            reader, writer, since = self.idle.pop()
+            # uvicorn closes a connection idle for 5 s: one idle for 4 s may be closing as we write
+            if now - since < IDLE_SECONDS and not writer.is_closing() and not reader.at_eof():
                 return reader, writer, True
             writer.close()
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_HEAD)
@@ -47,7 +54,7 @@ class Backend:
 
     def give_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.idle) < 512 and not writer.is_closing():
-            self.idle.append((reader, writer))
+            self.idle.append((reader, writer, time.monotonic()))
         else:
             writer.close()
 
@@ -73,6 +80,22 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[str, list[tuple[str, 
 
 def header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == name), None)
+
+
+async def read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> bytes:
+    """A request body, whole (Content-Length or chunked, re-framed as it came)."""
+    length = header(headers, "content-length")
+    if length is not None:
+        return await reader.readexactly(int(length))
+    if (header(headers, "transfer-encoding") or "").lower() != "chunked":
+        return b""
+    parts = []
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        parts.append(size_line + (await reader.readexactly(size + 2) if size else await reader.readuntil(b"\r\n")))
+        if size == 0:
+            return b"".join(parts)
 
 
 async def relay_body(
@@ -149,29 +172,29 @@ class Proxy:
         out = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() != "x-forwarded-for"]
         out.append(("X-Forwarded-For", f"{forwarded}, {address}" if forwarded else address))
         wire = (start + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in out) + "\r\n").encode("latin-1")
+        body = await read_body(client_r, headers)  # buffered: a request may have to be sent twice
+        got = None
         for index in order:
             backend = self.backends[index]
             try:
-                reader, writer, _ = await backend.connection()
+                reader, writer, reused = await backend.connection()
             except OSError:
                 continue
+            got = await self.exchange(reader, writer, wire + body)
+            if got is None and reused:
+                # a pooled connection the hub had closed: it never read the request, so a new
+                # connection may carry it (what any keep-alive client does)
+                try:
+                    reader, writer, _ = await backend.connection(fresh=True)
+                except OSError:
+                    continue
+                got = await self.exchange(reader, writer, wire + body)
             break
-        else:
+        if got is None:
             client_w.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
             await client_w.drain()
             return False
-        try:
-            writer.write(wire)
-            await relay_body(client_r, writer, headers)
-            got = await read_head(reader)
-            if got is None:
-                raise ConnectionError("backend closed")
-            status, reply = got
-        except (ConnectionError, asyncio.IncompleteReadError, BadRequest):
-            writer.close()
-            client_w.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-            await client_w.drain()
-            return False
+        status, reply = got
         new_session = header(reply, SESSION)
         if new_session is not None:
             self.sticky[new_session] = index
@@ -194,6 +217,20 @@ class Proxy:
             return True
         writer.close()
         return False  # the body ran to the end of the stream: so must the client's connection
+
+    async def exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+    ) -> tuple[str, list[tuple[str, str]]] | None:
+        """Send a whole request, read the response head; None if the connection failed before it."""
+        try:
+            writer.write(request)
+            await writer.drain()
+            got = await read_head(reader)
+        except (ConnectionError, asyncio.IncompleteReadError, BadRequest):
+            got = None
+        if got is None:
+            writer.close()
+        return got
 
     async def healthy(self) -> bool:
         for backend in self.backends:
