@@ -596,6 +596,9 @@ async def run_all(args: argparse.Namespace, chosen: list[Scenario], settings: Se
     summaries = []
     failed = False
     async with deployment(args, secret) as where:
+        env = hub_env(args, secret)
+        shown = " ".join(f"{k}={env[k]}" for k in sorted(env) if k.startswith("AGENTCHAT_") and k != "AGENTCHAT_DB")
+        print(f"  {where.description}: agentchat-mcp serve --transport http with {shown}", flush=True)
         for scenario in chosen:
             run = await run_scenario(scenario, world, where, args)
             lines, summary = report(run, args)
