@@ -226,12 +226,14 @@ async def deployment(args: argparse.Namespace, secret: Path) -> AsyncIterator[De
         command = [sys.executable, str(ROOT / "bench" / "proxy.py"), "--listen", f"127.0.0.1:{proxy_port}"]
         for port in ports:
             command += ["--backend", f"127.0.0.1:{port}"]
+        command += ["--balance", args.balance]
         proxy = subprocess.Popen(command, stdout=log, stderr=log)
         started.append(proxy)
         await wait_healthy(f"http://127.0.0.1:{proxy_port}/healthz", proxy, "the proxy")
-        kind = "stateless hubs behind bench/proxy.py (round-robin)"
+        balance = "round-robin" if args.balance == "round-robin" else "by API key"
+        kind = f"stateless hubs behind bench/proxy.py ({balance})"
         if args.era == "legacy":
-            kind = "stateful hubs behind bench/proxy.py (round-robin, sticky on Mcp-Session-Id)"
+            kind = f"stateful hubs behind bench/proxy.py ({balance}, sticky on Mcp-Session-Id)"
         yield Deployment("127.0.0.1", proxy_port, hubs, proxy.pid, f"{args.replicas} {kind}")
     finally:
         for process in started:
@@ -640,6 +642,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rate-limit-storage",
         default="redis://127.0.0.1:6379/3",
         help="shared limits for replicas (default redis db 3)",
+    )
+    parser.add_argument(
+        "--balance",
+        choices=["round-robin", "key"],
+        default="round-robin",
+        help="replicas: the proxy's choice per request, round-robin (default) or by API key",
     )
     parser.add_argument(
         "--era", choices=["modern", "legacy"], default="modern", help="protocol era (default 2026-07-28)"

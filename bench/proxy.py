@@ -2,7 +2,7 @@
 
     python bench/proxy.py --listen 127.0.0.1:8000 --backend 127.0.0.1:8001 --backend 127.0.0.1:8002
 
-Round-robin per request; sticky on `Mcp-Session-Id` when a request carries one (a handshake-era session
+Round-robin per request (or, with --balance key, by the Authorization header); sticky on `Mcp-Session-Id` when a request carries one (a handshake-era session
 lives in the replica that created it: the proxy learns the id from that replica's response); responses
 stream through as they come (chunked bodies chunk by chunk: SSE streams, long polls), so a stream that
 never ends is fine. Adds X-Forwarded-For (the hubs trust it from 127.0.0.1: AGENTCHAT_TRUSTED_PROXIES).
@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import sys
 import time
+import zlib
 
 MAX_HEAD = 65536
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"}
@@ -126,8 +127,9 @@ async def relay_body(
 
 
 class Proxy:
-    def __init__(self, backends: list[Backend]) -> None:
+    def __init__(self, backends: list[Backend], balance: str = "round-robin") -> None:
         self.backends = backends
+        self.balance = balance
         self.turn = itertools.cycle(range(len(backends)))
         self.sticky: dict[str, int] = {}
 
@@ -135,7 +137,10 @@ class Proxy:
         session = header(headers, SESSION)
         if session is not None and session in self.sticky:
             return [self.sticky[session]], session
-        first = next(self.turn)
+        credential = header(headers, "authorization") if self.balance == "key" else None
+        # by key: one principal's calls land on one replica, whose caches (its authenticated caller,
+        # its conversation keys) then stay warm; round-robin makes every replica learn every caller
+        first = zlib.crc32(credential.encode()) % len(self.backends) if credential else next(self.turn)
         return [(first + i) % len(self.backends) for i in range(len(self.backends))], session
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -253,8 +258,8 @@ def address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-async def serve(listen: tuple[str, int], backends: list[tuple[str, int]]) -> None:
-    proxy = Proxy([Backend(h, p) for h, p in backends])
+async def serve(listen: tuple[str, int], backends: list[tuple[str, int]], balance: str) -> None:
+    proxy = Proxy([Backend(h, p) for h, p in backends], balance)
     server = await asyncio.start_server(proxy.handle, listen[0], listen[1], limit=MAX_HEAD, backlog=4096)
     async with server:
         await server.serve_forever()
@@ -264,9 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen", required=True, help="host:port to accept on")
     parser.add_argument("--backend", action="append", required=True, help="host:port of a hub (repeat)")
+    parser.add_argument(
+        "--balance",
+        choices=["round-robin", "key"],
+        default="round-robin",
+        help="round-robin per request, or key: by the Authorization header (one caller, one replica)",
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(address(args.listen), [address(b) for b in args.backend]))
+        asyncio.run(serve(address(args.listen), [address(b) for b in args.backend], args.balance))
     return 0
 
 
