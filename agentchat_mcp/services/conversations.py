@@ -130,6 +130,32 @@ _OUTSIDE_HOLDERS = (
         )
     )
 )
+# unread(): every wait_for_messages wake-up and check_inbox; is_member(): every conversation tool.
+# Built once (a statement built per call costs more CPU than SQLite spends running it).
+_UNREAD_ALL = (
+    select(conversations.c.id, conversations.c.topic, conversations.c.last_seq, func.count(messages.c.id))
+    .select_from(participants)
+    .join(conversations, conversations.c.id == participants.c.conversation_id)
+    .join(
+        messages,
+        and_(
+            messages.c.conversation_id == participants.c.conversation_id,
+            messages.c.seq > participants.c.read_seq,
+            messages.c.sender_id != bindparam("caller"),
+        ),
+    )
+    .where(and_(participants.c.principal_id == bindparam("caller"), participants.c.left_at.is_(None)))
+    .group_by(conversations.c.id, conversations.c.topic, conversations.c.last_seq)
+    .order_by(conversations.c.id)
+)
+_UNREAD_IN = _UNREAD_ALL.where(participants.c.conversation_id == bindparam("conversation"))
+_IS_MEMBER = select(participants.c.principal_id).where(
+    and_(
+        participants.c.conversation_id == bindparam("conversation"),
+        participants.c.principal_id == bindparam("principal"),
+        participants.c.left_at.is_(None),
+    )
+)
 _INSERT_MESSAGE = insert(messages)
 _PREVIOUS = select(messages.c.sender_id, messages.c.created_at).where(
     and_(messages.c.conversation_id == bindparam("conversation"), messages.c.seq == bindparam("seq"))
@@ -483,27 +509,9 @@ class Conversations:
     async def unread(self, caller: Caller, conversation_id: str | None = None) -> list[Unread]:
         """Conversations with messages from others after the caller's read cursor."""
         require_role(caller, "agent")
-        mine = and_(participants.c.principal_id == caller.id, participants.c.left_at.is_(None))
-        if conversation_id is not None:
-            mine = and_(mine, participants.c.conversation_id == conversation_id)
-        stmt = (
-            select(conversations.c.id, conversations.c.topic, conversations.c.last_seq, func.count(messages.c.id))
-            .select_from(participants)
-            .join(conversations, conversations.c.id == participants.c.conversation_id)
-            .join(
-                messages,
-                and_(
-                    messages.c.conversation_id == participants.c.conversation_id,
-                    messages.c.seq > participants.c.read_seq,
-                    messages.c.sender_id != caller.id,
-                ),
-            )
-            .where(mine)
-            .group_by(conversations.c.id, conversations.c.topic, conversations.c.last_seq)
-            .order_by(conversations.c.id)
-        )
+        stmt = _UNREAD_ALL if conversation_id is None else _UNREAD_IN
         async with self._store.read() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, {"caller": caller.id, "conversation": conversation_id})).all()
         return [Unread(conversation_id=r[0], topic=r[1], last_seq=r[2], unread=r[3]) for r in rows]
 
     async def wait(self, caller: Caller, conversation_id: str | None, timeout: float) -> list[Unread]:
@@ -525,15 +533,7 @@ class Conversations:
 
     async def is_member(self, conn: DbConnection, principal_id: str, conversation_id: str) -> bool:
         """Is `principal_id` a current (not departed) participant?"""
-        row = await conn.execute(
-            select(participants.c.principal_id).where(
-                and_(
-                    participants.c.conversation_id == conversation_id,
-                    participants.c.principal_id == principal_id,
-                    participants.c.left_at.is_(None),
-                )
-            )
-        )
+        row = await conn.execute(_IS_MEMBER, {"principal": principal_id, "conversation": conversation_id})
         return row.first() is not None
 
     async def _members(self, conn: DbConnection, conversation_id: str) -> set[str]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.crypto import new_id
@@ -83,7 +83,7 @@ def _entitlement(row: object) -> Entitlement:
     )
 
 
-def _live(now: str) -> object:
+def _live(now: Any) -> object:
     return and_(
         entitlements.c.status == "active",
         entitlements.c.units_used < entitlements.c.units_total,
@@ -97,12 +97,23 @@ def _split(ref: str) -> tuple[str, str]:
     return entitlement_id, agent_id
 
 
+# Built once: a statement built per call costs more than running it (~0.3 ms here, four times per
+# quote), while a module-level one reuses its memoised cache key and compiled form.
+_LIVE_ANY = (
+    select(entitlements)
+    .where(and_(entitlements.c.user_id == bindparam("user_id"), _live(bindparam("now"))))  # type: ignore[arg-type]
+    .order_by(entitlements.c.created_at, entitlements.c.id)
+)
+_LIVE_FROM = _LIVE_ANY.where(entitlements.c.source == bindparam("source"))
+
+
 async def live_entitlements(conn: DbConnection, user_id: str, source: str | None = None) -> list[Entitlement]:
     """The user's entitlements with units left now, oldest first (the order they are used in)."""
-    stmt = select(entitlements).where(and_(entitlements.c.user_id == user_id, _live(clock.now_iso())))  # type: ignore[arg-type]
-    if source is not None:
-        stmt = stmt.where(entitlements.c.source == source)
-    rows = await conn.execute(stmt.order_by(entitlements.c.created_at, entitlements.c.id))
+    now = clock.now_iso()
+    if source is None:
+        rows = await conn.execute(_LIVE_ANY, {"user_id": user_id, "now": now})
+    else:
+        rows = await conn.execute(_LIVE_FROM, {"user_id": user_id, "now": now, "source": source})
     return [_entitlement(r) for r in rows]
 
 

@@ -248,6 +248,49 @@ class PeekMoneyHooks(Protocol):
     async def on_peek_refunded(self, conn: DbConnection, peek_id: str, now: str) -> None: ...
 
 
+# Statements of the read paths every peek tool takes, built once (a module-level statement keeps
+# its cache key and compiled form; built per call, the join below cost ~1 ms of CPU, more than running it).
+_PEEK_USER = principals.alias("peek_user")
+_PEEK_AGENT = principals.alias("peek_agent")
+_VIEW = (
+    select(
+        peeks,
+        conversations.c.topic,
+        _PEEK_USER.c.name.label("user_name"),
+        peek_consents.c.agent_id,
+        _PEEK_AGENT.c.name.label("agent_name"),
+        peek_consents.c.price_cents.label("agent_price"),
+        peek_consents.c.fee_cents.label("agent_fee"),
+        peek_consents.c.paid_by,
+        peek_consents.c.decision,
+        peek_consents.c.decided_at.label("agent_decided_at"),
+        peek_consents.c.reason.label("agent_reason"),
+    )
+    .join(conversations, conversations.c.id == peeks.c.conversation_id)
+    .join(_PEEK_USER, _PEEK_USER.c.id == peeks.c.user_id)
+    .join(peek_consents, peek_consents.c.peek_id == peeks.c.id)
+    .join(_PEEK_AGENT, _PEEK_AGENT.c.id == peek_consents.c.agent_id)
+    .where(peeks.c.id == bindparam("peek_id"))
+    .order_by(peek_consents.c.agent_id)
+)
+_DUE_ALL = (
+    select(peeks.c.id, peeks.c.status)
+    .where(
+        or_(
+            and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at <= bindparam("now")),
+            and_(peeks.c.status == "active", peeks.c.window_end <= bindparam("now")),
+        )
+    )
+    .limit(500)
+)
+_AGENT_ASKED = exists().where(
+    and_(peek_consents.c.peek_id == peeks.c.id, peek_consents.c.agent_id == bindparam("agent_id"))
+)
+_DUE_FOR_USER = _DUE_ALL.where(peeks.c.user_id == bindparam("user_id"))
+_DUE_FOR_AGENT = _DUE_ALL.where(_AGENT_ASKED)
+_DUE_FOR_USER_AND_AGENT = _DUE_FOR_USER.where(_AGENT_ASKED)
+
+
 class Peeks:
     """The peek service; registers itself with Conversations as an access check and reader source."""
 
@@ -814,19 +857,13 @@ class Peeks:
         self, conn: DbConnection, now: str, *, user_id: str | None = None, agent_id: str | None = None
     ) -> list[tuple[str, str, str]]:
         """(id, status, now) of peeks whose time-driven transition is due."""
-        stmt = select(peeks.c.id, peeks.c.status).where(
-            or_(
-                and_(peeks.c.status == "awaiting_consent", peeks.c.expires_at <= now),
-                and_(peeks.c.status == "active", peeks.c.window_end <= now),
-            )
-        )
+        stmt = _DUE_ALL
         if user_id is not None:
-            stmt = stmt.where(peeks.c.user_id == user_id)
-        if agent_id is not None:
-            stmt = stmt.where(
-                exists().where(and_(peek_consents.c.peek_id == peeks.c.id, peek_consents.c.agent_id == agent_id))
-            )
-        return [(r.id, r.status, now) for r in (await conn.execute(stmt.limit(500))).all()]
+            stmt = _DUE_FOR_USER_AND_AGENT if agent_id is not None else _DUE_FOR_USER
+        elif agent_id is not None:
+            stmt = _DUE_FOR_AGENT
+        params = {"now": now, "user_id": user_id, "agent_id": agent_id}
+        return [(r.id, r.status, now) for r in (await conn.execute(stmt, params)).all()]
 
     async def _settle_rows(self, conn: DbConnection, due: list[tuple[str, str, str]], counters: _Counters) -> None:
         for peek_id, status, now in due:
@@ -1106,31 +1143,7 @@ class Peeks:
         return (await conn.execute(stmt)).first() is not None
 
     async def _view(self, conn: DbConnection, peek_id: str) -> Peek:
-        user = principals.alias("peek_user")
-        agent = principals.alias("peek_agent")
-        rows = (
-            await conn.execute(
-                select(
-                    peeks,
-                    conversations.c.topic,
-                    user.c.name.label("user_name"),
-                    peek_consents.c.agent_id,
-                    agent.c.name.label("agent_name"),
-                    peek_consents.c.price_cents.label("agent_price"),
-                    peek_consents.c.fee_cents.label("agent_fee"),
-                    peek_consents.c.paid_by,
-                    peek_consents.c.decision,
-                    peek_consents.c.decided_at.label("agent_decided_at"),
-                    peek_consents.c.reason.label("agent_reason"),
-                )
-                .join(conversations, conversations.c.id == peeks.c.conversation_id)
-                .join(user, user.c.id == peeks.c.user_id)
-                .join(peek_consents, peek_consents.c.peek_id == peeks.c.id)
-                .join(agent, agent.c.id == peek_consents.c.agent_id)
-                .where(peeks.c.id == peek_id)
-                .order_by(peek_consents.c.agent_id)
-            )
-        ).all()
+        rows = (await conn.execute(_VIEW, {"peek_id": peek_id})).all()
         row = rows[0]
         consents = [
             Consent(
