@@ -45,3 +45,19 @@ def test_bench_flags_prints_every_row_and_the_overhead_a_tool_call_pays() -> Non
     for label in ("pipeline check per tool call", "per evaluation, memoised", "OpenFeature client alone"):
         assert re.search(rf"{re.escape(label)}.*\s\d+\.\d\d us", out), out
     assert re.search(r"feature flags add to a tool call: \d+\.\d\d us \(target < 5 us: (met|NOT met)\)", out), out
+
+
+def test_bench_writes_prints_the_serialized_write_rate_of_the_store() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/writes.py", "--seconds", "0.3", "--processes", "2", "--concurrency", "2"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(
+        r"sqlite: 2 process\(es\) x 2 writers, .* [1-9]\d* ledger transactions, [\d,]+/s, \d+\.\d\d ms each",
+        done.stdout,
+    ), done.stdout
