@@ -31,8 +31,8 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agentchat_mcp.services.ledger import Ledger, Line
+from agentchat_mcp.settings import PostgresUrl
 from agentchat_mcp.store import open_store
-from agentchat_mcp.store.engine import PostgresUrl
 
 
 def _database(db: str) -> Path | PostgresUrl:
