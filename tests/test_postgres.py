@@ -241,3 +241,49 @@ async def test_a_listen_connection_that_stops_answering_is_replaced_and_counts_a
     assert two.store.data_version() > before and silent.is_closed()
     await two.store.wait_for_change(0.05)  # and the next wait listens again
     assert two.store._listener is not silent and not two.store._listener.is_closed()  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres_only
+async def test_the_change_feed_outlives_a_database_that_drops_every_connection(
+    replicas: tuple[AppContext, AppContext],
+) -> None:
+    """As after a PostgreSQL restart: every pooled and LISTEN connection of replica two dies under it. Its
+    feed logs the failures and goes on (before, the first failed scan ended the loop, and with it the
+    hub's lifespan: every later request failed), and the next message still wakes its waiter."""
+    one, two = replicas
+    alice = await caller(one, "agent", "alice", peek_price_cents=100)
+    bob = await caller(one, "agent", "bob", peek_price_cents=100)
+    conversation, _ = await one.conversations.start(alice, [bob.id], "topic", "hello")
+    woke: list[bool] = []
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(two.feed.run)
+        with anyio.fail_after(5):
+            while two.feed._last_message_id == 0:
+                await anyio.sleep(0.01)
+        async with two.store.read() as conn:  # replica two's pooled connection, kept for its next use
+            await conn.exec_driver_sql("SELECT 1")
+        listener_pid = two.store._listener.get_server_pid()  # type: ignore[attr-defined]
+        pooled = support_db.query(
+            one.settings.db,
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert listener_pid in {pid for (pid,) in pooled}
+        for (pid,) in pooled:  # one's connections too: the whole database restarts
+            support_db.query(one.settings.db, "SELECT pg_terminate_backend(?)", pid)
+
+        async def wait() -> None:
+            woke.append(await two.feed.wait(frozenset({conversation.id}), timeout=10.0))
+
+        tasks.start_soon(wait)
+        await anyio.sleep(0.5)  # the feed meets the dead connections first
+        for _attempt in range(3):  # replica one's own stale connections fail once each, as clients would see
+            try:
+                await one.conversations.send(alice, conversation.id, "still there?")
+                break
+            except Exception:
+                await anyio.sleep(0.1)
+        with anyio.fail_after(10):
+            while not woke:
+                await anyio.sleep(0.05)
+        tasks.cancel_scope.cancel()
+    assert woke == [True]

@@ -100,10 +100,17 @@ class ChangeFeed:
                 logger.exception("change listener failed")
 
     async def run(self) -> None:
-        """Poll for other processes' writes until cancelled."""
-        async with self._store.read() as conn:
-            self._last_message_id = (await conn.execute(_NEWEST_MESSAGE)).scalar() or 0
-            self._last_change_id = (await conn.execute(_NEWEST_CHANGE)).scalar() or 0
+        """Watch for other processes' writes until cancelled. A failing database (a PostgreSQL restart,
+        an exhausted pool) is logged and retried: this loop ending would end the hub's lifespan."""
+        while True:
+            try:
+                async with self._store.read() as conn:
+                    self._last_message_id = (await conn.execute(_NEWEST_MESSAGE)).scalar() or 0
+                    self._last_change_id = (await conn.execute(_NEWEST_CHANGE)).scalar() or 0
+                break
+            except Exception:
+                logger.warning("the change feed cannot read the database yet; retrying", exc_info=True)
+                await anyio.sleep(max(self._poll_seconds, 1.0))
         version = self._store.data_version()
         while True:
             # SQLite: sleeps the poll interval. PostgreSQL: returns on the next commit on any replica.
@@ -111,8 +118,13 @@ class ChangeFeed:
             current = self._store.data_version()
             if current == version:
                 continue
+            try:
+                await self._scan()
+            except Exception:  # the version stays unseen: the next pass scans again, from the same ids
+                logger.warning("the change feed could not read new changes; retrying", exc_info=True)
+                await anyio.sleep(max(self._poll_seconds, 1.0))
+                continue
             version = current
-            await self._scan()
 
     async def _scan(self) -> None:
         await self._scan_messages()

@@ -298,7 +298,11 @@ class FeatureFlags:
     async def run(self) -> None:
         """Reload whenever another process (or this one) changed the flags; until cancelled."""
         seen = self._store.data_version()
-        await self.refresh()  # a change between load() at start-up and the line above
+        try:
+            await self.refresh()  # a change between load() at start-up and the line above
+        except Exception:
+            logger.warning("could not check the feature flags' version", exc_info=True)
+            seen = -1  # check again on the next pass
         while True:
             await self._store.wait_for_change(POLL_SECONDS)  # PostgreSQL: on the next commit anywhere
             current = self._store.data_version()  # read before the version: a write after it moves it again
