@@ -62,6 +62,10 @@ class RateLimited(AgentChatError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class Busy(RateLimited):
+    """The hub had no free database connection for a long while (a load spike): nothing was done; retry."""
+
+
 class PaymentError(AgentChatError):
     """Base for money problems the caller can act on."""
 

@@ -59,10 +59,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agentchat_mcp import __version__, startup
 from agentchat_mcp.app import AppContext, close_caller_memo, remember_caller
 from agentchat_mcp.auth import ApiKeyVerifier, AuthRefusal, CallerUser, authenticate_request
-from agentchat_mcp.errors import OperatorError
+from agentchat_mcp.errors import OperatorError, RateLimited
 from agentchat_mcp.payments import PaymentProvider
 from agentchat_mcp.proxies import ClientAddress
-from agentchat_mcp.ratelimit import HttpRateLimit, RateLimiter
+from agentchat_mcp.ratelimit import RATE_LIMITED, HttpRateLimit, RateLimiter
 from agentchat_mcp.server import build_server, running_app_context, settle_startup_heap
 from agentchat_mcp.settings import ConfigurationError, Settings
 from agentchat_mcp.store import migrations
@@ -358,9 +358,13 @@ class McpGuard:
         if self.runtime.verifier is None or self.runtime.app_ctx is None:
             await JSONResponse({"error": "starting"}, status_code=503)(scope, receive, send)
             return
-        auth = await authenticate_request(
-            request.headers.getlist("authorization"), request.query_params.multi_items(), self.runtime.verifier
-        )
+        try:
+            auth = await authenticate_request(
+                request.headers.getlist("authorization"), request.query_params.multi_items(), self.runtime.verifier
+            )
+        except RateLimited as exc:  # Busy: no database connection free for a long while (a spike)
+            await _busy_response(exc)(scope, receive, send)
+            return
         if isinstance(auth, AuthRefusal):
             await _refusal_response(auth)(scope, receive, send)
             return
@@ -577,6 +581,23 @@ def build_app(
     app.state.agentchat = None
     app.state.runtime = runtime
     return app
+
+
+def _busy_response(exc: RateLimited) -> JSONResponse:
+    """503 with Retry-After, its body a JSON-RPC error carrying the wait (as the per-IP 429's)."""
+    return JSONResponse(
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": RATE_LIMITED,
+                "message": str(exc),
+                "data": {"error": "busy", "retry_after_seconds": exc.retry_after_seconds},
+            },
+        },
+        status_code=503,
+        headers={"retry-after": str(exc.retry_after_seconds)},
+    )
 
 
 def uvicorn_config(app: ASGIApp, *, host: str, port: int, **kwargs: Any) -> uvicorn.Config:

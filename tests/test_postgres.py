@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import literal, select
 
 from agentchat_mcp.errors import AgentChatError
 from agentchat_mcp.server import AppContext, build_app_context
@@ -287,3 +288,25 @@ async def test_the_change_feed_outlives_a_database_that_drops_every_connection(
                 await anyio.sleep(0.05)
         tasks.cancel_scope.cancel()
     assert woke == [True]
+
+
+@pytest.mark.postgres_only
+async def test_a_store_with_no_free_connection_refuses_as_busy_with_the_wait_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spike that keeps every pooled connection busy past the pool's timeout: the next unit of work is
+    refused as Busy (retryable, nothing done), which tools and the HTTP layer pass on with the wait."""
+    from agentchat_mcp.errors import Busy
+    from agentchat_mcp.store import postgres
+
+    monkeypatch.setattr(postgres, "POOL_TIMEOUT_SECONDS", 0.2)
+    settings = Settings(db=support_db.database_for(tmp_path / "b.db"), secret_file=tmp_path / "b.secret")
+    async with open_store(settings.db, pool=(1, 0)) as store, store.read() as held:
+        await held.exec_driver_sql("SELECT 1")
+        for attempt in (store.read(), store.write()):
+            with pytest.raises(Busy) as refused:
+                async with attempt:
+                    pass
+            assert refused.value.retry_after_seconds > 0 and "nothing was done" in str(refused.value)
+        with pytest.raises(Busy):
+            await store.quick_first(select(literal(1)), {})

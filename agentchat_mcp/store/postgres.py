@@ -32,9 +32,10 @@ import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from agentchat_mcp.errors import InvalidInput
+from agentchat_mcp.errors import Busy, InvalidInput
 from agentchat_mcp.settings import PostgresUrl
 from agentchat_mcp.store.engine import DatabaseUnavailable, DbConnection, NotOnPostgres, PooledConnection, Store
 
@@ -46,6 +47,11 @@ WRITE_LOCK = 0x61676E74_63686174 >> 1  # 'agntchat', one key for the whole datab
 _BEGIN_WRITE = f"SELECT pg_advisory_xact_lock({WRITE_LOCK}), pg_notify('{CHANNEL}', '')"
 PING_SECONDS = 15.0  # how long the LISTEN connection may stay quiet before we check it is still there
 PING_TIMEOUT = 5.0
+# How long a unit of work queues for a pooled connection in a spike before it is refused as Busy (a
+# retryable error; nothing was done). Long, as SQLite's inline store queues without limit: a spike
+# should show as latency, and the mcp client's own read timeout (300 s) is longer still.
+POOL_TIMEOUT_SECONDS = 120.0
+BUSY = "The hub is busy (every database connection is in use); nothing was done, retry shortly."
 PG_DUMP = "use pg_dump / pg_restore (or your provider's snapshots) for PostgreSQL"
 # PostgreSQL text cannot hold U+0000 (SQLite's can): such a value is refused, as a bad argument.
 NUL_REFUSED = "Text must not contain the NUL character (U+0000); remove it and send again."
@@ -68,7 +74,9 @@ class PostgresStore(Store):
         self.url = url
         sa_url = engine_url(url)
         self._dsn = sa_url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self.engine = create_async_engine(sa_url, pool_size=pool[0], max_overflow=pool[1])
+        self.engine = create_async_engine(
+            sa_url, pool_size=pool[0], max_overflow=pool[1], pool_timeout=POOL_TIMEOUT_SECONDS
+        )
         self._reads = self.engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # Our own writers queue here first, so a queue of them holds one pooled connection, not one each.
@@ -87,14 +95,14 @@ class PostgresStore(Store):
     @asynccontextmanager
     async def read(self) -> AsyncIterator[DbConnection]:
         """One snapshot for the whole block (REPEATABLE READ, READ ONLY)."""
-        with anyio.CancelScope(shield=True), _refusing_nul():
+        with anyio.CancelScope(shield=True), _refusing_nul(), _busy_when_no_connection():
             async with self._reads.connect() as conn, conn.begin():
                 yield PooledConnection(conn)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[DbConnection]:
         """One writer at a time across every replica (the advisory lock); commits or rolls back whole."""
-        with anyio.CancelScope(shield=True), _refusing_nul():
+        with anyio.CancelScope(shield=True), _refusing_nul(), _busy_when_no_connection():
             asked = time.perf_counter()
             assert self.engine is not None
             async with self._write_lock, self.engine.connect() as conn, conn.begin():
@@ -104,8 +112,9 @@ class PostgresStore(Store):
 
     async def quick_first(self, statement: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
         """One autocommit statement: a single round trip, no BEGIN or COMMIT."""
-        async with self._autocommit.connect() as conn:
-            row = (await conn.execute(statement, params)).first()
+        with _busy_when_no_connection():
+            async with self._autocommit.connect() as conn:
+                row = (await conn.execute(statement, params)).first()
         return None if row is None else tuple(row)
 
     # --- the change signal ---
@@ -184,6 +193,16 @@ class PostgresStore(Store):
                 await listener.close(timeout=5)
         assert self.engine is not None
         await self.engine.dispose()
+
+
+@contextmanager
+def _busy_when_no_connection() -> Iterator[None]:
+    """The pool's timeout (no connection free for POOL_TIMEOUT_SECONDS) as Busy: a retryable refusal
+    the caller sees with its wait, not an internal error."""
+    try:
+        yield
+    except PoolTimeout:
+        raise Busy(BUSY, retry_after_seconds=5) from None
 
 
 @contextmanager
