@@ -5,6 +5,7 @@
     python bench/send.py --legs memory   # one transport only
     python bench/send.py --profile out.prof   # cProfile the in-memory send loop
     python bench/send.py --http          # also over HTTP: 50 concurrent sessions per era (bench/send_http.py)
+    python bench/send.py --http --legs memory --profile-hub /tmp/hub   # cProfile the HTTP hub: /tmp/hub.agentchat.prof
 
 Each leg times N sequential calls from one real MCP client to each of: `echo(text)` on a bare
 MCPServer (the floor: what the SDK and transport cost by themselves) and `send_message` on
@@ -318,7 +319,12 @@ async def run(legs: list[str], n: int, profile: str | None, http: argparse.Names
             from send_http import http_figures
 
             http_lines = await http_figures(
-                hub.settings, hub.api_key, hub.conversation_id, seconds=http.http_seconds, sessions=http.http_sessions
+                hub.settings,
+                hub.api_key,
+                hub.conversation_id,
+                seconds=http.http_seconds,
+                sessions=http.http_sessions,
+                profile_hub=http.profile_hub,
             )
     print(
         f"agentchat-mcp bench: {n} sequential calls per row ({SLICES} alternating slices) after {WARMUP} warm-up calls, "
@@ -338,6 +344,9 @@ async def run(legs: list[str], n: int, profile: str | None, http: argparse.Names
         print(line)
     if profile:
         print(f"cProfile of the in-memory leg written to {profile} (python -m pstats {profile})")
+    if http is not None and http.profile_hub:
+        path = f"{http.profile_hub}.agentchat.prof"
+        print(f"cProfile of the agentchat HTTP hub over the timed rounds written to {path} (its rows ran profiled)")
     return 0
 
 
@@ -350,12 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", action="store_true", help="also: send_message over HTTP, concurrent sessions")
     parser.add_argument("--http-seconds", type=float, default=2.0, help="timed seconds per HTTP row (default 2)")
     parser.add_argument("--http-sessions", type=int, default=50, help="concurrent HTTP sessions (default 50)")
+    parser.add_argument(
+        "--profile-hub",
+        metavar="PREFIX",
+        help="with --http: cProfile the agentchat server process over the timed rounds into PREFIX.agentchat.prof",
+    )
     args = parser.parse_args(argv)
     if args.echo_server:
         echo_server().run("stdio")
         return 0
     legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
     unknown = [leg for leg in legs if leg not in LEGS]
+    if args.profile_hub and not args.http:
+        parser.error("--profile-hub profiles the HTTP hub: add --http")
     if unknown or args.n < 1:
         parser.error(f"unknown legs {unknown}; choose from {list(LEGS)}" if unknown else "--n must be >= 1")
     return anyio.run(run, legs, args.n, args.profile, args if args.http else None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -135,7 +136,8 @@ def with_echo(server: Any) -> Any:
 
 def profile_between_signals(path: str) -> None:
     """CPU-profile this process from SIGUSR1 to SIGUSR2 (then write `path`): a timed window only,
-    without start-up or shutdown. Used by hand: BENCH_PROFILE_SERVER=/tmp/p, then kill -USR1/-USR2."""
+    without start-up or shutdown. bench/send.py --http --profile-hub PREFIX does it over the timed
+    rounds; by hand: BENCH_PROFILE_SERVER=/tmp/p, then kill -USR1/-USR2."""
     import cProfile
     import signal
 
@@ -150,6 +152,16 @@ def profile_between_signals(path: str) -> None:
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
+
+
+async def stop_profile(pid: int, path: Path) -> None:
+    """SIGUSR2 to a profiled server, then wait until it has written its profile."""
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    with anyio.fail_after(30):
+        while not path.exists():
+            await anyio.sleep(0.05)
+    await anyio.sleep(0.2)  # dump_stats writes in one go; let it finish
 
 
 @asynccontextmanager
@@ -390,14 +402,18 @@ async def http_figures(
     seconds: float = 2.0,
     sessions: int = 50,
     rounds: int = 4,
+    profile_hub: str | None = None,
 ) -> list[str]:
     """The HTTP rows for bench/send.py: echo floor and send_message per era, and their ratios.
 
     The servers run at once and the rows take turns in `rounds` short slices, so a change in
-    background load on the machine falls on every row alike.
+    background load on the machine falls on every row alike. `profile_hub`: a path prefix; the
+    agentchat server is cProfiled (CPU time) over the timed rounds only, into PREFIX.agentchat.prof.
     """
     send_args = {"conversation_id": conversation_id, "text": TEXT}
     kinds = ["echo", "agentchat", "minimal"]
+    if profile_hub:
+        os.environ["BENCH_PROFILE_SERVER"] = profile_hub  # the children install profile_between_signals
     async with server_processes(kinds, settings) as servers, AsyncExitStack() as stack:
         (echo_base, echo_pid), (send_base, send_pid), (ceiling_base, ceiling_pid) = servers
         pools: dict[tuple[str, str], Pool] = {}
@@ -446,9 +462,13 @@ async def http_figures(
                 mode=era,
                 sessions=sessions,
             )
+        if profile_hub:
+            os.kill(send_pid, signal.SIGUSR1)
         for _ in range(rounds):
             for pool in pools.values():
                 await pool.run(seconds / rounds)
+        if profile_hub:
+            await stop_profile(send_pid, Path(f"{profile_hub}.agentchat.prof"))
     lines = [
         f"agentchat-mcp bench over HTTP: {sessions} concurrent sessions, {seconds:g} s per row "
         f"(in {rounds} interleaved slices), {len(TEXT)}-char text"

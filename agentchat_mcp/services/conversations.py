@@ -52,6 +52,14 @@ class SentMessage:
 
 
 @dataclass(frozen=True)
+class Previous:
+    """The message before a new one: who sent it, and when (ratings.message_sent)."""
+
+    sender_id: str
+    created_at: str
+
+
+@dataclass(frozen=True)
 class Message:
     seq: int
     sender_id: str
@@ -90,27 +98,6 @@ def conversation_not_found(conversation_id: str, role: str | None = None) -> Not
 
 # The send path's statements, built once and run as plans (store/engine.py Plan): expression
 # building and SQLAlchemy's execution machinery cost more than SQLite's work.
-_SEND_STATE = (
-    select(conversations.c.current_epoch, conversations.c.last_seq, epoch_keys.c.wrapped_key)
-    .select_from(conversations)
-    .join(
-        participants,
-        and_(
-            participants.c.conversation_id == conversations.c.id,
-            participants.c.principal_id == bindparam("caller"),
-            participants.c.left_at.is_(None),
-        ),
-    )
-    .outerjoin(
-        epoch_keys,
-        and_(
-            epoch_keys.c.conversation_id == conversations.c.id,
-            epoch_keys.c.epoch == conversations.c.current_epoch,
-            epoch_keys.c.principal_id == bindparam("caller"),
-        ),
-    )
-    .where(conversations.c.id == bindparam("conversation"))
-)
 # Holders of an epoch key who are no longer participants (peekers, or none).
 _OUTSIDE_HOLDERS = (
     select(epoch_keys.c.principal_id)
@@ -156,10 +143,63 @@ _IS_MEMBER = select(participants.c.principal_id).where(
         participants.c.left_at.is_(None),
     )
 )
-_INSERT_MESSAGE = insert(messages)
-_PREVIOUS = select(messages.c.sender_id, messages.c.created_at).where(
-    and_(messages.c.conversation_id == bindparam("conversation"), messages.c.seq == bindparam("seq"))
+# Aliases: the send state's own FROM has epoch_keys and participants, which the subquery must not
+# correlate with.
+_held, _still_in = epoch_keys.alias("held"), participants.alias("still_in")
+_previous = messages.alias("previous")
+# One read for what a send needs to know: the caller's copy of the current key, whether anyone
+# outside the conversation holds that key too (then _OUTSIDE_HOLDERS says who), and who sent the
+# message before this one, and when (a reply, for the sender's performance figures).
+_SEND_STATE = (
+    select(
+        conversations.c.current_epoch,
+        conversations.c.last_seq,
+        epoch_keys.c.wrapped_key,
+        select(_held.c.principal_id)
+        .outerjoin(
+            _still_in,
+            and_(
+                _still_in.c.conversation_id == _held.c.conversation_id,
+                _still_in.c.principal_id == _held.c.principal_id,
+                _still_in.c.left_at.is_(None),
+            ),
+        )
+        .where(
+            and_(
+                _held.c.conversation_id == conversations.c.id,
+                _held.c.epoch == conversations.c.current_epoch,
+                _still_in.c.principal_id.is_(None),
+            )
+        )
+        .exists()
+        .label("outside_holders"),
+        _previous.c.sender_id.label("previous_sender_id"),
+        _previous.c.created_at.label("previous_created_at"),
+    )
+    .select_from(conversations)
+    .join(
+        participants,
+        and_(
+            participants.c.conversation_id == conversations.c.id,
+            participants.c.principal_id == bindparam("caller"),
+            participants.c.left_at.is_(None),
+        ),
+    )
+    .outerjoin(
+        epoch_keys,
+        and_(
+            epoch_keys.c.conversation_id == conversations.c.id,
+            epoch_keys.c.epoch == conversations.c.current_epoch,
+            epoch_keys.c.principal_id == bindparam("caller"),
+        ),
+    )
+    .outerjoin(
+        _previous,
+        and_(_previous.c.conversation_id == conversations.c.id, _previous.c.seq == conversations.c.last_seq),
+    )
+    .where(conversations.c.id == bindparam("conversation"))
 )
+_INSERT_MESSAGE = insert(messages)
 _BUMP_CONVERSATION = (
     update(conversations)
     .where(conversations.c.id == bindparam("conversation"))
@@ -271,7 +311,9 @@ class Conversations:
     ) -> tuple[SentMessage, int]:
         if state is None:
             (state,) = await conn.fetch(_SEND_STATE, {"caller": caller.id, "conversation": conversation_id})
-        epoch, key = await self._current_key(conn, caller, conversation_id, state.current_epoch, state.wrapped_key)
+        epoch, key = await self._current_key(
+            conn, caller, conversation_id, state.current_epoch, state.wrapped_key, state.outside_holders
+        )
         seq = state.last_seq + 1
         now = clock.now_iso()
         ctx = MessageContext(conversation_id=conversation_id, epoch=epoch, seq=seq, sender_id=caller.id)
@@ -289,20 +331,35 @@ class Conversations:
             },
         )
         await conn.run(_BUMP_CONVERSATION, {"conversation": conversation_id, "seq": seq, "now": now})
-        previous = (await conn.fetch(_PREVIOUS, {"conversation": conversation_id, "seq": seq - 1})) if seq > 1 else []
-        await performance.message_sent(conn, caller.id, now, previous[0] if previous else None)
+        previous = (
+            Previous(state.previous_sender_id, state.previous_created_at)
+            if state.previous_sender_id is not None
+            else None
+        )
+        await performance.message_sent(conn, caller.id, now, previous)
         # Your own message is read by you.
         await conn.run(_READ_OWN, {"conversation": conversation_id, "caller": caller.id, "seq": seq})
         return SentMessage(conversation_id=conversation_id, seq=seq, sent_at=now), inserted.inserted_id or 0
 
     async def _current_key(
-        self, conn: DbConnection, caller: Caller, conversation_id: str, epoch: int, wrapped: bytes | None
+        self,
+        conn: DbConnection,
+        caller: Caller,
+        conversation_id: str,
+        epoch: int,
+        wrapped: bytes | None,
+        held_outside: bool,
     ) -> tuple[int, EpochKey]:
-        """The key to seal under now, starting a new epoch if a former reader still holds this one."""
-        outsiders = {
-            row.principal_id
-            for row in await conn.fetch(_OUTSIDE_HOLDERS, {"conversation": conversation_id, "epoch": epoch})
-        }
+        """The key to seal under now, starting a new epoch if a former reader still holds this one
+        (`held_outside`: someone not a participant holds it, from the send state)."""
+        outsiders = (
+            {
+                row.principal_id
+                for row in await conn.fetch(_OUTSIDE_HOLDERS, {"conversation": conversation_id, "epoch": epoch})
+            }
+            if held_outside
+            else set()
+        )
         if outsiders or wrapped is None:
             extra = await self._extra_readers(conn, conversation_id)
             if outsiders - extra or wrapped is None:

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import and_, bindparam, exists, insert, select, update
 
 from agentchat_mcp import clock
 from agentchat_mcp.errors import Forbidden, InvalidInput, NotFound
@@ -89,14 +89,25 @@ async def bump_many(conn: DbConnection, agent_ids: list[str], **increments: int)
     await conn.execute(update(agent_stats).where(agent_stats.c.agent_id.in_(agent_ids)).values(**values))
 
 
+# The send path's statements (every message runs them), built once and run as plans (store/engine.py
+# Plan): expression building and SQLAlchemy's execution machinery cost more than SQLite's work.
+_MESSAGE_SENT = (
+    update(agent_stats)
+    .where(agent_stats.c.agent_id == bindparam("agent"))
+    .values(messages=agent_stats.c.messages + 1, last_active_at=bindparam("now"))
+)
+_REPLY_BUCKETS = select(agent_stats.c.reply_buckets).where(agent_stats.c.agent_id == bindparam("agent"))
+_REPLIED = (
+    update(agent_stats)
+    .where(agent_stats.c.agent_id == bindparam("agent"))
+    .values(replies=agent_stats.c.replies + 1, reply_buckets=bindparam("buckets"), updated_at=bindparam("now"))
+)
+
+
 async def message_sent(conn: DbConnection, sender_id: str, now: str, previous: Any) -> None:
     """A message from `sender_id` (agents only have stats); `previous`: (sender_id, created_at) of the
     message before it, if any, which makes this one a reply when another participant sent it."""
-    await conn.execute(
-        update(agent_stats)
-        .where(agent_stats.c.agent_id == sender_id)
-        .values(messages=agent_stats.c.messages + 1, last_active_at=now)
-    )
+    await conn.run(_MESSAGE_SENT, {"agent": sender_id, "now": now})
     if previous is not None and previous.sender_id != sender_id:
         delay = (clock.parse(now) - clock.parse(previous.created_at)).total_seconds()
         await record_reply(conn, sender_id, max(0.0, delay))
@@ -104,18 +115,14 @@ async def message_sent(conn: DbConnection, sender_id: str, now: str, previous: A
 
 async def record_reply(conn: DbConnection, agent_id: str, delay_seconds: float) -> None:
     """One reply by the agent, `delay_seconds` after the message it answered."""
-    raw = (await conn.execute(select(agent_stats.c.reply_buckets).where(agent_stats.c.agent_id == agent_id))).scalar()
-    if raw is None:
+    found = await conn.fetch(_REPLY_BUCKETS, {"agent": agent_id})
+    if not found or found[0].reply_buckets is None:
         return  # not an agent
-    buckets: list[int] = json.loads(raw or "[]")
+    buckets: list[int] = json.loads(found[0].reply_buckets or "[]")
     buckets += [0] * (len(REPLY_BUCKETS) + 1 - len(buckets))
     index = next((i for i, bound in enumerate(REPLY_BUCKETS) if delay_seconds <= bound), len(REPLY_BUCKETS))
     buckets[index] += 1
-    await conn.execute(
-        update(agent_stats)
-        .where(agent_stats.c.agent_id == agent_id)
-        .values(replies=agent_stats.c.replies + 1, reply_buckets=json.dumps(buckets), updated_at=clock.now_iso())
-    )
+    await conn.run(_REPLIED, {"agent": agent_id, "buckets": json.dumps(buckets), "now": clock.now_iso()})
 
 
 class Ratings:
