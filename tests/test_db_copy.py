@@ -19,6 +19,7 @@ from tests.test_peeks import call, scene
 pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_only("copies an embedded SQLite store into PostgreSQL")]
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
+HIDDEN = "hunter2-not-shown"  # a password that must never be printed
 
 
 @pytest.fixture
@@ -103,15 +104,15 @@ async def test_a_failed_copy_leaves_the_target_empty(hub: Hub, empty_pg: str) ->
     ("target", "says"),
     [
         ("mysql://root@127.0.0.1/agentchat", "must be a PostgreSQL URL"),
-        ("postgresql+psycopg://postgres:hunter2@127.0.0.1/x", "must be a PostgreSQL URL"),
-        ("postgresql://postgres:hunter2@127.0.0.1:1/agentchat", "could not copy to"),
+        (f"postgresql+psycopg://postgres:{HIDDEN}@127.0.0.1/x", "must be a PostgreSQL URL"),
+        (f"postgresql://postgres:{HIDDEN}@127.0.0.1:1/agentchat", "could not copy to"),
     ],
 )
 async def test_a_target_that_cannot_be_used_is_one_line_without_its_password(hub: Hub, target: str, says: str) -> None:
     await hub.register_user("someone")
     out = run_cli("db", "copy", "--to", target, env=env_for(hub))
     assert out.returncode != 0 and says in out.stderr and out.stderr.count("\n") == 1
-    assert "hunter2" not in out.stderr + out.stdout
+    assert HIDDEN not in out.stderr + out.stdout
 
 
 async def test_agents_keep_their_keys_after_the_copy(hub: Hub, empty_pg: str) -> None:
