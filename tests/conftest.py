@@ -184,9 +184,14 @@ def error_text(result: Any) -> str:
 class Hub:
     """One database; each client gets its own server lifespan (like separate processes on one file)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, shared: bool = False) -> None:
+        """`shared`: a hub several tests use (a module-scoped fixture); on PostgreSQL it gets a database of
+        its own that is not emptied when each test ends."""
         self.tmp_path = tmp_path
-        self.settings = Settings(db=database_for(tmp_path / "agentchat.db"), secret_file=tmp_path / "agentchat.secret")
+        db = support_db.kept_database("shared") if shared and support_db.ON_POSTGRES else None
+        self.settings = Settings(
+            db=db or database_for(tmp_path / "agentchat.db"), secret_file=tmp_path / "agentchat.secret"
+        )
         self.metrics = InMemoryMetricReader()
         self.telemetry = Telemetry(MeterProvider(metric_readers=[self.metrics]))
 

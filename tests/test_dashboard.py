@@ -36,7 +36,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, Hub, Small]]:
-    hub = Hub(tmp_path_factory.mktemp("dashboard"))
+    hub = Hub(tmp_path_factory.mktemp("dashboard"), shared=True)
     seeded = await seed_small(hub)
     async with serving(hub) as base:
         yield base, hub, seeded
