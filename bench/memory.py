@@ -177,8 +177,9 @@ def serve_floor(port: int) -> None:
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    # what server.run("streamable-http") does, with uvicorn's log at warning (no line per request)
-    uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+    # what server.run("streamable-http") does, with uvicorn's log at warning (no line per request), on
+    # asyncio's loop as the hub (uvicorn would take uvloop where it is installed)
+    uvicorn.run(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning", loop="asyncio")
 
 
 def serve_traced(port: int, out: Path) -> None:

@@ -116,7 +116,8 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
 
         factory = lambda _app_ctx: minimal_server(db.parent)  # noqa: E731
     app = build_app(settings, HttpOptions(port=port), telemetry=telemetry, server_factory=factory)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # asyncio's loop for every leg, as `serve` has (uvicorn_config), even where uvloop is installed
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio"))
     settle_startup_heap()  # as `agentchat-mcp serve` does, for both servers alike
     profile = os.environ.get("BENCH_PROFILE_SERVER")  # a path prefix: see profile_between_signals
     if profile:

@@ -6,6 +6,7 @@ real `agentchat-mcp serve --transport http` command as a subprocess. Both live i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ResourceUpdatedNotification
 from pydantic import SecretStr
 
-from agentchat_mcp.http import HttpOptions, UnsafeBinding, build_app, transport_security
+from agentchat_mcp.http import HttpOptions, UnsafeBinding, build_app, transport_security, uvicorn_config
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import migrations
 from agentchat_mcp.telemetry import Telemetry
@@ -294,6 +295,25 @@ async def test_allow_lists_for_a_proxy_and_the_wildcard_refusal() -> None:
     assert lan.allowed_hosts == ["10.1.2.3:9000", "10.1.2.3"]
     v6 = transport_security(HttpOptions(host="::1", port=9000))
     assert "[::1]:9000" in v6.allowed_hosts
+
+
+def test_the_hub_keeps_asyncios_loop_where_uvloop_is_installed() -> None:
+    """uvicorn takes uvloop when it can import it; under uvloop a saturated hub starved some calls for
+    20 s and more (uvicorn_config says what was measured), so `serve` asks for asyncio's loop."""
+    import uvicorn
+    import uvloop  # a dev dependency, installed for this test
+
+    app = build_app(Settings(db=Path("unused.db")), HttpOptions(port=0))
+    by_default = uvicorn.Config(app).get_loop_factory()
+    ours = uvicorn_config(app, host="127.0.0.1", port=0).get_loop_factory()
+    assert by_default is not None and ours is not None
+    loops = [by_default(), ours()]
+    try:
+        assert isinstance(loops[0], uvloop.Loop)
+        assert isinstance(loops[1], asyncio.BaseEventLoop) and not isinstance(loops[1], uvloop.Loop)
+    finally:
+        for loop in loops:
+            loop.close()
 
 
 async def test_serving_on_all_interfaces_without_allow_lists_refuses_to_start(tmp_path: Path) -> None:
