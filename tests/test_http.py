@@ -297,15 +297,19 @@ async def test_allow_lists_for_a_proxy_and_the_wildcard_refusal() -> None:
     assert "[::1]:9000" in v6.allowed_hosts
 
 
-def test_the_hub_keeps_asyncios_loop_where_uvloop_is_installed() -> None:
-    """uvicorn takes uvloop when it can import it; under uvloop a saturated hub starved some calls for
-    20 s and more (uvicorn_config says what was measured), so `serve` asks for asyncio's loop."""
+def test_the_hub_parses_http_with_httptools_and_keeps_asyncios_loop_where_uvloop_is_installed() -> None:
+    """httptools costs less CPU per call than h11. uvicorn takes uvloop when it can import it; under
+    uvloop a saturated hub starved some calls for 20 s and more (uvicorn_config says what was
+    measured), so `serve` asks for asyncio's loop."""
     import uvicorn
     import uvloop  # a dev dependency, installed for this test
 
     app = build_app(Settings(db=Path("unused.db")), HttpOptions(port=0))
     by_default = uvicorn.Config(app).get_loop_factory()
-    ours = uvicorn_config(app, host="127.0.0.1", port=0).get_loop_factory()
+    config = uvicorn_config(app, host="127.0.0.1", port=0)
+    config.load()
+    assert config.http_protocol_class.__module__ == "uvicorn.protocols.http.httptools_impl"
+    ours = config.get_loop_factory()
     assert by_default is not None and ours is not None
     loops = [by_default(), ours()]
     try:
