@@ -87,7 +87,10 @@ async def leg(replicas: Replicas, name: str, alice_on: int, bob_on: int, n: int)
 async def run(args: argparse.Namespace) -> int:
     env = {"AGENTCHAT_CHANGE_POLL_SECONDS": str(args.poll), "AGENTCHAT_RATE_LIMITS_ENABLED": "false"}
     with tempfile.TemporaryDirectory(prefix="agentchat-bench-replicas-") as folder:
-        async with running_replicas(Path(folder), 2, database=args.db, redis=None, env=env) as replicas:
+        # the temp SQLite file by default, named here: left to running_replicas, a test run's
+        # AGENTCHAT_TEST_DB (inherited) would make it a PostgreSQL database nobody drops
+        database = args.db or str(Path(folder) / "agentchat.db")
+        async with running_replicas(Path(folder), 2, database=database, redis=None, env=env) as replicas:
             store = "sqlite" if not args.db or not args.db.startswith("postgresql") else "postgresql"
             rows = []
             for name, alice_on, bob_on in (("cross", 1, 2), ("same", 1, 1)):

@@ -279,6 +279,12 @@ def table_names(db: Path | PostgresUrl) -> list[str]:
     return [r[0] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")]
 
 
+def database_names(prefix: str = PREFIX) -> list[str]:
+    """The databases on the server whose names start with `prefix`."""
+    rows = query(url_of(_admin_database()), "SELECT datname FROM pg_database WHERE starts_with(datname, ?)", prefix)
+    return sorted(name for (name,) in rows)
+
+
 def drop_leftovers() -> list[str]:
     """Drop every database named with PREFIX (what crashed runs left); returns their names."""
     import asyncpg

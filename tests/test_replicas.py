@@ -36,6 +36,7 @@ from agentchat_mcp.http import listen
 from agentchat_mcp.settings import Settings
 from agentchat_mcp.store import open_settings_store
 from agentchat_mcp.store.tables import ledger_lines
+from tests import support_db
 from tests.conftest import PROJECT_ROOT, Account, error_text
 from tests.support_http import bearer
 from tests.support_replicas import (
@@ -682,7 +683,13 @@ async def test_through_the_sample_nginx_config_a_rolling_restart_fails_no_call(
 
 
 async def test_the_wake_up_bench_prints_both_legs_and_its_verdict() -> None:
-    done = await anyio.run_process([sys.executable, "bench/replicas.py", "--n", "3"], cwd=PROJECT_ROOT, check=False)
+    """By default on a temp SQLite file, even when it inherits a PostgreSQL test run's AGENTCHAT_TEST_DB
+    (it used to make a PostgreSQL database there, which nothing dropped)."""
+    prefix = f"{support_db.PREFIX}bench_{os.getpid()}_"
+    env = {**os.environ, "AGENTCHAT_TEST_DB_PREFIX": prefix}
+    done = await anyio.run_process(
+        [sys.executable, "bench/replicas.py", "--n", "3"], cwd=PROJECT_ROOT, check=False, env=env
+    )
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     for leg, route in (("cross", "1 -> 2"), ("same", "1 -> 1")):
@@ -691,6 +698,8 @@ async def test_the_wake_up_bench_prints_both_legs_and_its_verdict() -> None:
     figures = json.loads(out.splitlines()[-1])
     assert figures["store"] == "sqlite" and figures["change_poll_seconds"] == 0.1
     assert [leg["leg"] for leg in figures["legs"]] == ["cross", "same"]
+    if support_db.ON_POSTGRES:
+        assert support_db.database_names(prefix) == []
 
 
 async def test_an_api_key_rotated_through_one_replica_stops_working_at_once_on_the_others(replicas: Replicas) -> None:
