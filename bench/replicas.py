@@ -91,7 +91,7 @@ async def run(args: argparse.Namespace) -> int:
         # AGENTCHAT_TEST_DB (inherited) would make it a PostgreSQL database nobody drops
         database = args.db or str(Path(folder) / "agentchat.db")
         async with running_replicas(Path(folder), 2, database=database, redis=None, env=env) as replicas:
-            store = "sqlite" if not args.db or not args.db.startswith("postgresql") else "postgresql"
+            store = "postgresql" if database.startswith("postgresql") else "sqlite"
             rows = []
             for name, alice_on, bob_on in (("cross", 1, 2), ("same", 1, 1)):
                 if name in args.legs.split(","):

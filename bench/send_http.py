@@ -99,7 +99,7 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
     import uvicorn
 
     from agentchat_mcp import logs
-    from agentchat_mcp.http import HttpOptions, build_app
+    from agentchat_mcp.http import HttpOptions, build_app, uvicorn_config
     from agentchat_mcp.server import build_server, settle_startup_heap
     from agentchat_mcp.telemetry import Telemetry
 
@@ -116,8 +116,8 @@ def serve(kind: str, port: int, db: Path, secret: Path) -> None:
 
         factory = lambda _app_ctx: minimal_server(db.parent)  # noqa: E731
     app = build_app(settings, HttpOptions(port=port), telemetry=telemetry, server_factory=factory)
-    # asyncio's loop for every leg, as `serve` has (uvicorn_config), even where uvloop is installed
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio"))
+    # every leg under uvicorn as `serve` configures it (its loop and HTTP parser)
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning"))
     settle_startup_heap()  # as `agentchat-mcp serve` does, for both servers alike
     profile = os.environ.get("BENCH_PROFILE_SERVER")  # a path prefix: see profile_between_signals
     if profile:
